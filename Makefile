@@ -1,0 +1,47 @@
+# wva — common tasks. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help setup test test-fast lint fmt demo bench bench-full clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install wva with its dev tools (idempotent)
+
+test: setup ## run the whole test suite (real nats-server, real Prometheus, emulated cluster)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup ## unit tests only
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy --strict on shared and services, import contracts
+	$(BIN)/ruff check shared services tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: setup ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix shared services tests bench
+	$(BIN)/ruff format shared services tests bench
+
+demo: setup ## run the sandbox: the whole pipeline on one machine under a load scenario
+	$(BIN)/wva sandbox $(DEMO_ARGS)
+
+bench: setup ## quick benchmarks (a few minutes); tables in bench/results/
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-full: setup ## every benchmark at every size
+	$(BIN)/python -m bench --full $(BENCH_ARGS)
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

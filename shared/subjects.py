@@ -1,0 +1,162 @@
+"""NATS subjects: the only place they are built and parsed (DESIGN.md §3).
+
+Layout: ``<prefix>.<kind>.<namespace>.<name>``.
+
+A namespace is an RFC 1123 label and is used as is. An object name is an RFC 1123 subdomain and may
+contain ``.``, the NATS token separator, so ``.`` is encoded as ``_`` — a character Kubernetes never
+allows in a name, which makes the mapping reversible. Names are validated before encoding: an invalid
+name raises :class:`InvalidName`, never produces a malformed subject (the server silently drops
+messages on subjects with empty tokens).
+
+Exceptions::
+
+    ValueError
+    └── SubjectError
+        ├── InvalidName      a namespace or object name that Kubernetes would reject
+        ├── InvalidPrefix    a prefix that is not a dot-separated list of plain tokens
+        └── UnknownSubject   parse() of a subject this layout did not build
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+DEFAULT_PREFIX: Final = "wva"
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_LABEL_RE: Final = re.compile(rf"^{_LABEL}$")
+_SUBDOMAIN_RE: Final = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_PREFIX_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]+$")
+_MAX_LABEL: Final = 63
+_MAX_SUBDOMAIN: Final = 253
+
+
+class SubjectError(ValueError):
+    """Base of every error raised here."""
+
+
+class InvalidName(SubjectError):
+    """A namespace or object name that is not a valid Kubernetes name."""
+
+
+class InvalidPrefix(SubjectError):
+    """A subject prefix that cannot be used."""
+
+
+class UnknownSubject(SubjectError):
+    """A subject that does not follow this module's layout."""
+
+
+class Kind(StrEnum):
+    """The second token of every subject; one per contract in DESIGN.md §3."""
+
+    TARGETS = "targets"
+    METRICS = "metrics"
+    INVALIDATE = "invalidate"
+    DECISIONS = "decisions"
+    FETCH = "fetch"
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return ``namespace`` when it is an RFC 1123 label, else raise :class:`InvalidName`."""
+    if len(namespace) > _MAX_LABEL or not _LABEL_RE.match(namespace):
+        raise InvalidName(
+            f"invalid namespace {namespace!r}: must be an RFC 1123 label (at most {_MAX_LABEL} "
+            "characters of lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    return namespace
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` when it is an RFC 1123 subdomain, else raise :class:`InvalidName`."""
+    if len(name) > _MAX_SUBDOMAIN or not _SUBDOMAIN_RE.match(name):
+        raise InvalidName(
+            f"invalid object name {name!r}: must be an RFC 1123 subdomain (at most {_MAX_SUBDOMAIN} "
+            "characters; dot-separated labels of lowercase letters, digits and '-', each starting and "
+            "ending with a letter or digit)"
+        )
+    return name
+
+
+def encode_name(name: str) -> str:
+    """Encode a validated object name as one subject token."""
+    return validate_name(name).replace(".", "_")
+
+
+def decode_name(token: str) -> str:
+    """Inverse of :func:`encode_name`; raises :class:`InvalidName` for a token it could not have made."""
+    return validate_name(token.replace("_", "."))
+
+
+def validate_prefix(prefix: str) -> str:
+    tokens = prefix.split(".")
+    if not prefix or not all(_PREFIX_TOKEN_RE.match(t) for t in tokens):
+        raise InvalidPrefix(
+            f"invalid subject prefix {prefix!r}: must be one or more dot-separated tokens of letters, "
+            "digits, '_' and '-' (no wildcards, spaces or empty tokens)"
+        )
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRef:
+    """What a subject names: which contract, and which VA."""
+
+    kind: Kind
+    namespace: str
+    name: str
+
+
+class Subjects:
+    """Builds and parses subjects for one installation (one prefix)."""
+
+    __slots__ = ("_depth", "prefix")
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = validate_prefix(prefix)
+        self._depth = prefix.count(".") + 1
+
+    def build(self, kind: Kind, namespace: str, name: str) -> str:
+        return f"{self.prefix}.{kind.value}.{validate_namespace(namespace)}.{encode_name(name)}"
+
+    def targets(self, namespace: str, name: str) -> str:
+        return self.build(Kind.TARGETS, namespace, name)
+
+    def metrics(self, namespace: str, name: str) -> str:
+        return self.build(Kind.METRICS, namespace, name)
+
+    def invalidate(self, namespace: str, name: str) -> str:
+        return self.build(Kind.INVALIDATE, namespace, name)
+
+    def decisions(self, namespace: str, name: str) -> str:
+        return self.build(Kind.DECISIONS, namespace, name)
+
+    def fetch(self, namespace: str, name: str) -> str:
+        return self.build(Kind.FETCH, namespace, name)
+
+    def wildcard(self, kind: Kind | None = None) -> str:
+        """``<prefix>.<kind>.>`` for one contract, ``<prefix>.>`` for all of them."""
+        return f"{self.prefix}.>" if kind is None else f"{self.prefix}.{kind.value}.>"
+
+    def parse(self, subject: str) -> SubjectRef:
+        """Exact inverse of :meth:`build`."""
+        tokens = subject.split(".")
+        if len(tokens) != self._depth + 3 or ".".join(tokens[: self._depth]) != self.prefix:
+            raise UnknownSubject(f"subject {subject!r} is not <{self.prefix}>.<kind>.<namespace>.<name>")
+        kind_token, namespace, name_token = tokens[self._depth :]
+        try:
+            kind = Kind(kind_token)
+        except ValueError:
+            raise UnknownSubject(f"subject {subject!r} has unknown kind {kind_token!r}") from None
+        return SubjectRef(kind, validate_namespace(namespace), decode_name(name_token))
+
+    def stream_name(self, suffix: str) -> str:
+        """JetStream stream names are unique per server, so they carry the prefix too.
+
+        The default prefix gives DESIGN.md's names (``WVA_TARGETS``…).
+        """
+        base = re.sub(r"[^A-Za-z0-9]", "_", self.prefix).upper()
+        return f"{base}_{suffix}"
