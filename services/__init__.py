@@ -1,0 +1,1 @@
+"""The wva services (watcher, fetcher, scaler), the sandbox and the observation tools."""

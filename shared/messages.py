@@ -223,7 +223,7 @@ class Decoder(Generic[M]):
     __slots__ = ("_decoder", "accepts")
 
     def __init__(self, tp: type[M] | object, accepts: frozenset[str]) -> None:
-        self._decoder: msgspec.json.Decoder[M] = msgspec.json.Decoder(tp)  # type: ignore[arg-type]
+        self._decoder: msgspec.json.Decoder[M] = msgspec.json.Decoder(tp)
         self.accepts = accepts
 
     def decode(self, data: bytes | memoryview) -> M:

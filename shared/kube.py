@@ -1,0 +1,33 @@
+"""Kubernetes access: a kubernetes-asyncio client factory and the VariantAutoscaling constants."""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from kubernetes_asyncio import client, config
+
+GROUP: Final = "llmd.ai"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "variantautoscalings"
+KIND: Final = "VariantAutoscaling"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+ACCELERATOR_LABEL: Final = "inference.optimization/acceleratorName"
+CONTROLLER_INSTANCE_LABEL: Final = "wva.llmd.ai/controller-instance"
+PAUSED_ANNOTATION: Final = "wva.llmd.ai/paused"
+DRY_RUN_ANNOTATION: Final = "wva.llmd.ai/dry-run"
+
+
+async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """A client from ``kubeconfig`` (or ``$KUBECONFIG``), or the in-cluster service account.
+
+    The caller closes it (``async with`` or ``await api.close()``).
+    """
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    configuration = client.Configuration()
+    if path:
+        await config.load_kube_config(config_file=path, client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)

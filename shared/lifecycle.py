@@ -1,0 +1,133 @@
+"""The service runner: one way to start, run and stop every wva service.
+
+``serve()`` owns an ``AsyncExitStack`` (HTTP server, NATS connection drained on exit) and runs the
+service's ``main(runtime)``. SIGTERM/SIGINT set an ``asyncio.Event``; the runner then cancels
+``main`` and drains NATS. A ``main`` that raises fails the process with exit status 1 and a log line,
+so Kubernetes restarts it; nothing polls a flag.
+
+Services put their loops in an ``asyncio.TaskGroup`` inside ``main``, so a crashing loop takes the
+service down loudly instead of leaving it half alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from shared import natsio, streams
+from shared.config import Settings
+from shared.observability import Health, HttpServer, setup_logging
+from shared.subjects import Subjects
+
+log = logging.getLogger("wva.lifecycle")
+
+
+@dataclass
+class Runtime:
+    """What a running service gets from the runner."""
+
+    name: str
+    settings: Settings
+    nc: Client
+    js: JetStreamContext
+    subjects: Subjects
+    health: Health
+    stop: asyncio.Event
+    http_port: int = 0
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+ServiceMain = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+
+def stream_spec(settings: Settings) -> streams.StreamSpec:
+    return streams.StreamSpec(replicas=settings.stream_replicas, events_max_age=settings.events_max_age)
+
+
+async def _drain(nc: Client) -> None:
+    if nc.is_closed:
+        return
+    try:
+        await nc.drain()
+    except Exception as exc:  # drain is best effort on the way out; say why it was not clean
+        log.warning("NATS drain failed: %s", exc)
+        await nc.close()
+
+
+async def serve(
+    name: str,
+    settings: Settings,
+    main: ServiceMain,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> int:
+    """Run ``main`` until it returns, raises, or ``stop`` is set; returns the exit status.
+
+    Without ``stop`` the runner maps SIGTERM/SIGINT to one. ``ready`` (for tests and the sandbox)
+    is set once the runtime is built and ``main`` has been started.
+    """
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    health = Health()
+    async with AsyncExitStack() as stack:
+        http = HttpServer(health, settings.http_addr)
+        await http.start()
+        stack.push_async_callback(http.stop)
+        try:
+            nc = await natsio.connect(settings, name=f"wva-{name}")
+        except natsio.NatsStartupError as exc:
+            log.error("%s", exc)
+            return 1
+        stack.push_async_callback(_drain, nc)
+        health.set("nats", lambda: nc.is_connected)
+        js = nc.jetstream()
+        subjects = Subjects(settings.subject_prefix)
+        await streams.ensure(js, subjects, stream_spec(settings))
+        health.set("streams", True)
+        runtime = Runtime(
+            name=name, settings=settings, nc=nc, js=js, subjects=subjects, health=health, stop=stop,
+            http_port=http.port,
+        )
+        log.info("%s started", name, extra={"http_port": http.port, "prefix": settings.subject_prefix})
+        main_task = asyncio.create_task(main(runtime), name=f"{name}-main")
+        stop_task = asyncio.create_task(stop.wait(), name=f"{name}-stop")
+        if ready is not None:
+            ready.set()
+        done, _ = await asyncio.wait({main_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop_task
+        if main_task not in done:
+            log.info("%s stopping: draining NATS", name)
+            main_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await main_task
+            return 0
+        failure = main_task.exception()
+        if failure is not None:
+            log.error("%s crashed: %s", name, failure, exc_info=failure)
+            return 1
+        return 0
+    return 0  # pragma: no cover - the stack above always returns
+
+
+def run(name: str, settings: Settings, main: ServiceMain) -> int:
+    """Entry point for ``wva <service>``: logging, event loop, exit status."""
+    setup_logging(service=name, fmt=settings.log_format, level=settings.log_level)
+    try:
+        return asyncio.run(serve(name, settings, main))
+    except KeyboardInterrupt:
+        return 130

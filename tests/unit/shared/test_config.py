@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from shared import config
+from shared.config import ConfigError, Settings
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("15s", 15.0), ("5m", 300.0), ("1h", 3600.0), ("250ms", 0.25), ("2", 2.0), ("1.5s", 1.5)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert config.duration(text) == seconds
+
+
+def test_defaults() -> None:
+    s = config.load(Settings, environ={})
+    assert s.nats_url == "nats://127.0.0.1:4222"
+    assert s.subject_prefix == "wva"
+    assert s.http_addr == "0.0.0.0:8080"
+    assert s.log_format == "auto"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WVA_NATS_CONNECT_TIMEOUT": "abc"}, "WVA_NATS_CONNECT_TIMEOUT='abc': invalid duration"),
+        ({"WVA_NATS_CONNECT_TIMEOUT": "5 parsecs"}, "invalid duration"),
+        ({"WVA_NATS_URL": "http://x:4222"}, "WVA_NATS_URL='http://x:4222': invalid URL"),
+        ({"WVA_NATS_URL": "nats://"}, "invalid URL"),
+        ({"WVA_NATS_URL": "nats://host:notaport"}, "invalid port"),
+        ({"WVA_LOG_FORMAT": "xml"}, "WVA_LOG_FORMAT='xml': invalid value 'xml' (expected one of: auto, json, console)"),
+        ({"WVA_HTTP_ADDR": "8080"}, "WVA_HTTP_ADDR"),
+        ({"WVA_SUBJECT_PREFIX": "wva.>"}, "WVA_SUBJECT_PREFIX"),
+        ({"WVA_STREAM_REPLICAS": "0"}, "WVA_STREAM_REPLICAS"),
+        ({"WVA_NATS_TLS_CERT": "/c.pem"}, "WVA_NATS_TLS_KEY"),
+        ({"WVA_NATS_USER": "u"}, "WVA_NATS_PASSWORD"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load(Settings, environ=env)
+    assert message in str(err.value)
+
+
+def test_secrets_are_not_echoed() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class WithSecret(Settings):
+        port: int = config.setting("WVA_TEST_PORT", 1, config.positive_int, secret=True)
+
+    with pytest.raises(ConfigError) as err:
+        config.load(WithSecret, environ={"WVA_TEST_PORT": "hunter2"})
+    assert "hunter2" not in str(err.value)
+
+
+def test_flag_beats_environment_beats_default() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser, Settings)
+    args = parser.parse_args(["--log-level", "debug"])
+    env = {"WVA_LOG_LEVEL": "warning", "WVA_LOG_FORMAT": "json"}
+    s = config.load(Settings, args, environ=env)
+    assert s.log_level == "debug"  # flag
+    assert s.log_format == "json"  # environment
+    assert s.subject_prefix == "wva"  # default
+    with pytest.raises(ConfigError, match="--log-level='loud'"):
+        config.load(Settings, parser.parse_args(["--log-level", "loud"]), environ={})
+
+
+def test_every_setting_has_an_env_var_and_help() -> None:
+    for field in dataclasses.fields(Settings):
+        assert field.metadata["env"].startswith("WVA_")
+        assert field.metadata["help"]
