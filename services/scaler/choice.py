@@ -1,0 +1,68 @@
+"""Cost-aware choice of variant, step distribution and bounds (ALGORITHMS.md steps 5-6, "Bounds")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One variant of a model group as the choice sees it."""
+
+    name: str
+    cost: float
+    min_replicas: int
+    max_replicas: int | None  # None: no upper bound
+    current: int
+
+    def room(self) -> int | None:
+        """How many replicas may still be added (None: unlimited)."""
+        if self.max_replicas is None:
+            return None
+        return max(0, self.max_replicas - self.current)
+
+
+def _cheapest_first(variants: Sequence[Variant]) -> list[Variant]:
+    return sorted(variants, key=lambda v: (v.cost, v.name))
+
+
+def distribute_scale_up(variants: Sequence[Variant], step: int) -> dict[str, int]:
+    """Replicas to add per variant: cheapest first (ties by lowest name), each within its maxReplicas.
+
+    The result may add fewer than ``step`` (or nothing) when the variants are at their bounds.
+    """
+    added: dict[str, int] = {}
+    remaining = step
+    for variant in _cheapest_first(variants):
+        if remaining <= 0:
+            break
+        room = variant.room()
+        take = remaining if room is None else min(remaining, room)
+        if take > 0:
+            added[variant.name] = take
+            remaining -= take
+    return added
+
+
+def choose_scale_down(variants: Sequence[Variant]) -> Variant | None:
+    """The most expensive variant (ties by highest name) above ``max(minReplicas, 1)``, if any."""
+    eligible = [v for v in variants if v.current > max(v.min_replicas, 1)]
+    if not eligible:
+        return None
+    return max(eligible, key=lambda v: (v.cost, v.name))
+
+
+def cheapest(variants: Sequence[Variant]) -> Variant | None:
+    """The cheapest variant (ties by lowest name) that may run at least one replica."""
+    for variant in _cheapest_first(variants):
+        if variant.max_replicas is None or variant.max_replicas >= 1:
+            return variant
+    return None
+
+
+def clamp(replicas: int, min_replicas: int, max_replicas: int | None) -> int:
+    """``replicas`` within ``[min_replicas, max_replicas]`` (a max below the min yields the min)."""
+    if max_replicas is not None and replicas > max_replicas:
+        replicas = max_replicas
+    return max(replicas, min_replicas)
