@@ -17,12 +17,20 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from shared.subjects import Kind, Subjects
 
@@ -130,8 +138,8 @@ async def ensure(js: JetStreamContext, subjects: Subjects, spec: StreamSpec) -> 
     return done
 
 
-Start = Literal["last_per_subject", "new", "all"]
-_POLICIES: Final = {
+Start = Literal["last_per_subject", "new", "all", "since"]
+_POLICIES: Final[dict[str, DeliverPolicy]] = {
     "last_per_subject": DeliverPolicy.LAST_PER_SUBJECT,
     "new": DeliverPolicy.NEW,
     "all": DeliverPolicy.ALL,
@@ -145,16 +153,34 @@ class Follower:
     so a service can report itself ready only when it is warm.
     """
 
-    def __init__(self, js: JetStreamContext, subject: str, *, start: Start = "last_per_subject") -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subject: str,
+        *,
+        start: Start = "last_per_subject",
+        since: datetime | None = None,
+    ) -> None:
+        if (start == "since") != (since is not None):
+            raise ValueError("start='since' needs since=<datetime>, and only it")
         self._js = js
         self.subject = subject
         self._start = start
+        self._since = since
         self.caught_up = asyncio.Event()
 
     async def __aiter__(self) -> AsyncIterator[Msg]:
-        sub = await self._js.subscribe(
-            self.subject, ordered_consumer=True, deliver_policy=_POLICIES[self._start], idle_heartbeat=5.0
-        )
+        if self._since is not None:
+            # An ordered consumer takes its start from a config; the other policies are plain flags.
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME,
+                opt_start_time=self._since.astimezone(UTC),
+            )
+            sub = await self._js.subscribe(self.subject, ordered_consumer=True, config=config, idle_heartbeat=5.0)
+        else:
+            sub = await self._js.subscribe(
+                self.subject, ordered_consumer=True, deliver_policy=_POLICIES[self._start], idle_heartbeat=5.0
+            )
         try:
             info = await sub.consumer_info()
             nothing_to_replay = not info.num_pending and not (info.delivered and info.delivered.consumer_seq)
@@ -169,4 +195,10 @@ class Follower:
             try:
                 await sub.unsubscribe()
             except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                pass  # already gone with the connection
+                # Gone with the connection; nats-py then leaves its heartbeat and flow-control
+                # monitors running (it cancels them only on a successful unsubscribe).
+                jsi = getattr(sub, "_jsi", None)
+                for name in ("_hbtask", "_fctask"):
+                    task = getattr(jsi, name, None)
+                    if task is not None:
+                        task.cancel()

@@ -1,0 +1,102 @@
+"""``wva record --out FILE``: write what wva saw and decided to a JSONL file that ``wva replay`` reads.
+
+Each line is ``{"t": <seconds since the epoch, when NATS stored it>, "subject": …, "event": <payload>}``,
+in time order: the last target and snapshot of every VA, then invalidations and decisions from the
+event log (``--since`` bounds how far back). Without ``--follow`` it stops once it has read everything
+stored; with it, it keeps recording until interrupted or ``--duration`` passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from services.tools import connection
+from shared import config, messages, streams
+from shared.config import Settings
+from shared.observability import count_rejected
+from shared.subjects import Kind, Subjects
+
+HELP = "record targets, snapshots, invalidations and decisions to a JSONL file for `wva replay`"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="JSONL file to write")
+    parser.add_argument("--since", default="1h", help="how far back to read the event log (default 1h)")
+    parser.add_argument("--follow", action="store_true", help="keep recording live messages")
+    parser.add_argument("--duration", default="0", help="with --follow, stop after this long (0: until Ctrl-C)")
+    connection.add_arguments(parser)
+
+
+def line(msg: Msg) -> dict[str, Any] | None:
+    """The JSONL record of one stored message; None (and counted) when it cannot be decoded."""
+    try:
+        messages.any_decoder.decode(msg.data)
+    except messages.MessageError as exc:
+        count_rejected("record", exc.reason)
+        return None
+    return {
+        "t": msg.metadata.timestamp.timestamp(),
+        "subject": msg.subject,
+        "event": json.loads(msg.data),
+    }
+
+
+async def record(settings: Settings, out: Path, *, since: float, follow: bool, duration: float) -> int:
+    subjects = Subjects(settings.subject_prefix)
+    start = datetime.now(UTC) - timedelta(seconds=since)
+    lines: list[dict[str, Any]] = []
+    async with connection.connected(settings, "record") as nc:
+        js = nc.jetstream()
+        followers = [
+            streams.Follower(js, subjects.wildcard(Kind.TARGETS)),
+            streams.Follower(js, subjects.wildcard(Kind.METRICS)),
+            streams.Follower(js, subjects.wildcard(Kind.INVALIDATE), start="since", since=start),
+            streams.Follower(js, subjects.wildcard(Kind.DECISIONS), start="since", since=start),
+        ]
+
+        async def drain(follower: streams.Follower) -> None:
+            async for msg in follower:
+                entry = line(msg)
+                if entry is not None:
+                    lines.append(entry)
+
+        tasks = [asyncio.create_task(drain(f)) for f in followers]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(f.caught_up.wait() for f in followers)), timeout=30)
+            if follow:
+                await asyncio.sleep(duration) if duration > 0 else await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    lines.sort(key=lambda entry: entry["t"])
+    with out.open("w") as fh:
+        for entry in lines:
+            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+    print(f"recorded {len(lines)} messages to {out}", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = connection.load_settings(args)
+    if settings is None:
+        return 2
+    try:
+        since, duration = config.duration(args.since), config.duration(args.duration)
+    except ValueError as exc:
+        print(f"wva record: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(record(settings, Path(args.out), since=since, follow=args.follow, duration=duration))
+    return 130

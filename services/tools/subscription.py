@@ -1,0 +1,69 @@
+"""Turn a user's subject filter into subscriptions: live (core NATS) or last-value-first (JetStream)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from shared import streams
+from shared.subjects import Kind, Subjects
+
+# Kinds kept in streams; wva.fetch is request/reply only and has no history.
+STORED_KINDS = (Kind.TARGETS, Kind.METRICS, Kind.INVALIDATE, Kind.DECISIONS)
+
+
+def stored_filters(subjects: Subjects, subject: str) -> list[str]:
+    """The per-stream filters covering ``subject`` (an ordered consumer reads one stream).
+
+    ``wva.>`` -> one filter per stored kind; ``wva.*.llm.>`` -> ``wva.targets.llm.>`` …;
+    ``wva.metrics.llm.x`` -> itself.
+    """
+    head = subjects.prefix + "."
+    if not subject.startswith(head):
+        raise ValueError(f"subject {subject!r} is not under the prefix {subjects.prefix!r}")
+    rest = subject[len(head) :].split(".")
+    kind_token, tail = rest[0], rest[1:]
+    if kind_token == ">":
+        return [subjects.wildcard(k) for k in STORED_KINDS]
+    if kind_token == "*":
+        return [".".join([subjects.prefix, k.value, *tail]) for k in STORED_KINDS]
+    if kind_token in {k.value for k in STORED_KINDS}:
+        return [subject]
+    return []
+
+
+async def messages(nc: Client, subjects: Subjects, subject: str, *, last: bool) -> AsyncIterator[Msg]:
+    """Yield messages on ``subject``; with ``last``, each stored subject's last value comes first."""
+    if not last:
+        sub = await nc.subscribe(subject)
+        try:
+            async for msg in sub.messages:
+                yield msg
+        finally:
+            await sub.unsubscribe()
+        return
+    js = nc.jetstream()
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def pump(filter_subject: str) -> None:
+        async for msg in streams.Follower(js, filter_subject):
+            await queue.put(msg)
+
+    tasks = [asyncio.create_task(pump(f)) for f in stored_filters(subjects, subject)]
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                for task in done:
+                    task.result()  # a follower failed: surface it
+                continue
+            yield getter.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

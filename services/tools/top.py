@@ -1,0 +1,141 @@
+"""``wva top``: a live table of every VA, from the state streams.
+
+Model, cost, replicas, KV-cache usage, queue, the age of the snapshot, the last decision and its
+reason, and any problems — everything the pipeline currently believes, in one screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from services.tools import connection
+from shared import messages as m
+from shared import streams
+from shared.config import Settings
+from shared.observability import count_rejected
+from shared.subjects import Kind, Subjects
+
+HELP = "live table of every VA: replicas, KV usage, queue, snapshot age, last decision"
+
+
+@dataclass
+class Row:
+    target: m.Target | None = None
+    snapshot: m.MetricsSnapshot | None = None
+    decision: m.Decision | None = None
+
+
+@dataclass
+class TopState:
+    rows: dict[tuple[str, str], Row] = field(default_factory=dict)
+
+    def apply(self, data: bytes) -> None:
+        try:
+            message = m.any_decoder.decode(data)
+        except m.MessageError as exc:
+            count_rejected("top", exc.reason)
+            return
+        key = (message.namespace, message.name)
+        if isinstance(message, m.TargetDeleted):
+            self.rows.pop(key, None)
+            return
+        if isinstance(message, m.MetricsDeleted):
+            return
+        row = self.rows.setdefault(key, Row())
+        if isinstance(message, m.Target):
+            row.target = message
+        elif isinstance(message, m.MetricsSnapshot):
+            row.snapshot = message
+        elif isinstance(message, m.Decision):
+            row.decision = message
+
+
+def _avg(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.2f}" if values else "-"
+
+
+def render(state: TopState, now: float) -> Table:
+    table = Table(title="wva top", expand=True)
+    for column in ("namespace", "VA", "model", "cost", "ready/spec", "KV avg", "waiting", "age", "decision", "reason"):
+        table.add_column(column, no_wrap=column not in ("reason",))
+    for (namespace, name), row in sorted(state.rows.items()):
+        t, s, d = row.target, row.snapshot, row.decision
+        kv = [r.kv_cache_usage for r in s.replicas if r.kv_cache_usage is not None] if s else []
+        waiting = [r.waiting for r in s.replicas if r.waiting is not None] if s else []
+        age = f"{now - s.collected_at.timestamp():.0f}s" if s else "-"
+        if s and s.status != "ok":
+            age += f" {s.status}"
+        reason = d.reason if d else ""
+        if t and t.problems:
+            reason = "problems: " + "; ".join(f"{p.field}: {p.message}" for p in t.problems)
+        table.add_row(
+            namespace,
+            name,
+            t.model_id if t else "?",
+            f"{t.variant_cost:g}" if t else "",
+            f"{t.ready_replicas}/{t.spec_replicas}" if t else "",
+            _avg(kv),
+            f"{sum(waiting):g}" if waiting else "-",
+            age,
+            f"{d.current}->{d.desired}" if d else "",
+            reason,
+        )
+    return table
+
+
+def render_text(state: TopState, now: float, width: int = 160) -> str:
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115 - closed below
+    try:
+        console.print(render(state, now))
+        return console.export_text()
+    finally:
+        console.file.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--once", action="store_true", help="print the table once, when warm, and exit")
+    connection.add_arguments(parser)
+
+
+async def top(settings: Settings, *, once: bool) -> int:
+    subjects = Subjects(settings.subject_prefix)
+    state = TopState()
+    async with connection.connected(settings, "top") as nc:
+        js = nc.jetstream()
+        followers = [streams.Follower(js, subjects.wildcard(k)) for k in (Kind.TARGETS, Kind.METRICS, Kind.DECISIONS)]
+
+        async def pump(follower: streams.Follower) -> None:
+            async for msg in follower:
+                state.apply(msg.data)
+
+        tasks = [asyncio.create_task(pump(f)) for f in followers]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(f.caught_up.wait() for f in followers)), timeout=30)
+            if once:
+                Console().print(render(state, time.time()))
+                return 0
+            with Live(render(state, time.time()), refresh_per_second=2) as live:
+                while True:
+                    await asyncio.sleep(0.5)
+                    live.update(render(state, time.time()))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = connection.load_settings(args)
+    if settings is None:
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(top(settings, once=args.once))
+    return 130
