@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -35,7 +35,7 @@ def stored_filters(subjects: Subjects, subject: str) -> list[str]:
     return []
 
 
-async def messages(nc: Client, subjects: Subjects, subject: str, *, last: bool) -> AsyncIterator[Msg]:
+async def messages(nc: Client, subjects: Subjects, subject: str, *, last: bool) -> AsyncGenerator[Msg, None]:
     """Yield messages on ``subject``; with ``last``, each stored subject's last value comes first."""
     if not last:
         sub = await nc.subscribe(subject)

@@ -33,15 +33,17 @@ async def tail(
     subjects = Subjects(settings.subject_prefix)
     subject = subject or subjects.wildcard()
     seen = 0
-    async with connection.connected(settings, "tail") as nc:
-        # aclosing: stop the followers before the connection closes, not whenever GC gets to them.
-        async with contextlib.aclosing(subscription.messages(nc, subjects, subject, last=last)) as incoming:
-            async for msg in incoming:
-                line = msg.data.decode(errors="replace") if raw else formatting.format_line(msg.subject, msg.data)
-                print(line, file=out, flush=True)
-                seen += 1
-                if count and seen >= count:
-                    break
+    # aclosing: stop the followers before the connection closes, not whenever GC gets to them.
+    async with (
+        connection.connected(settings, "tail") as nc,
+        contextlib.aclosing(subscription.messages(nc, subjects, subject, last=last)) as incoming,
+    ):
+        async for msg in incoming:
+            line = msg.data.decode(errors="replace") if raw else formatting.format_line(msg.subject, msg.data)
+            print(line, file=out, flush=True)
+            seen += 1
+            if count and seen >= count:
+                break
     return 0
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
+from services.tools import record, tail, top
 from shared import messages as m
 from shared import natsio, streams
 from shared.config import Settings
 from shared.subjects import Subjects
-from services.tools import record, tail, top
 from tests.fixtures.servers import NatsServer
 
 S = Subjects()

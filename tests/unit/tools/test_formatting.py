@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared import messages as m
 from services.tools import formatting, subscription
+from shared import messages as m
 from shared.subjects import Subjects
 
 AT = datetime(2026, 1, 1, 12, 0, 0, 250000, tzinfo=UTC)
