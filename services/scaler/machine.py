@@ -426,7 +426,8 @@ class Scaler:
             chosen = ",".join(added)
             placed = sum(added.values())
             numbers = msgspec.structs.replace(numbers, chosen_variant=chosen, bounded=placed < step)
-            detail = f"+{placed} on {chosen}; {figures}" + (f"; needed {needed}" if needed is not None else "")
+            steps = ", ".join(f"+{n} on {name}" for name, n in added.items())
+            detail = f"{steps}; {figures}" + (f"; needed {needed}, step {step}" if needed is not None else "")
             return _Plan(desired, reasons.SCALE_UP_REASONS[analysis.trigger], detail, numbers)
         if not analysis.scale_down_safe:
             group.safe_since = None
