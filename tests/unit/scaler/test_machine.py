@@ -409,3 +409,11 @@ def test_same_events_same_actions() -> None:
         return feed(s, events)  # type: ignore[return-value]
 
     assert run() == run()
+
+
+def test_a_variant_moving_to_another_model_leaves_its_group() -> None:
+    s = Scaler()
+    feed(s, [(0, target("a")), (0, target("b", resolved=False)), (0, snapshot("a", [0.9], at=0))])
+    actions = feed(s, [(1, target("b", model="other", resolved=False))])
+    assert ("a", 2, reasons.SCALE_UP_SATURATED) in summary(actions)
+    assert feed(s, [(2, TargetDeleted(namespace=NS, name="ghost", at=dt(2)))]) == []
