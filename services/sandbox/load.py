@@ -15,7 +15,7 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -144,6 +144,14 @@ class Trace(
 Profile = Constant | Ramp | Step | Spike | Sine | Trace
 
 
+class RateProfile(Protocol):
+    """What arrivals need from a profile; every `Profile` is one, and so is a scaled one."""
+
+    def rate(self, t: float) -> float: ...
+
+    def peak(self) -> float: ...
+
+
 class TraceError(ValueError):
     """A CSV trace that cannot be read."""
 
@@ -174,7 +182,7 @@ def read_trace_csv(path: Path) -> list[tuple[float, float]]:
 
 
 def poisson_arrivals(
-    profile: Profile, *, seed: int, start: float = 0.0, end: float = math.inf
+    profile: RateProfile, *, seed: int, start: float = 0.0, end: float = math.inf
 ) -> Iterator[float]:
     """Arrival times in [start, end) of a Poisson process with rate `profile.rate(t)`, by thinning."""
     peak = profile.peak()
@@ -208,7 +216,7 @@ class LoadGenerator:
         self,
         *,
         model_id: str,
-        profile: Profile,
+        profile: RateProfile,
         input_tokens: queueing.LengthDist,
         output_tokens: queueing.LengthDist,
         dispatch: Dispatch,
@@ -250,7 +258,7 @@ class LoadGenerator:
             await asyncio.sleep(max(0.0, epoch + self._duration - loop.time()))
 
 
-def expected_requests(profile: Profile, *, start: float, end: float, step: float = 0.01) -> float:
+def expected_requests(profile: RateProfile, *, start: float, end: float, step: float = 0.01) -> float:
     """∫ rate dt over [start, end] (midpoint rule) — the mean count Poisson arrivals should match."""
     n = max(1, math.ceil((end - start) / step))
     width = (end - start) / n
@@ -262,6 +270,7 @@ __all__ = [
     "LoadGenerator",
     "Profile",
     "Ramp",
+    "RateProfile",
     "Sine",
     "Spike",
     "Step",

@@ -1,0 +1,128 @@
+"""The emulated cluster: objects as a user would apply them, load only to ready pods, scale-down
+through the API's scale subresource takes a pod out of routing and out of Prometheus' targets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from kubernetes_asyncio import client
+
+from services.sandbox.cluster import Cluster, wait_until
+from tests.fixtures.cluster import api_client_for
+from tests.fixtures.sandbox import ClusterFactory
+
+
+def sd_pods(path: Path) -> list[str]:
+    return sorted(group["labels"]["pod"] for group in json.loads(path.read_text()))
+
+
+async def test_scenario_objects_are_served_by_the_api(small_cluster: Cluster) -> None:
+    assert small_cluster.kubeconfig_out is not None
+    api = await api_client_for(small_cluster.kubeconfig_out)
+    try:
+        deployment = await client.AppsV1Api(api).read_namespaced_deployment("small-cheap", "llm")
+        vas = await client.CustomObjectsApi(api).list_namespaced_custom_object(
+            "llmd.ai", "v1alpha1", "llm", "variantautoscalings"
+        )
+    finally:
+        await api.close()
+    container = deployment.spec.template.spec.containers[0]
+    assert [p.container_port for p in container.ports] == [8000]
+    assert deployment.status.ready_replicas == 1
+    by_name = {va["metadata"]["name"]: va for va in vas["items"]}
+    assert set(by_name) == {"small-cheap", "small-expensive"}
+    cheap = by_name["small-cheap"]
+    assert cheap["metadata"]["labels"]["inference.optimization/acceleratorName"] == "L40S"
+    assert cheap["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "small-cheap"},
+        "modelID": "meta-llama/Llama-3.1-8B-Instruct",
+        "variantCost": "40",
+        "minReplicas": 1,
+        "maxReplicas": 3,
+    }
+    assert by_name["small-expensive"]["spec"]["variantCost"] == "80"
+    # every ready pod is a scrape target with its namespace and pod labels
+    assert small_cluster.sd is not None
+    assert sd_pods(small_cluster.sd.path) == sorted(k.split("/")[1] for k in small_cluster.ready_pods())
+    assert len(small_cluster.ready_pods()) == 2
+
+
+async def test_scaled_away_replica_gets_no_load_and_leaves_file_sd(
+    sandbox_cluster: ClusterFactory, fast_scenario: str, tmp_path: Path
+) -> None:
+    sd_path = tmp_path / "targets.json"
+    cluster = await sandbox_cluster(fast_scenario, prometheus_sd_out=sd_path)
+    before = cluster.ready_pods("fast-cheap")
+    assert len(before) == 3
+    assert len(sd_pods(sd_path)) == 4  # 3 cheap + 1 expensive
+    servers = cluster.runtime.servers()
+    load = asyncio.create_task(cluster.run_load())
+    try:
+        await asyncio.sleep(0.5)
+        # the router spreads over every ready replica of the model, across both variants
+        assert all(servers[k].replica.stats.requests_arrived > 0 for k in servers)
+
+        assert cluster.kubeconfig_out is not None
+        api = await api_client_for(cluster.kubeconfig_out)
+        try:
+            await client.AppsV1Api(api).patch_namespaced_deployment_scale(
+                "fast-cheap", "llm", {"spec": {"replicas": 1}}
+            )
+        finally:
+            await api.close()
+        async with asyncio.timeout(5):
+            await wait_until(cluster.store_api.store, lambda: len(cluster.ready_pods("fast-cheap")) == 1)
+        (survivor,) = cluster.ready_pods("fast-cheap")
+        removed = [k for k in before if k != survivor]
+        assert sorted(sd_pods(sd_path)) == sorted(k.split("/")[1] for k in cluster.ready_pods())
+        assert not set(sd_pods(sd_path)) & {k.split("/")[1] for k in removed}
+        assert all(k not in cluster.runtime.servers() for k in removed)
+
+        arrived = {k: servers[k].replica.stats.requests_arrived for k in servers}
+        await asyncio.sleep(0.5)
+        for key in removed:
+            assert servers[key].replica.stats.requests_arrived == arrived[key], key
+            assert servers[key].port is not None
+        assert servers[survivor].replica.stats.requests_arrived > arrived[survivor]
+        assert cluster.router.counters["org/model-7b"].no_replica == 0
+    finally:
+        load.cancel()
+        await asyncio.gather(load, return_exceptions=True)
+
+    # and the removed pods' servers no longer listen
+    for key in removed:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", servers[key].port)
+        except OSError:
+            continue
+        writer.close()
+        await writer.wait_closed()
+        raise AssertionError(f"{key} still listens")
+
+
+async def test_new_replica_gets_load_only_once_ready(
+    sandbox_cluster: ClusterFactory, fast_scenario: str, tmp_path: Path
+) -> None:
+    spec = fast_scenario.replace(
+        "initial_replicas: 3, startup_seconds: 0.2", "initial_replicas: 1, startup_seconds: 1.0"
+    )
+    cluster = await sandbox_cluster(spec, prometheus_sd_out=tmp_path / "targets.json")
+    (first,) = cluster.ready_pods("fast-cheap")
+    load = asyncio.create_task(cluster.run_load())
+    try:
+        cluster.store_api.store.patch("deployments", "llm", "fast-cheap", {"spec": {"replicas": 2}})
+        await asyncio.sleep(0.6)  # booting: no server yet, nothing routed, not a target
+        assert cluster.ready_pods("fast-cheap") == [first]
+        assert len(cluster.runtime.servers()) == 2
+        assert len(sd_pods(tmp_path / "targets.json")) == 2
+        async with asyncio.timeout(5):
+            await wait_until(cluster.store_api.store, lambda: len(cluster.ready_pods("fast-cheap")) == 2)
+        (new,) = set(cluster.ready_pods("fast-cheap")) - {first}
+        await asyncio.sleep(0.3)
+        assert cluster.runtime.servers()[new].replica.stats.requests_arrived > 0
+        assert len(sd_pods(tmp_path / "targets.json")) == 3
+    finally:
+        load.cancel()
+        await asyncio.gather(load, return_exceptions=True)
