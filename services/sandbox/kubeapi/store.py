@@ -165,6 +165,18 @@ class Store:
         self._subscriptions.add(sub)
         return sub
 
+    async def wait_for(self, predicate: Callable[[], bool], *, timeout_seconds: float = 5.0) -> None:
+        """Return once `predicate()` holds, re-checking after every write; TimeoutError after the timeout."""
+        changed = asyncio.Event()
+        remove = self.add_listener(lambda _change: changed.set())
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                while not predicate():
+                    changed.clear()
+                    await changed.wait()
+        finally:
+            remove()
+
     def close_subscriptions(self, tag: str | None = None) -> int:
         subs = [s for s in self._subscriptions if tag is None or s.tag == tag]
         for sub in subs:
