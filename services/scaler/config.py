@@ -254,15 +254,18 @@ def _selector(key: str, data: Mapping[str, object], errors: list[str]) -> tuple[
     return model, namespace
 
 
-def parse_configmap(data: Mapping[str, str], *, warnings: list[str] | None = None) -> ConfigSet:
-    """Parse the ConfigMap's ``data``; raises :class:`ConfigError` listing every problem found."""
+def parse_configmap(
+    data: Mapping[str, str], *, base: SaturationConfig = DEFAULT_CONFIG, warnings: list[str] | None = None
+) -> ConfigSet:
+    """Parse the ConfigMap's ``data`` on top of ``base`` (the service's settings); raises
+    :class:`ConfigError` listing every problem found."""
     errors: list[str] = []
-    default = DEFAULT_CONFIG
+    default = base
     if DEFAULT_KEY in data:
         loaded = _load_yaml(DEFAULT_KEY, data[DEFAULT_KEY], errors)
         if loaded is not None:
             try:
-                default = parse_config(loaded, warnings=warnings)
+                default = parse_config(loaded, base=base, warnings=warnings)
             except ConfigError as exc:
                 errors.extend(exc.errors)
     by_pair: dict[tuple[str, str], SaturationConfig] = {}
@@ -309,16 +312,18 @@ class ConfigUpdate:
     warnings: tuple[str, ...] = ()
 
 
-def apply_configmap(current: ConfigSet, data: Mapping[str, str] | None) -> ConfigUpdate:
+def apply_configmap(
+    current: ConfigSet, data: Mapping[str, str] | None, *, base: SaturationConfig = DEFAULT_CONFIG
+) -> ConfigUpdate:
     """Parse new ConfigMap data; on any error the ``current`` ConfigSet stays in force.
 
-    ``data=None`` (the ConfigMap was deleted) returns to the built-in defaults.
+    ``data=None`` (the ConfigMap was deleted) returns to ``base`` (the service's settings).
     """
     if data is None:
-        return ConfigUpdate(configs=ConfigSet(), applied=True)
+        return ConfigUpdate(configs=ConfigSet(default=base), applied=True)
     warnings: list[str] = []
     try:
-        configs = parse_configmap(data, warnings=warnings)
+        configs = parse_configmap(data, base=base, warnings=warnings)
     except ConfigError as exc:
         return ConfigUpdate(configs=current, applied=False, errors=exc.errors, warnings=tuple(warnings))
     return ConfigUpdate(configs=configs, applied=True, warnings=tuple(warnings))

@@ -1,0 +1,63 @@
+"""The scaler's Prometheus metrics: WVA-compatible gauges (what an HPA or KEDA follows) and counters."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Final
+
+from prometheus_client import Counter, Gauge
+
+from shared.messages import Decision
+
+LABELS: Final = ("variant_name", "namespace", "accelerator_type")
+
+DESIRED: Final = Gauge("wva_desired_replicas", "Replicas wva wants for the variant", LABELS)
+CURRENT: Final = Gauge("wva_current_replicas", "Replicas the variant's Deployment has", LABELS)
+RATIO: Final = Gauge("wva_desired_ratio", "desired / current replicas (desired when current is 0)", LABELS)
+SCALING: Final = Counter(
+    "wva_replica_scaling_total",
+    "Decisions that change a variant's replica count",
+    ["variant_name", "namespace", "direction", "reason"],
+)
+ACTUATIONS: Final = Counter("wva_scaler_actuations_total", "Scale patches by outcome", ["outcome"])
+DECISIONS: Final = Counter("wva_scaler_decisions_total", "Decisions published, by reason", ["reason"])
+EVENTS: Final = Counter("wva_scaler_events_total", "Events handled by the core, by kind", ["kind"])
+FETCH_REQUESTS: Final = Counter("wva_scaler_fetch_requests_total", "Fresh-snapshot requests, by outcome", ["outcome"])
+CONFIG_RELOADS: Final = Counter("wva_scaler_config_reloads_total", "Saturation config loads, by outcome", ["outcome"])
+
+
+class Gauges:
+    """Remembers each VA's label set so that a deleted VA's series can be removed."""
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple[str, str], tuple[str, str, str]] = {}
+
+    def decided(self, decision: Decision) -> None:
+        key = (decision.namespace, decision.name)
+        labels = (decision.name, decision.namespace, decision.accelerator)
+        previous = self._labels.get(key)
+        if previous is not None and previous != labels:
+            self._remove(previous)
+        self._labels[key] = labels
+        DESIRED.labels(*labels).set(decision.desired)
+        CURRENT.labels(*labels).set(decision.current)
+        RATIO.labels(*labels).set(decision.desired / decision.current if decision.current else decision.desired)
+        if decision.desired != decision.current and not decision.reason.startswith("hold_"):
+            direction = "up" if decision.desired > decision.current else "down"
+            SCALING.labels(decision.name, decision.namespace, direction, decision.reason).inc()
+
+    def current(self, namespace: str, name: str, replicas: int) -> None:
+        labels = self._labels.get((namespace, name))
+        if labels is not None:
+            CURRENT.labels(*labels).set(replicas)
+
+    def deleted(self, namespace: str, name: str) -> None:
+        labels = self._labels.pop((namespace, name), None)
+        if labels is not None:
+            self._remove(labels)
+
+    @staticmethod
+    def _remove(labels: tuple[str, str, str]) -> None:
+        for gauge in (DESIRED, CURRENT, RATIO):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
