@@ -1,0 +1,7 @@
+"""``python -m services.fetcher`` is ``wva fetcher``."""
+
+import sys
+
+from services.cli import main
+
+sys.exit(main(["fetcher", *sys.argv[1:]]))

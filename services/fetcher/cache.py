@@ -1,0 +1,132 @@
+"""The metrics cache: ``MetricsCache`` protocol, ``MemoryCache`` (TTL) and ``NoOpCache`` (disabled).
+
+Keys follow the seed: ``allocation:<ns>/<va>`` holds a VA's latest snapshot and
+``replica:<ns>/<modelID>`` the replicas of every VA of one model. An entry expires at its collection
+time + TTL (not at insertion time), so data that was already old when it arrived is not served as
+fresh. ``MemoryCache`` is guarded by a lock and safe to use from threads as well as tasks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Generic, NewType, Protocol, TypeVar
+
+from shared.messages import utcnow
+
+CacheKey = NewType("CacheKey", str)
+V = TypeVar("V")
+
+ALLOCATION_PREFIX = "allocation:"
+REPLICA_PREFIX = "replica:"
+
+
+def allocation_key(namespace: str, va: str) -> CacheKey:
+    return CacheKey(f"{ALLOCATION_PREFIX}{namespace}/{va}")
+
+
+def replica_key(namespace: str, model_id: str) -> CacheKey:
+    return CacheKey(f"{REPLICA_PREFIX}{namespace}/{model_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedMetrics(Generic[V]):
+    value: V
+    collected_at: datetime
+    expires_at: datetime
+
+    def age(self, now: datetime) -> timedelta:
+        return now - self.collected_at
+
+
+class MetricsCache(Protocol):
+    def get(self, key: CacheKey) -> CachedMetrics[object] | None: ...
+
+    def set(self, key: CacheKey, value: object, *, collected_at: datetime) -> None: ...
+
+    def delete(self, key: CacheKey) -> bool: ...
+
+    def invalidate_prefix(self, prefix: str) -> int: ...
+
+    def cleanup(self) -> int:
+        """Remove expired entries; returns how many."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+Clock = Callable[[], datetime]
+
+
+class MemoryCache:
+    def __init__(self, ttl: float, *, clock: Clock = utcnow) -> None:
+        self._ttl = timedelta(seconds=ttl)
+        self._clock = clock
+        self._entries: dict[CacheKey, CachedMetrics[object]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: CacheKey) -> CachedMetrics[object] | None:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry.expires_at <= now:
+                del self._entries[key]
+                return None
+            return entry
+
+    def set(self, key: CacheKey, value: object, *, collected_at: datetime) -> None:
+        entry = CachedMetrics(value=value, collected_at=collected_at, expires_at=collected_at + self._ttl)
+        with self._lock:
+            current = self._entries.get(key)
+            if current is not None and current.collected_at > collected_at:
+                return  # never replace newer data with older (a slow fetch finishing late)
+            self._entries[key] = entry
+
+    def delete(self, key: CacheKey) -> bool:
+        with self._lock:
+            return self._entries.pop(key, None) is not None
+
+    def invalidate_prefix(self, prefix: str) -> int:
+        with self._lock:
+            doomed = [k for k in self._entries if k.startswith(prefix)]
+            for k in doomed:
+                del self._entries[k]
+            return len(doomed)
+
+    def cleanup(self) -> int:
+        now = self._clock()
+        with self._lock:
+            doomed = [k for k, e in self._entries.items() if e.expires_at <= now]
+            for k in doomed:
+                del self._entries[k]
+            return len(doomed)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+class NoOpCache:
+    """Caching disabled: every get misses."""
+
+    def get(self, key: CacheKey) -> CachedMetrics[object] | None:
+        return None
+
+    def set(self, key: CacheKey, value: object, *, collected_at: datetime) -> None:
+        return None
+
+    def delete(self, key: CacheKey) -> bool:
+        return False
+
+    def invalidate_prefix(self, prefix: str) -> int:
+        return 0
+
+    def cleanup(self) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return 0

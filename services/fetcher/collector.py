@@ -1,0 +1,249 @@
+"""The ``MetricsCollector`` protocol, its result types, and the pure assembly of snapshots.
+
+A backend (Prometheus, direct scrape, …) only has to produce :class:`PodSample` values: what one pod
+reported for each metric. :func:`assemble` turns the samples of a VA's member pods into the
+``MetricsSnapshot`` that goes on the wire — one place that decides status, drops bad values and
+computes averages, whatever the backend.
+
+Exceptions::
+
+    Exception
+    └── CollectorError          a backend could not produce data (Prometheus down, bad query);
+        │                       ``str()`` is the reason put in an ``unavailable`` snapshot
+        └── QueryError          one query failed for good (after retries); ``.transient`` says why
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, NewType, Protocol
+
+from shared.messages import AllocationMetrics, MetricsSnapshot, ReplicaMetrics, SnapshotStatus, Target
+
+VAKey = NewType("VAKey", tuple[str, str])  # (namespace, VA name)
+PodKey = NewType("PodKey", tuple[str, str])  # (namespace, pod name)
+
+
+def va_key(namespace: str, name: str) -> VAKey:
+    return VAKey((namespace, name))
+
+
+def pod_key(namespace: str, pod: str) -> PodKey:
+    return PodKey((namespace, pod))
+
+
+class CollectorError(Exception):
+    """A backend could not collect; the message is the reason users see."""
+
+
+class QueryError(CollectorError):
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# The per-pod figures every backend produces. Rates are per second over the rate window; histogram
+# figures are the rates of their ``_sum`` and ``_count`` series, so averages over many pods weigh each
+# pod by its traffic.
+GAUGES: Final = ("kv_cache_usage", "waiting", "running")
+RATES: Final = (
+    "request_rate",
+    "prompt_tokens_rate",
+    "generation_tokens_rate",
+    "ttft_sum_rate",
+    "ttft_count_rate",
+    "itl_sum_rate",
+    "itl_count_rate",
+)
+FIELDS: Final = GAUGES + RATES
+
+
+@dataclass(slots=True)
+class PodSample:
+    """What one pod reported; ``None`` where the backend had no series for it."""
+
+    kv_cache_usage: float | None = None
+    waiting: float | None = None
+    running: float | None = None
+    request_rate: float | None = None
+    prompt_tokens_rate: float | None = None
+    generation_tokens_rate: float | None = None
+    ttft_sum_rate: float | None = None
+    ttft_count_rate: float | None = None
+    itl_sum_rate: float | None = None
+    itl_count_rate: float | None = None
+    num_gpu_blocks: int | None = None
+    block_size: int | None = None
+
+    def merge(self, name: str, value: float, *, how: str) -> None:
+        """Combine a second series for the same pod (e.g. two ``model_name`` values, LoRA adapters)."""
+        old = getattr(self, name)
+        if old is None or not math.isfinite(old) or not math.isfinite(value):
+            # Keep a bad value visible so assemble() drops and counts it.
+            setattr(self, name, value if old is None or math.isfinite(old) else old)
+        elif how == "max":
+            setattr(self, name, max(old, value))
+        else:
+            setattr(self, name, old + value)
+
+
+Samples = Mapping[PodKey, PodSample]
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """Result of ``validate_availability``: can this model's metrics be read at all?"""
+
+    available: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """What one ``collect`` call produced: a snapshot per requested VA and what it cost."""
+
+    snapshots: dict[VAKey, MetricsSnapshot]
+    queries: int
+    failed: int = 0  # query groups (Prometheus) or pods (scrape) that could not be read
+    dropped_values: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+class MetricsCollector(Protocol):
+    """A metrics backend (the seed's interface, plus a batched ``collect`` for the background cycle)."""
+
+    name: str
+    queries: int  # queries (or scrapes) sent since creation; tests and the cycle log read it
+
+    async def validate_availability(self, *, model_id: str, namespace: str) -> Validation:
+        """Does the backend have any series for this model in this namespace?"""
+        ...
+
+    async def allocation_metrics(self, target: Target) -> MetricsSnapshot:
+        """A fresh snapshot of one VA (targeted query; on-demand fetches and invalidations)."""
+        ...
+
+    async def replica_metrics(
+        self, *, model_id: str, namespace: str, targets: Sequence[Target]
+    ) -> tuple[ReplicaMetrics, ...]:
+        """The replicas of every VA of one model in one namespace (pods from ``targets``)."""
+        ...
+
+    async def collect(self, targets: Sequence[Target]) -> Collection:
+        """Snapshots for many VAs at once; query count does not grow with the number of VAs."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------ assembly
+
+
+def _clean(value: float | None) -> tuple[float | None, bool]:
+    """``(value, dropped)``: NaN, ±inf and negative values become ``None`` and count as dropped."""
+    if value is None:
+        return None, False
+    if not math.isfinite(value) or value < 0.0:
+        return None, True
+    return value, False
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0.0 else None
+
+
+def unavailable(target: Target, *, collected_at: datetime, reason: str) -> MetricsSnapshot:
+    return MetricsSnapshot(
+        namespace=target.namespace,
+        name=target.name,
+        at=collected_at,
+        model_id=target.model_id,
+        collected_at=collected_at,
+        deployment_generation=target.deployment_generation,
+        template_hash=target.template_hash,
+        status="unavailable",
+        reason=reason,
+    )
+
+
+def assemble(
+    target: Target, samples: Samples, *, collected_at: datetime, missing_reason: str = ""
+) -> tuple[MetricsSnapshot, dict[str, int]]:
+    """The snapshot of one VA from the samples of its member pods, and the dropped values by field.
+
+    Pods not in ``target.pods`` are ignored: that is how deleted pods stop skewing decisions.
+    Status: ``ok`` when every member pod has every saturation gauge and the traffic series;
+    ``partial`` when some are missing (the reason says which); the caller makes ``unavailable``.
+    """
+    dropped: dict[str, int] = {}
+    replicas: list[ReplicaMetrics] = []
+    missing_pods: list[str] = []
+    totals = dict.fromkeys(RATES, 0.0)
+    have_rate = dict.fromkeys(RATES, False)
+    for pod in target.pods:
+        sample = samples.get(pod_key(target.namespace, pod.name))
+        if sample is None:
+            missing_pods.append(pod.name)
+            continue
+        values: dict[str, float | None] = {}
+        for name in FIELDS:
+            value, bad = _clean(getattr(sample, name))
+            if bad:
+                dropped[name] = dropped.get(name, 0) + 1
+            values[name] = value
+        if any(values[g] is None for g in GAUGES):
+            missing_pods.append(pod.name)
+        for name in RATES:
+            v = values[name]
+            if v is not None:
+                totals[name] += v
+                have_rate[name] = True
+        replicas.append(
+            ReplicaMetrics(
+                pod=pod.name,
+                kv_cache_usage=values["kv_cache_usage"],
+                waiting=values["waiting"],
+                running=values["running"],
+                num_gpu_blocks=sample.num_gpu_blocks,
+                block_size=sample.block_size,
+            )
+        )
+    requests = totals["request_rate"] if have_rate["request_rate"] else None
+    allocation = AllocationMetrics(
+        arrival_rate=requests,
+        avg_input_tokens=_ratio(totals["prompt_tokens_rate"], totals["request_rate"])
+        if have_rate["prompt_tokens_rate"]
+        else None,
+        avg_output_tokens=_ratio(totals["generation_tokens_rate"], totals["request_rate"])
+        if have_rate["generation_tokens_rate"]
+        else None,
+        ttft_seconds=_ratio(totals["ttft_sum_rate"], totals["ttft_count_rate"]) if have_rate["ttft_count_rate"] else None,
+        itl_seconds=_ratio(totals["itl_sum_rate"], totals["itl_count_rate"]) if have_rate["itl_count_rate"] else None,
+    )
+    reasons: list[str] = []
+    if missing_pods:
+        reasons.append(f"no saturation metrics for {len(missing_pods)} of {len(target.pods)} pods ({', '.join(sorted(missing_pods))})")
+    if target.pods and not missing_pods and requests is None:
+        reasons.append(missing_reason or "no request-rate series")
+    if dropped:
+        reasons.append(f"dropped {sum(dropped.values())} non-finite or negative values")
+    status: SnapshotStatus = "partial" if missing_pods or (target.pods and requests is None) else "ok"
+    snapshot = MetricsSnapshot(
+        namespace=target.namespace,
+        name=target.name,
+        at=collected_at,
+        model_id=target.model_id,
+        collected_at=collected_at,
+        deployment_generation=target.deployment_generation,
+        template_hash=target.template_hash,
+        status=status,
+        reason="; ".join(reasons) if reasons else ("no pods" if not target.pods else ""),
+        allocation=allocation,
+        replicas=tuple(replicas),
+        dropped_values=sum(dropped.values()),
+    )
+    return snapshot, dropped
+

@@ -1,0 +1,344 @@
+"""The fetcher's core: background cycles, on-demand fetches, invalidation, cache — no NATS here.
+
+- ``cycle()`` collects every tracked VA in one batched collection, caches and publishes the snapshots,
+  and logs one summary line (the seed's ``Background fetch completed for N VAs in X ms``).
+- ``fetch()`` answers from cache when fresh (``Using cached allocation metrics``), otherwise
+  (``Cache miss for allocation metrics, fetching from …``) asks for a refresh and waits for it.
+- Refreshes are single-flight and batched: every VA that needs fresh data within a few milliseconds
+  (concurrent on-demand misses, a burst of invalidations after a re-list) is collected by one call to
+  the collector, and concurrent requests for the same VA share it.
+- ``invalidate()`` drops the VA's entries (and its model's replica entry) and refreshes it promptly. A
+  collection that started before a VA's invalidation is neither cached nor published for that VA, so
+  old data never overwrites the fresh snapshot that follows the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final, Literal
+
+from services.fetcher import cache as caching
+from services.fetcher import metrics
+from services.fetcher.collector import MetricsCollector, VAKey, va_key
+from services.fetcher.tracking import Tracker
+from shared.messages import MetricsSnapshot, ReplicaMetrics, Target, utcnow
+
+log = logging.getLogger("wva.fetcher")
+
+Publish = Callable[[MetricsSnapshot], Awaitable[None]]
+Answer = Literal["cached", "fetched", "unknown"]
+
+DEBOUNCE: Final = 0.02  # seconds a refresh waits for others to join its batch
+_PUBLISH_CONCURRENCY: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    vas: int
+    queries: int
+    duration_ms: float
+    ok: int
+    partial: int
+    unavailable: int
+    dropped_values: int
+    skipped: int  # invalidated or deleted while the cycle ran
+
+
+class Fetcher:
+    def __init__(
+        self,
+        *,
+        collector: MetricsCollector,
+        cache: caching.MetricsCache,
+        tracker: Tracker,
+        publish: Publish,
+        debounce: float = DEBOUNCE,
+    ) -> None:
+        self.collector = collector
+        self.cache = cache
+        self.tracker = tracker
+        self._publish = publish
+        self._debounce = debounce
+        self._pending: dict[VAKey, asyncio.Future[MetricsSnapshot]] = {}
+        self._inflight: dict[VAKey, asyncio.Future[MetricsSnapshot]] = {}
+        self._wake = asyncio.Event()
+        self._publishing = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
+
+    # ------------------------------------------------------------------ background
+
+    async def cycle(self) -> CycleReport:
+        loop = asyncio.get_running_loop()
+        targets = self.tracker.all()
+        started, t0 = self.tracker.now(), loop.time()
+        collection = await self.collector.collect(targets)
+        fresh, skipped = self._accept(collection.snapshots, started)
+        await self._publish_all(fresh)
+        statuses = [s.status for s in collection.snapshots.values()]
+        report = CycleReport(
+            vas=len(targets),
+            queries=collection.queries,
+            duration_ms=(loop.time() - t0) * 1000.0,
+            ok=statuses.count("ok"),
+            partial=statuses.count("partial"),
+            unavailable=statuses.count("unavailable"),
+            dropped_values=collection.dropped_values,
+            skipped=skipped,
+        )
+        metrics.CYCLES.inc()
+        metrics.CYCLE_SECONDS.observe(report.duration_ms / 1000.0)
+        metrics.LAST_CYCLE.set_to_current_time()
+        metrics.CACHE_ENTRIES.set(len(self.cache))
+        log.info(
+            "Background fetch completed for %d VAs in %d ms",
+            report.vas,
+            round(report.duration_ms),
+            extra={
+                "queries": report.queries,
+                "ok": report.ok,
+                "partial": report.partial,
+                "unavailable": report.unavailable,
+                "dropped_values": report.dropped_values,
+                "skipped": report.skipped,
+                "backend": self.collector.name,
+                **({"error": collection.errors[0]} if collection.errors else {}),
+            },
+        )
+        return report
+
+    async def run_background(self, interval: float) -> None:
+        """Run a cycle every ``interval`` seconds, measured start to start; never overlapping."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            if len(self.tracker):
+                await self.cycle()
+            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+    async def run_cleanup(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            removed = self.cache.cleanup()
+            metrics.CACHE_ENTRIES.set(len(self.cache))
+            if removed:
+                log.debug("removed %d expired cache entries", removed)
+
+    # ------------------------------------------------------------------ on demand
+
+    async def fetch(self, namespace: str, name: str, *, fresh: bool = False) -> tuple[MetricsSnapshot, Answer]:
+        target = self.tracker.get(namespace, name)
+        if target is None:
+            now = utcnow()
+            return (
+                MetricsSnapshot(
+                    namespace=namespace, name=name, at=now, collected_at=now, status="unavailable",
+                    reason=f"VA {namespace}/{name} is not tracked (no target on wva.targets)",
+                ),
+                "unknown",
+            )
+        if not fresh:
+            entry = self.cache.get(caching.allocation_key(namespace, name))
+            if entry is not None and isinstance(entry.value, MetricsSnapshot):
+                metrics.CACHE.labels(result="hit").inc()
+                log.info(
+                    "Using cached allocation metrics",
+                    extra={"age": _age(entry.age(utcnow())), "namespace": namespace, "vaName": name},
+                )
+                return entry.value, "cached"
+            metrics.CACHE.labels(result="miss").inc()
+        log.info(
+            "Cache miss for allocation metrics, fetching from %s",
+            "Prometheus" if self.collector.name == "prometheus" else f"the {self.collector.name} backend",
+            extra={"namespace": namespace, "vaName": name, "fresh": fresh},
+        )
+        snapshot = await asyncio.shield(self.refresh(namespace, name))
+        return snapshot, "fetched"
+
+    def refresh(self, namespace: str, name: str) -> asyncio.Future[MetricsSnapshot]:
+        """A future for a fresh snapshot of the VA; joins a pending or running refresh of it."""
+        key = va_key(namespace, name)
+        future = self._pending.get(key) or self._inflight.get(key)
+        if future is None or future.done():
+            future = asyncio.get_running_loop().create_future()
+            self._pending[key] = future
+            self._wake.set()
+        return future
+
+    async def run_refresher(self) -> None:
+        """Collect pending refreshes in batches; one collector call per batch."""
+        try:
+            while True:
+                await self._wake.wait()
+                await asyncio.sleep(self._debounce)
+                self._wake.clear()
+                batch, self._pending = self._pending, {}
+                self._inflight.update(batch)
+                try:
+                    await self._refresh_batch(batch)
+                finally:
+                    for key, future in batch.items():
+                        if self._inflight.get(key) is future:
+                            del self._inflight[key]
+        finally:
+            for future in [*self._pending.values(), *self._inflight.values()]:
+                if not future.done():
+                    future.cancel()
+
+    async def _refresh_batch(self, batch: dict[VAKey, asyncio.Future[MetricsSnapshot]]) -> None:
+        targets: list[Target] = []
+        for key, future in batch.items():
+            target = self.tracker.get(*key)
+            if target is None:
+                now = utcnow()
+                future.set_result(
+                    MetricsSnapshot(
+                        namespace=key[0], name=key[1], at=now, collected_at=now, status="unavailable",
+                        reason="VA deleted while fetching",
+                    )
+                )
+            else:
+                targets.append(target)
+        if not targets:
+            return
+        started = self.tracker.now()
+        try:
+            if len(targets) == 1:  # a targeted query, restricted to the VA's pods
+                snapshot = await self.collector.allocation_metrics(targets[0])
+                snapshots = {va_key(snapshot.namespace, snapshot.name): snapshot}
+            else:
+                snapshots = (await self.collector.collect(targets)).snapshots
+        except BaseException as exc:
+            for target in targets:
+                future = batch[va_key(target.namespace, target.name)]
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            raise
+        fresh, _ = self._accept(snapshots, started)
+        for key, snapshot in snapshots.items():
+            waiting = batch.get(key)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(snapshot)
+        await self._publish_all(fresh)
+
+    # ------------------------------------------------------------------ changes
+
+    def invalidate(self, namespace: str, name: str) -> None:
+        """Drop what is cached for the VA and its model, and refresh it promptly."""
+        key = va_key(namespace, name)
+        self.tracker.mark_invalidated(namespace, name)
+        self.cache.delete(caching.allocation_key(namespace, name))
+        target = self.tracker.get(namespace, name)
+        if target is not None:
+            self.cache.delete(caching.replica_key(namespace, target.model_id))
+            self._inflight.pop(key, None)  # a running refresh predates the change: do not join it
+            self.refresh(namespace, name)
+        metrics.CACHE_ENTRIES.set(len(self.cache))
+
+    def forget(self, namespace: str, name: str) -> Target | None:
+        """Stop tracking a deleted VA and drop its cache entries."""
+        target = self.tracker.remove(namespace, name)
+        self.cache.delete(caching.allocation_key(namespace, name))
+        if target is not None:
+            self.cache.delete(caching.replica_key(namespace, target.model_id))
+        metrics.CACHE_ENTRIES.set(len(self.cache))
+        metrics.TRACKED.set(len(self.tracker))
+        return target
+
+    def track(self, target: Target) -> bool:
+        changed = self.tracker.put(target)
+        metrics.TRACKED.set(len(self.tracker))
+        return changed
+
+    # ------------------------------------------------------------------ replicas (seed operation)
+
+    async def replica_metrics(self, namespace: str, model_id: str) -> tuple[ReplicaMetrics, ...]:
+        key = caching.replica_key(namespace, model_id)
+        entry = self.cache.get(key)
+        if entry is not None and isinstance(entry.value, tuple):
+            metrics.CACHE.labels(result="hit").inc()
+            log.info(
+                "Using cached replica metrics",
+                extra={"age": _age(entry.age(utcnow())), "namespace": namespace, "modelID": model_id},
+            )
+            return entry.value
+        metrics.CACHE.labels(result="miss").inc()
+        log.info(
+            "Cache miss for replica metrics, fetching from %s", self.collector.name,
+            extra={"namespace": namespace, "modelID": model_id},
+        )
+        collected_at = utcnow()
+        replicas = await self.collector.replica_metrics(
+            model_id=model_id, namespace=namespace, targets=self.tracker.of_model(namespace, model_id)
+        )
+        self.cache.set(key, replicas, collected_at=collected_at)
+        return replicas
+
+    # ------------------------------------------------------------------ helpers
+
+    def _accept(
+        self, snapshots: dict[VAKey, MetricsSnapshot], started: float
+    ) -> tuple[list[MetricsSnapshot], int]:
+        """Cache the snapshots still current; returns them (to publish) and how many were skipped."""
+        fresh: list[MetricsSnapshot] = []
+        skipped = 0
+        models: set[tuple[str, str]] = set()
+        for key, snapshot in snapshots.items():
+            target = self.tracker.get(*key)
+            if target is None or self.tracker.invalidated_since(key, started):
+                skipped += 1
+                continue
+            metrics.SNAPSHOTS.labels(status=snapshot.status).inc()
+            if snapshot.status != "unavailable":
+                self.cache.set(caching.allocation_key(*key), snapshot, collected_at=snapshot.collected_at)
+                models.add((target.namespace, target.model_id))
+            fresh.append(snapshot)
+        for namespace, model_id in models:
+            self._store_replicas(namespace, model_id)
+        return fresh, skipped
+
+    def _store_replicas(self, namespace: str, model_id: str) -> None:
+        """``replica:<ns>/<model>`` from the cached snapshots of every VA of the model, when all are."""
+        entries = [
+            self.cache.get(caching.allocation_key(t.namespace, t.name))
+            for t in self.tracker.of_model(namespace, model_id)
+        ]
+        if not entries or any(e is None or not isinstance(e.value, MetricsSnapshot) for e in entries):
+            return
+        snaps = [e.value for e in entries if e is not None and isinstance(e.value, MetricsSnapshot)]
+        replicas = tuple(r for s in snaps for r in s.replicas)
+        oldest = min(s.collected_at for s in snaps)
+        self.cache.set(caching.replica_key(namespace, model_id), replicas, collected_at=oldest)
+
+    async def _publish_all(self, snapshots: Sequence[MetricsSnapshot]) -> None:
+        async def one(snapshot: MetricsSnapshot) -> None:
+            async with self._publishing:
+                try:
+                    await self._publish(snapshot)
+                except Exception as exc:  # NATS trouble must not stop collecting; the next cycle retries
+                    metrics.PUBLISH_FAILURES.inc()
+                    log.warning(
+                        "could not publish metrics snapshot: %s", exc,
+                        extra={"namespace": snapshot.namespace, "vaName": snapshot.name},
+                    )
+
+        await asyncio.gather(*(one(s) for s in snapshots))
+
+    async def aclose(self) -> None:
+        for future in [*self._pending.values(), *self._inflight.values()]:
+            if not future.done():
+                future.cancel()
+        with contextlib.suppress(Exception):
+            await self.collector.aclose()
+
+
+def _age(age: timedelta) -> str:
+    seconds = max(0.0, age.total_seconds())
+    return f"{seconds:.1f}s"

@@ -1,0 +1,34 @@
+"""The fetcher's own Prometheus metrics (served on ``/metrics`` by the runner)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+QUERIES: Final = Counter(
+    "wva_fetcher_queries_total", "Backend queries (PromQL queries or pod scrapes), by backend and outcome",
+    ["backend", "outcome"],
+)
+QUERY_SECONDS: Final = Histogram(
+    "wva_fetcher_query_duration_seconds", "Time per backend query, retries included", ["backend"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CYCLES: Final = Counter("wva_fetcher_cycles_total", "Background fetch cycles run")
+CYCLE_SECONDS: Final = Histogram(
+    "wva_fetcher_cycle_duration_seconds", "Duration of a background fetch cycle",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LAST_CYCLE: Final = Gauge("wva_fetcher_last_cycle_timestamp_seconds", "When the last background cycle ended")
+SNAPSHOTS: Final = Counter("wva_fetcher_snapshots_total", "Snapshots produced, by status", ["status"])
+PUBLISH_FAILURES: Final = Counter("wva_fetcher_publish_failures_total", "Snapshots that could not be published")
+DROPPED: Final = Counter(
+    "wva_fetcher_dropped_values_total", "NaN, infinite or negative values dropped, by field", ["field"]
+)
+CACHE: Final = Counter("wva_fetcher_cache_requests_total", "Cache lookups, by result", ["result"])
+CACHE_ENTRIES: Final = Gauge("wva_fetcher_cache_entries", "Entries in the metrics cache")
+TRACKED: Final = Gauge("wva_fetcher_tracked_targets", "VAs the fetcher collects for")
+FETCH_REQUESTS: Final = Counter(
+    "wva_fetcher_fetch_requests_total", "On-demand fetch requests, by how they were answered", ["answer"]
+)
+INVALIDATIONS: Final = Counter("wva_fetcher_invalidations_total", "Invalidations handled, by reason", ["reason"])

@@ -1,0 +1,286 @@
+"""The Prometheus backend: batched (or per-VA) PromQL, split per VA by the targets' pod lists.
+
+prometheus-api-client is synchronous (requests). Each collector owns its ``requests.Session`` (urllib3
+retries off: retries are ours, bounded by a time budget, with tenacity) and a bounded
+``ThreadPoolExecutor``; an ``asyncio.Semaphore`` of the same size keeps the executor's queue empty,
+so a slow Prometheus never piles up threads or blocks the event loop. Every query has an explicit
+timeout and is evaluated at the same instant (``time=``) so one snapshot is one moment.
+
+Errors: connection errors, timeouts, 5xx and 429 are transient and retried until the budget runs out;
+other 4xx (a bad query) fail at once. A failed collection becomes ``unavailable`` snapshots with the
+reason; it never raises into the service loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
+from urllib3.util.retry import Retry
+
+from services.fetcher import metrics, promql
+from services.fetcher.collector import (
+    Collection,
+    CollectorError,
+    PodKey,
+    PodSample,
+    QueryError,
+    VAKey,
+    Validation,
+    assemble,
+    pod_key,
+    unavailable,
+    va_key,
+)
+from services.fetcher.settings import FetcherSettings
+from shared.messages import MetricsSnapshot, ReplicaMetrics, Target
+
+log = logging.getLogger("wva.fetcher.prometheus")
+
+_STATUS_RE = re.compile(r"HTTP Status Code (\d{3})")
+_MAX_ATTEMPTS = 3
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, QueryError) and exc.transient
+
+
+class PrometheusCollector:
+    name = "prometheus"
+
+    def __init__(self, settings: FetcherSettings) -> None:
+        self._settings = settings
+        self._session = requests.Session()
+        self._session.verify = settings.prometheus_ca or not settings.prometheus_insecure
+        headers = {"Authorization": f"Bearer {settings.prometheus_token}"} if settings.prometheus_token else None
+        self._prom = PrometheusConnect(
+            url=settings.prometheus_url.rstrip("/"),
+            headers=headers,
+            session=self._session,
+            retry=Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.prometheus_concurrency, thread_name_prefix="wva-prometheus"
+        )
+        self._slots = asyncio.Semaphore(settings.prometheus_concurrency)
+        self.queries = 0
+
+    # ------------------------------------------------------------------ queries
+
+    def _blocking_query(self, text: str, at: float, timeout: float) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._prom.custom_query(text, params={"time": f"{at:.3f}"}, timeout=timeout)
+        return result
+
+    async def _once(self, text: str, *, at: float, timeout: float, sent: list[int]) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            self.queries += 1
+            sent[0] += 1
+            try:
+                result = await loop.run_in_executor(
+                    self._executor, functools.partial(self._blocking_query, text, at, timeout)
+                )
+            except requests.exceptions.Timeout:
+                raise QueryError(f"Prometheus query timed out after {timeout:.1f}s", transient=True) from None
+            except requests.exceptions.ConnectionError as exc:
+                raise QueryError(f"Prometheus unreachable at {self._settings.prometheus_url}: {_short(exc)}", transient=True) from None
+            except requests.exceptions.RequestException as exc:
+                raise QueryError(f"Prometheus request failed: {_short(exc)}", transient=True) from None
+            except PrometheusApiClientException as exc:
+                m = _STATUS_RE.search(str(exc))
+                status = int(m.group(1)) if m else 0
+                transient = status >= 500 or status == 429
+                raise QueryError(f"Prometheus answered HTTP {status or '?'}: {_short(exc)}", transient=transient) from None
+            except ValueError as exc:  # a body that is not JSON (a proxy's error page)
+                raise QueryError(f"Prometheus sent an unreadable answer: {_short(exc)}", transient=True) from None
+        return result
+
+    async def query(
+        self, text: str, *, at: float, deadline: float, sent: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """One instant query with retries, bounded by ``deadline`` (event-loop time).
+
+        ``sent[0]`` is increased by the number of HTTP requests made (retries included).
+        """
+        sent = [0] if sent is None else sent
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_transient),
+                stop=stop_after_attempt(_MAX_ATTEMPTS) | stop_after_delay(max(0.0, deadline - started)),
+                wait=wait_exponential(multiplier=0.1, max=1.0),
+                reraise=True,
+            ):
+                with attempt:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise QueryError("time budget for this collection exhausted", transient=False)
+                    result = await self._once(
+                        text, at=at, timeout=min(self._settings.prometheus_timeout, remaining), sent=sent
+                    )
+                    metrics.QUERIES.labels(backend=self.name, outcome="ok").inc()
+                    return result
+        except QueryError:
+            metrics.QUERIES.labels(backend=self.name, outcome="error").inc()
+            raise
+        finally:
+            metrics.QUERY_SECONDS.labels(backend=self.name).observe(loop.time() - started)
+        raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying returns or raises
+
+    # ------------------------------------------------------------------ collection
+
+    async def _samples(
+        self, scope: promql.Scope, *, at: float, deadline: float, sent: list[int]
+    ) -> dict[PodKey, PodSample]:
+        """Run every query of one scope concurrently and merge the series per pod."""
+        qs = promql.queries(scope, rate_window=self._settings.rate_window, itl_metric=self._settings.itl_metric)
+        results = await asyncio.gather(
+            *(self.query(q.promql, at=at, deadline=deadline, sent=sent) for q in qs), return_exceptions=True
+        )
+        samples: dict[PodKey, PodSample] = {}
+        for q, result in zip(qs, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            for series in result:
+                labels = series.get("metric", {})
+                ns, pod = labels.get("namespace"), labels.get("pod")
+                if not ns or not pod:
+                    continue
+                sample = samples.setdefault(pod_key(ns, pod), PodSample())
+                value = _float(series.get("value"))
+                if q.kind == "info":
+                    sample.num_gpu_blocks = _int(labels.get("num_gpu_blocks"))
+                    sample.block_size = _int(labels.get("block_size"))
+                elif value is not None:
+                    sample.merge(q.field, value, how="max" if q.field == "kv_cache_usage" else "sum")
+        return samples
+
+    async def _collect_scopes(
+        self, groups: Sequence[tuple[promql.Scope, Sequence[Target]]]
+    ) -> Collection:
+        loop = asyncio.get_running_loop()
+        at = time.time()
+        collected_at = datetime.fromtimestamp(at, UTC)
+        deadline = loop.time() + self._settings.fetch_budget
+        sent = [0]
+        outcomes = await asyncio.gather(
+            *(self._samples(scope, at=at, deadline=deadline, sent=sent) for scope, _ in groups),
+            return_exceptions=True,
+        )
+        snapshots: dict[VAKey, MetricsSnapshot] = {}
+        failed = dropped_total = 0
+        errors: list[str] = []
+        for (_, targets), outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, CollectorError):
+                    raise outcome
+                failed += 1
+                errors.append(str(outcome))
+                for t in targets:
+                    snapshots[va_key(t.namespace, t.name)] = unavailable(
+                        t, collected_at=collected_at, reason=f"prometheus: {outcome}"
+                    )
+                continue
+            samples = outcome
+            for t in targets:
+                snapshot, dropped = assemble(t, samples, collected_at=collected_at)
+                for field, count in dropped.items():
+                    metrics.DROPPED.labels(field=field).inc(count)
+                dropped_total += snapshot.dropped_values
+                snapshots[va_key(t.namespace, t.name)] = snapshot
+        return Collection(
+            snapshots=snapshots, queries=sent[0], failed=failed, dropped_values=dropped_total,
+            errors=tuple(errors),
+        )
+
+    async def collect(self, targets: Sequence[Target]) -> Collection:
+        with_pods = [t for t in targets if t.pods]
+        groups: list[tuple[promql.Scope, Sequence[Target]]]
+        if not with_pods:
+            groups = []
+        elif self._settings.query_mode == "per-va":
+            groups = [(promql.per_va(t.namespace, (p.name for p in t.pods)), [t]) for t in with_pods]
+        else:
+            groups = [(promql.batched(t.namespace for t in with_pods), with_pods)]
+        collection = await self._collect_scopes(groups)
+        now = next(iter(collection.snapshots.values())).collected_at if collection.snapshots else datetime.now(UTC)
+        for t in targets:
+            if not t.pods:
+                snapshot, _ = assemble(t, {}, collected_at=now)
+                collection.snapshots[va_key(t.namespace, t.name)] = snapshot
+        return collection
+
+    async def allocation_metrics(self, target: Target) -> MetricsSnapshot:
+        if not target.pods:
+            return assemble(target, {}, collected_at=datetime.now(UTC))[0]
+        scope = promql.per_va(target.namespace, (p.name for p in target.pods))
+        collection = await self._collect_scopes([(scope, [target])])
+        return collection.snapshots[va_key(target.namespace, target.name)]
+
+    async def replica_metrics(
+        self, *, model_id: str, namespace: str, targets: Sequence[Target]
+    ) -> tuple[ReplicaMetrics, ...]:
+        members = [t for t in targets if t.namespace == namespace and t.model_id == model_id and t.pods]
+        if not members:
+            return ()
+        scope = promql.per_va(namespace, (p.name for t in members for p in t.pods))
+        collection = await self._collect_scopes([(scope, members)])
+        if collection.errors:
+            raise CollectorError(collection.errors[0])
+        return tuple(r for t in members for r in collection.snapshots[va_key(t.namespace, t.name)].replicas)
+
+    async def validate_availability(self, *, model_id: str, namespace: str) -> Validation:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await self.query(
+                promql.availability(model_id=model_id, namespace=namespace),
+                at=time.time(),
+                deadline=loop.time() + self._settings.fetch_budget,
+            )
+        except QueryError as exc:
+            return Validation(available=False, reason=f"prometheus: {exc}")
+        count = _float(result[0].get("value")) if result else None
+        if not count:
+            return Validation(
+                available=False,
+                reason=f"no vllm:kv_cache_usage_perc series for model {model_id!r} in namespace {namespace!r}",
+            )
+        return Validation(available=True)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._session.close()
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        try:
+            return float(value[1])
+        except (TypeError, ValueError):
+            return math.nan  # unreadable: counted as dropped by assemble()
+    return None
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "…"

@@ -1,0 +1,92 @@
+"""Fetcher settings (DESIGN.md §4, §8): every one has a default, a ``WVA_…`` variable and a flag."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from services.fetcher.promql import DEFAULT_ITL_METRIC
+from shared.config import (
+    ConfigError,
+    Settings,
+    boolean,
+    choice,
+    duration,
+    optional_path,
+    optional_str,
+    positive_int,
+    setting,
+    url,
+)
+
+COLLECTORS = ("prometheus", "scrape")  # kept in step with factory.REGISTRY by a unit test
+
+
+def _metric_name(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        raise ValueError(f"invalid metric name {text!r}")
+    return text
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FetcherSettings(Settings):
+    collector: str = setting("WVA_COLLECTOR", "prometheus", choice(*COLLECTORS), "metrics backend")
+    prometheus_url: str = setting(
+        "WVA_PROMETHEUS_URL", "http://127.0.0.1:9090", url("http", "https"), "Prometheus base URL"
+    )
+    prometheus_token: str | None = setting(
+        "WVA_PROMETHEUS_TOKEN", None, optional_str, "bearer token for Prometheus", secret=True
+    )
+    prometheus_ca: str | None = setting(
+        "WVA_PROMETHEUS_CA", None, optional_path, "CA bundle to verify Prometheus's TLS certificate"
+    )
+    prometheus_insecure: bool = setting(
+        "WVA_PROMETHEUS_INSECURE_SKIP_VERIFY", False, boolean, "do not verify Prometheus's TLS certificate"
+    )
+    prometheus_timeout: float = setting("WVA_PROMETHEUS_TIMEOUT", 5.0, duration, "timeout of one query")
+    prometheus_concurrency: int = setting(
+        "WVA_PROMETHEUS_CONCURRENCY", 4, positive_int, "queries (or scrapes) in flight at once"
+    )
+    query_mode: str = setting(
+        "WVA_QUERY_MODE", "batched", choice("batched", "per-va"),
+        "batched: one query per metric for all VAs; per-va: one set of queries per VA",
+    )
+    rate_window: float = setting("WVA_RATE_WINDOW", 60.0, duration, "window of rate() for counters")
+    itl_metric: str = setting(
+        "WVA_ITL_METRIC", DEFAULT_ITL_METRIC, _metric_name,
+        "inter-token latency histogram (older vLLM: vllm:time_per_output_token_seconds)",
+    )
+    fetch_budget: float = setting(
+        "WVA_FETCH_BUDGET", 10.0, duration, "time allowed for one collection, retries included"
+    )
+    cache_enabled: bool = setting("WVA_CACHE_ENABLED", True, boolean, "cache snapshots for on-demand fetches")
+    cache_ttl: float = setting("WVA_CACHE_TTL", 30.0, duration, "how long a snapshot is served from cache")
+    cache_cleanup_interval: float = setting(
+        "WVA_CACHE_CLEANUP_INTERVAL", 300.0, duration, "how often expired cache entries are removed"
+    )
+    fetch_interval: float = setting(
+        "WVA_FETCH_INTERVAL", 15.0, duration, "background fetch period; 0 disables background fetching"
+    )
+    fetch_queue_group: str = setting(
+        "WVA_FETCH_QUEUE_GROUP", "wva-fetcher", str, "NATS queue group shared by fetcher replicas"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.cache_enabled and self.fetch_interval > 0 and self.cache_ttl < self.fetch_interval:
+            raise ConfigError(
+                f"WVA_CACHE_TTL ({self.cache_ttl:g}s) is shorter than WVA_FETCH_INTERVAL "
+                f"({self.fetch_interval:g}s): cached snapshots would expire between background fetches; "
+                "raise WVA_CACHE_TTL or lower WVA_FETCH_INTERVAL"
+            )
+        if self.cache_enabled and self.cache_ttl <= 0:
+            raise ConfigError("WVA_CACHE_TTL must be positive when WVA_CACHE_ENABLED=true")
+        if self.cache_cleanup_interval <= 0:
+            raise ConfigError("WVA_CACHE_CLEANUP_INTERVAL must be positive")
+        if self.rate_window <= 0:
+            raise ConfigError("WVA_RATE_WINDOW must be positive")
+        if self.prometheus_timeout <= 0 or self.fetch_budget <= 0:
+            raise ConfigError("WVA_PROMETHEUS_TIMEOUT and WVA_FETCH_BUDGET must be positive")
+        if not self.fetch_queue_group.strip() or any(c in self.fetch_queue_group for c in " .*>"):
+            raise ConfigError(f"WVA_FETCH_QUEUE_GROUP={self.fetch_queue_group!r}: must be one plain token")
