@@ -4,6 +4,11 @@ A profile maps seconds since the start of the run to requests per second. Arriva
 non-homogeneous Poisson process drawn by thinning (Lewis & Shedler): candidates at the profile's peak
 rate, each kept with probability rate(t)/peak. Given a seed the arrival times are fixed, so a scenario
 replays the same traffic every run.
+
+Exceptions::
+
+    ValueError
+    └── TraceError      a CSV trace that cannot be read (bad row, non-increasing time, negative rate)
 """
 
 from __future__ import annotations
