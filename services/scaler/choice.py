@@ -15,6 +15,9 @@ class Variant:
     min_replicas: int
     max_replicas: int | None  # None: no upper bound
     current: int
+    # Paused (or dry-run) variants are still decided, but a step goes to one that will act when
+    # any can: otherwise a paused cheapest variant would stall its whole group under load.
+    frozen: bool = False
 
     def room(self) -> int | None:
         """How many replicas may still be added (None: unlimited)."""
@@ -24,7 +27,7 @@ class Variant:
 
 
 def _cheapest_first(variants: Sequence[Variant]) -> list[Variant]:
-    return sorted(variants, key=lambda v: (v.cost, v.name))
+    return sorted(variants, key=lambda v: (v.frozen, v.cost, v.name))
 
 
 def distribute_scale_up(variants: Sequence[Variant], step: int) -> dict[str, int]:
@@ -46,11 +49,12 @@ def distribute_scale_up(variants: Sequence[Variant], step: int) -> dict[str, int
 
 
 def choose_scale_down(variants: Sequence[Variant]) -> Variant | None:
-    """The most expensive variant (ties by highest name) above ``max(minReplicas, 1)``, if any."""
+    """The most expensive variant (ties by highest name) above ``max(minReplicas, 1)``, if any;
+    variants that will act (not frozen) come first."""
     eligible = [v for v in variants if v.current > max(v.min_replicas, 1)]
     if not eligible:
         return None
-    return max(eligible, key=lambda v: (v.cost, v.name))
+    return max(eligible, key=lambda v: (not v.frozen, v.cost, v.name))
 
 
 def cheapest(variants: Sequence[Variant]) -> Variant | None:

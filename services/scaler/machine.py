@@ -377,6 +377,7 @@ class Scaler:
                 min_replicas=t.min_replicas,
                 max_replicas=t.max_replicas,
                 current=t.spec_replicas,
+                frozen=t.paused or t.dry_run,
             )
             for t in targets
         ]

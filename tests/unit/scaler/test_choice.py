@@ -62,3 +62,14 @@ def test_cheapest_skips_variants_that_cannot_run() -> None:
 )
 def test_clamp(replicas: int, lo: int, hi: int | None, expected: int) -> None:
     assert clamp(replicas, lo, hi) == expected
+
+
+def test_a_paused_cheapest_variant_does_not_stall_its_group() -> None:
+    paused = Variant(name="a", cost=10, min_replicas=1, max_replicas=None, current=1, frozen=True)
+    active = Variant(name="b", cost=80, min_replicas=1, max_replicas=None, current=1)
+    assert distribute_scale_up([paused, active], 2) == {"b": 2}
+    # When every variant is paused the step is still decided (and reported), just not applied.
+    assert distribute_scale_up([paused], 1) == {"a": 1}
+    big_paused = Variant(name="z", cost=99, min_replicas=1, max_replicas=None, current=3, frozen=True)
+    cheap_active = Variant(name="c", cost=5, min_replicas=1, max_replicas=None, current=3)
+    assert choose_scale_down([big_paused, cheap_active]) == cheap_active
