@@ -1,0 +1,242 @@
+"""deploy/: every manifest parses and validates, kustomize builds are whole, and what the pods are told
+(environment, secrets, probes, security) fits what the services actually read."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from services.fetcher.settings import FetcherSettings
+from services.scaler.settings import ScalerSettings
+from services.watcher.settings import WatcherSettings
+from shared import config, natsio
+from shared.config import Settings
+from tests.unit.deploy import manifests
+from tests.unit.deploy.manifests import DEPLOY, SERVICES
+
+SETTINGS: dict[str, type[Settings]] = {"watcher": WatcherSettings, "fetcher": FetcherSettings, "scaler": ScalerSettings}
+BUILDS = ["base", "nats", "overlays/default", "overlays/existing-nats", "overlays/hpa", "samples"]
+# Secrets the user brings (docs/deployment.md); everything else a build references must be in the build.
+USER_SECRETS = {"wva-prometheus", "hf-token"}
+EXTERNAL_NATS_SECRETS = {f"wva-nats-{s}" for s in SERVICES}
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(DEPLOY))
+
+
+# ------------------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("path", manifests.manifest_files(), ids=_rel)
+def test_every_manifest_parses_into_named_objects(path: Path) -> None:
+    docs = manifests.load(path)
+    assert docs, f"{path} holds no object"
+    for doc in docs:
+        assert {"apiVersion", "kind", "metadata"} <= doc.keys(), doc
+        assert doc["metadata"].get("name"), doc
+
+
+@pytest.mark.parametrize("path", manifests.manifest_files(), ids=_rel)
+def test_built_in_kinds_validate_strictly_against_kubernetes(path: Path) -> None:
+    for doc in manifests.load(path):
+        if doc["kind"] in manifests.CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(doc, manifests.KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("directory", manifests.kustomization_dirs(), ids=_rel)
+def test_every_file_a_kustomization_names_exists(directory: Path) -> None:
+    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    named = list(k.get("resources", []))
+    named += [p["path"] for p in k.get("patches", []) if "path" in p]
+    for generator in k.get("configMapGenerator", []) + k.get("secretGenerator", []):
+        named += [f.split("=", 1)[-1] for f in generator.get("files", [])]
+    for name in named:
+        target = (directory / name).resolve()
+        assert target.exists(), f"{_rel(directory)}/kustomization.yaml names {name}, which does not exist"
+        if target.is_dir():
+            assert (target / "kustomization.yaml").exists(), f"{name} is a directory without a kustomization"
+
+
+def test_every_kustomization_is_covered_here() -> None:
+    assert {_rel(d) for d in manifests.kustomization_dirs()} == {*BUILDS, "crd"}
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_kustomize_output_validates_and_has_no_duplicates(build: str) -> None:
+    docs = manifests.build(DEPLOY / build)
+    keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert len(keys) == len(set(keys)), f"duplicates in {build}"
+    for doc in docs:
+        if doc["kind"] not in manifests.CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, manifests.KUBERNETES_VERSION, strict=True)
+        if doc["kind"] not in {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}:
+            assert doc["metadata"].get("namespace"), f"{doc['kind']} {doc['metadata']['name']} has no namespace"
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_everything_a_pod_references_is_in_the_build(build: str) -> None:
+    docs = manifests.build(DEPLOY / build)
+    present = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    external = USER_SECRETS | (EXTERNAL_NATS_SECRETS if build in ("base", "overlays/existing-nats") else set())
+    for workload in manifests.find(docs, "Deployment") + manifests.find(docs, "StatefulSet"):
+        pod = workload["spec"]["template"]["spec"]
+        if "serviceAccountName" in pod:
+            assert ("ServiceAccount", pod["serviceAccountName"]) in present
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in present, volume
+        for c in pod["containers"]:
+            for source in c.get("envFrom", []):
+                assert ("ConfigMap", source["configMapRef"]["name"]) in present, source
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] not in external:
+                    assert ("Secret", ref["name"]) in present, f"{workload['metadata']['name']}: {ref}"
+
+
+# ------------------------------------------------------------------------- the wva Deployments
+
+
+def _deployments(build: str = "overlays/default") -> dict[str, dict[str, Any]]:
+    docs = manifests.build(DEPLOY / build)
+    return {s: manifests.one(docs, "Deployment", f"wva-{s}") for s in SERVICES}
+
+
+def environment(
+    docs: list[dict[str, Any]], deployment: dict[str, Any], *, user_secrets: dict[str, dict[str, str]] | None = None
+) -> dict[str, str]:
+    """What the container's environment would be, with Secrets read from the build (or given by the user)."""
+    given = user_secrets or {}
+    c = manifests.container(deployment)
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        env.update(manifests.one(docs, "ConfigMap", source["configMapRef"]["name"]).get("data", {}))
+    for var in c.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        ref = var["valueFrom"]["secretKeyRef"]
+        found = manifests.find(docs, "Secret", ref["name"])
+        if found:
+            env[var["name"]] = found[0]["stringData"][ref["key"]]
+        elif ref["name"] in given:
+            env[var["name"]] = given[ref["name"]][ref["key"]]
+        else:
+            assert ref.get("optional"), f"{var['name']}: Secret {ref['name']} missing and not optional"
+    return env
+
+
+@pytest.mark.parametrize("build", ["overlays/default", "overlays/hpa", "overlays/existing-nats"])
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_environment_loads_with_its_own_settings(build: str, service: str) -> None:
+    docs = manifests.build(DEPLOY / build)
+    user_secrets = {f"wva-nats-{service}": {"user": f"wva-{service}", "password": "secret"}}
+    env = environment(docs, manifests.one(docs, "Deployment", f"wva-{service}"), user_secrets=user_secrets)
+    cls = SETTINGS[service]
+    known = {f.metadata["env"] for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in env if k not in known)
+    assert not unknown, f"wva {service} does not read {unknown}"
+    settings = config.load(cls, environ=env)  # raises ConfigError naming a bad value
+    assert settings.nats_user == f"wva-{service}"
+    if build == "overlays/hpa" and service == "scaler":
+        assert isinstance(settings, ScalerSettings) and settings.scaler_mode == "hpa"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_deployment_runs_the_service_as_a_restricted_non_root_pod(service: str) -> None:
+    deployment = _deployments()[service]
+    pod = deployment["spec"]["template"]["spec"]
+    c = manifests.container(deployment)
+    assert c["args"] == [service]
+    assert c["image"] == "ghcr.io/wva-project/wva:0.1.0"
+    assert pod["serviceAccountName"] == f"wva-{service}"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532  # the image's numeric USER
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in sc["capabilities"]
+    assert {"requests", "limits"} <= c["resources"].keys()
+    assert "memory" in c["resources"]["limits"]
+    assert pod["automountServiceAccountToken"] is (service != "fetcher")  # the fetcher needs no API
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_probes_use_the_health_endpoints_on_the_http_port(service: str) -> None:
+    c = manifests.container(_deployments()[service])
+    port = Settings().http_addr.rsplit(":", 1)[1]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": int(port)}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # The first NATS connection is retried for WVA_NATS_CONNECT_TIMEOUT before the service gives up;
+    # the startup probe must not kill it sooner.
+    startup = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+    assert startup >= Settings().nats_connect_timeout
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_termination_grace_outlasts_the_nats_drain(service: str) -> None:
+    drain = natsio.connect_options(Settings(), name="x")["drain_timeout"]
+    grace = _deployments()[service]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > drain + 5
+
+
+def test_singletons_never_run_twice_during_a_rollout() -> None:
+    deployments = _deployments()
+    for service in ("watcher", "scaler"):
+        assert deployments[service]["spec"]["strategy"]["type"] == "Recreate"
+        assert deployments[service]["spec"]["replicas"] == 1
+
+
+def test_services_and_service_monitor_select_the_pods_metrics_port() -> None:
+    docs = manifests.build(DEPLOY / "base")
+    monitor = manifests.one(docs, "ServiceMonitor", "wva")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True  # keeps the VA's `namespace` label
+    for service in SERVICES:
+        svc = manifests.one(docs, "Service", f"wva-{service}")
+        pod_labels = manifests.one(docs, "Deployment", f"wva-{service}")["spec"]["template"]["metadata"]["labels"]
+        assert svc["spec"]["selector"].items() <= pod_labels.items()
+        assert selector.items() <= svc["metadata"]["labels"].items()
+        assert svc["spec"]["ports"][0]["name"] == "http"
+
+
+def test_saturation_configmap_is_the_one_the_scaler_reads_and_is_valid() -> None:
+    from services.scaler.config import ConfigSet, apply_configmap
+
+    docs = manifests.build(DEPLOY / "base")
+    user_secrets = {"wva-nats-scaler": {"user": "wva-scaler", "password": "p"}}
+    env = environment(docs, manifests.one(docs, "Deployment", "wva-scaler"), user_secrets=user_secrets)
+    scaler = config.load(ScalerSettings, environ=env)
+    cm = manifests.one(docs, "ConfigMap", scaler.config_map_name)
+    assert cm["metadata"]["namespace"] == scaler.config_namespace
+    base = scaler.saturation_base()
+    update = apply_configmap(ConfigSet(default=base), cm["data"], base=base)
+    assert update.applied and not update.errors and not update.warnings
+    loaded = yaml.safe_load(cm["data"]["default"])
+    assert loaded == {"kvCacheThreshold": 0.80, "queueLengthThreshold": 5, "kvSpareTrigger": 0.10, "queueSpareTrigger": 3}
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
+    ns = manifests.one(manifests.build(DEPLOY / "base"), "Namespace", "wva-system")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_existing_nats_overlay_ships_no_nats() -> None:
+    docs = manifests.build(DEPLOY / "overlays/existing-nats")
+    assert not manifests.find(docs, "StatefulSet")
+    assert not [d for d in docs if d["metadata"]["name"].startswith("wva-nats")]
+    common = manifests.one(docs, "ConfigMap", "wva-common")["data"]
+    assert common["WVA_NATS_URL"] != manifests.one(manifests.build(DEPLOY / "base"), "ConfigMap", "wva-common")["data"]["WVA_NATS_URL"]
