@@ -1,0 +1,88 @@
+"""The metrics cache: expiry from collection time, invalidation, cleanup, concurrent use."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from services.fetcher import cache as caching
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_keys_follow_the_seed() -> None:
+    assert caching.allocation_key("ns", "va") == "allocation:ns/va"
+    assert caching.replica_key("ns", "meta-llama/Llama-3.1-8B") == "replica:ns/meta-llama/Llama-3.1-8B"
+
+
+def test_entries_expire_at_collection_time_plus_ttl_not_insertion_time() -> None:
+    clock = Clock()
+    cache = caching.MemoryCache(30, clock=clock)
+    key = caching.allocation_key("ns", "va")
+    clock.now = T0 + timedelta(seconds=20)
+    cache.set(key, "v", collected_at=T0)  # already 20 s old when stored
+    entry = cache.get(key)
+    assert entry is not None and entry.age(clock.now) == timedelta(seconds=20)
+    clock.now = T0 + timedelta(seconds=29.9)
+    assert cache.get(key) is not None
+    clock.now = T0 + timedelta(seconds=30)
+    assert cache.get(key) is None
+
+
+def test_older_data_never_replaces_newer() -> None:
+    cache = caching.MemoryCache(30, clock=Clock())
+    key = caching.allocation_key("ns", "va")
+    cache.set(key, "new", collected_at=T0 + timedelta(seconds=5))
+    cache.set(key, "old", collected_at=T0)
+    entry = cache.get(key)
+    assert entry is not None and entry.value == "new"
+
+
+def test_prefix_invalidation_and_cleanup() -> None:
+    clock = Clock()
+    cache = caching.MemoryCache(30, clock=clock)
+    cache.set(caching.allocation_key("ns", "a"), 1, collected_at=T0)
+    cache.set(caching.allocation_key("ns", "b"), 2, collected_at=T0 + timedelta(seconds=20))
+    cache.set(caching.replica_key("ns", "m"), 3, collected_at=T0)
+    assert cache.invalidate_prefix("replica:ns/") == 1
+    clock.now = T0 + timedelta(seconds=31)
+    assert cache.cleanup() == 1 and len(cache) == 1
+    assert cache.delete(caching.allocation_key("ns", "b")) and len(cache) == 0
+
+
+def test_concurrent_writers_and_readers_from_threads() -> None:
+    cache = caching.MemoryCache(30)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(500):
+                key = caching.allocation_key("ns", f"va-{(i + j) % 20}")
+                cache.set(key, j, collected_at=datetime.now(UTC))
+                cache.get(key)
+                if j % 50 == 0:
+                    cache.invalidate_prefix("allocation:ns/va-1")
+                    cache.cleanup()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(cache) <= 20
+
+
+def test_noop_cache_never_hits() -> None:
+    cache = caching.NoOpCache()
+    cache.set(caching.allocation_key("ns", "va"), 1, collected_at=T0)
+    assert cache.get(caching.allocation_key("ns", "va")) is None and len(cache) == 0

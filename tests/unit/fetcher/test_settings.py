@@ -1,0 +1,53 @@
+"""Fetcher settings: defaults from the design, and the checks that stop a bad start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.fetcher import factory
+from services.fetcher.settings import COLLECTORS, FetcherSettings
+from shared import config
+
+
+def test_defaults_are_the_designs() -> None:
+    s = config.load(FetcherSettings, environ={})
+    assert (s.cache_enabled, s.cache_ttl, s.cache_cleanup_interval, s.fetch_interval) == (True, 30.0, 300.0, 15.0)
+    assert s.collector == "prometheus" and s.query_mode == "batched" and s.rate_window == 60.0
+    assert s.prometheus_insecure is False  # TLS verification on by default
+
+
+def test_ttl_shorter_than_fetch_interval_is_rejected_naming_both() -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(FetcherSettings, environ={"WVA_CACHE_TTL": "10s", "WVA_FETCH_INTERVAL": "15s"})
+    assert "WVA_CACHE_TTL" in str(err.value) and "WVA_FETCH_INTERVAL" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"WVA_CACHE_TTL": "10s", "WVA_FETCH_INTERVAL": "0"},  # background fetching off
+        {"WVA_CACHE_TTL": "10s", "WVA_CACHE_ENABLED": "false"},  # caching off
+    ],
+)
+def test_ttl_check_only_applies_when_both_are_on(env: dict[str, str]) -> None:
+    config.load(FetcherSettings, environ=env)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"WVA_COLLECTOR": "epp"}, "WVA_COLLECTOR"),
+        ({"WVA_QUERY_MODE": "sometimes"}, "WVA_QUERY_MODE"),
+        ({"WVA_PROMETHEUS_URL": "prometheus:9090"}, "WVA_PROMETHEUS_URL"),
+        ({"WVA_RATE_WINDOW": "fast"}, "WVA_RATE_WINDOW"),
+        ({"WVA_ITL_METRIC": "not a metric"}, "WVA_ITL_METRIC"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(config.ConfigError, match=named):
+        config.load(FetcherSettings, environ=env)
+
+
+def test_every_selectable_collector_has_a_backend() -> None:
+    assert set(COLLECTORS) == {str(k) for k in factory.REGISTRY}
+    assert factory.create(FetcherSettings(collector="scrape")).name == "scrape"
