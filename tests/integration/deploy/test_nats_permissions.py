@@ -1,0 +1,210 @@
+"""deploy/nats/nats.conf on a real nats-server: each wva user can do its job and nothing else.
+
+Allowed operations are the ones the services perform (ensure the streams, publish their subjects with
+JetStream acks, follow streams with ordered consumers, request/reply on wva.fetch); a publish outside a
+user's subjects is refused by the server (a permissions violation reported to the client's error
+callback) and never reaches anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+
+from shared import messages, natsio, streams
+from shared.config import Settings
+from shared.subjects import Kind, Subjects
+from tests.fixtures.servers import NatsServer
+from tests.integration.deploy import natsconf
+
+S = Subjects()
+NS, VA = "llm", "llama-8b-a100"
+
+
+@pytest.fixture
+def secured_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    with natsconf.server(tmp_path) as srv:
+        yield srv
+
+
+def settings(srv: NatsServer, user: str, **extra: object) -> Settings:
+    return Settings(nats_url=srv.url, nats_user=f"wva-{user}", nats_password=natsconf.password(user), **extra)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def connected(srv: NatsServer, user: str) -> AsyncIterator[tuple[Client, list[Exception]]]:
+    """Connect as `user` the way the services do; errors the server reports land in the list."""
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await nats.connect(
+        srv.url, user=f"wva-{user}", password=natsconf.password(user), error_cb=on_error,
+        allow_reconnect=False, connect_timeout=2,
+    )
+    try:
+        yield nc, errors
+    finally:
+        await nc.close()
+
+
+def target() -> messages.Target:
+    return messages.Target(
+        namespace=NS, name=VA, at=messages.utcnow(), model_id="meta/llama-3.1-8b", variant_cost=40.0,
+        accelerator="A100", min_replicas=1, max_replicas=8, scale_target=messages.ScaleTarget(name=VA),
+        resolved=True, deployment_generation=1, spec_replicas=1, ready_replicas=1,
+    )
+
+
+def snapshot() -> messages.MetricsSnapshot:
+    now = messages.utcnow()
+    return messages.MetricsSnapshot(namespace=NS, name=VA, at=now, model_id="meta/llama-3.1-8b", collected_at=now,
+                                    deployment_generation=1)
+
+
+def invalidation() -> messages.Invalidation:
+    return messages.Invalidation(namespace=NS, name=VA, at=messages.utcnow(), reason="template_changed")
+
+
+def decision() -> messages.Decision:
+    return messages.Decision(namespace=NS, name=VA, at=messages.utcnow(), current=1, desired=2, applied=False,
+                             mode="scale", reason="scale_up_saturated")
+
+
+async def refused(nc: Client, errors: list[Exception], subject: str) -> None:
+    before = len(errors)
+    await nc.publish(subject, b"x")
+    await nc.flush()
+    for _ in range(100):
+        if len(errors) > before:
+            break
+        await asyncio.sleep(0.01)
+    assert len(errors) > before, f"publishing to {subject} was not refused"
+    assert "permissions violation" in str(errors[-1]).lower(), errors[-1]
+    assert subject.lower() in str(errors[-1]).lower()
+
+
+async def first(follower: streams.Follower) -> bytes:
+    async for msg in follower:
+        return bytes(msg.data)
+    raise AssertionError("no message")
+
+
+async def test_config_is_valid_and_every_password_comes_from_the_environment(secured_nats: NatsServer) -> None:
+    assert set(natsconf.password_variables().values()) == set(natsconf.USERS)
+    assert "password: $" in natsconf.CONF.read_text() and "CHANGE-ME" not in natsconf.CONF.read_text()
+    for credentials in ({"user": "wva-scaler", "password": "wrong"}, {}):
+        nc = Client()
+        try:
+            with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+                await nc.connect(secured_nats.url, allow_reconnect=False, connect_timeout=1, **credentials)
+        finally:
+            await nc.close()  # a refused connect leaves its socket open otherwise
+
+
+@pytest.mark.parametrize("user", ["watcher", "fetcher", "scaler"])
+async def test_every_service_user_can_ensure_the_streams(secured_nats: NatsServer, user: str) -> None:
+    nc = await natsio.connect(settings(secured_nats, user), name=f"test-{user}")
+    try:
+        await streams.ensure(nc.jetstream(), S, streams.StreamSpec())
+        # and again, with a drifted setting: the update path is allowed too
+        done = await streams.ensure(nc.jetstream(), S, streams.StreamSpec(events_max_age=3600.0))
+        assert done == ["updated WVA_EVENTS (max_age)"]
+    finally:
+        await nc.close()
+    assert natsconf.violations(secured_nats) == []
+
+
+async def test_each_service_publishes_its_own_subjects_and_reads_what_it_follows(secured_nats: NatsServer) -> None:
+    async with (
+        connected(secured_nats, "watcher") as (watcher, _),
+        connected(secured_nats, "fetcher") as (fetcher, _),
+        connected(secured_nats, "scaler") as (scaler, _),
+        connected(secured_nats, "tools") as (tools, _),
+    ):
+        await streams.ensure(scaler.jetstream(), S, streams.StreamSpec())
+        await natsio.publish(watcher.jetstream(), S.targets(NS, VA), target())
+        await natsio.publish(watcher.jetstream(), S.invalidate(NS, VA), invalidation())
+        await natsio.publish(fetcher.jetstream(), S.metrics(NS, VA), snapshot())
+        await natsio.publish(scaler.jetstream(), S.decisions(NS, VA), decision())
+
+        reads = {
+            "watcher": [Kind.TARGETS],
+            "fetcher": [Kind.TARGETS, Kind.INVALIDATE],
+            "scaler": [Kind.TARGETS, Kind.METRICS, Kind.INVALIDATE],
+            "tools": [Kind.TARGETS, Kind.METRICS, Kind.INVALIDATE, Kind.DECISIONS],
+        }
+        clients = {"watcher": watcher, "fetcher": fetcher, "scaler": scaler, "tools": tools}
+        for user, kinds in reads.items():
+            for kind in kinds:
+                follower = streams.Follower(clients[user].jetstream(), S.wildcard(kind), start="all")
+                data = await asyncio.wait_for(first(follower), 5)
+                assert data, f"{user} read nothing on {kind}"
+    assert natsio.PUBLISHED  # the acks came back on _INBOX
+    assert natsconf.violations(secured_nats) == []
+
+
+@pytest.mark.parametrize(
+    ("user", "forbidden"),
+    [
+        ("watcher", ["wva.metrics.llm.x", "wva.decisions.llm.x", "wva.fetch.llm.x", "$JS.API.STREAM.DELETE.WVA_TARGETS"]),
+        ("fetcher", ["wva.targets.llm.x", "wva.invalidate.llm.x", "wva.decisions.llm.x", "$JS.API.STREAM.PURGE.WVA_METRICS"]),
+        ("scaler", ["wva.targets.llm.x", "wva.metrics.llm.x", "wva.invalidate.llm.x", "$JS.API.STREAM.DELETE.WVA_EVENTS"]),
+        ("tools", ["wva.targets.llm.x", "wva.metrics.llm.x", "wva.decisions.llm.x", "wva.fetch.llm.x",
+                   "$JS.API.STREAM.CREATE.WVA_TARGETS", "$JS.API.STREAM.DELETE.WVA_TARGETS"]),
+    ],
+)
+async def test_publishing_outside_a_users_subjects_is_refused_and_never_delivered(
+    secured_nats: NatsServer, user: str, forbidden: list[str]
+) -> None:
+    async with connected(secured_nats, "tools") as (observer, _), connected(secured_nats, user) as (nc, errors):
+        seen = []
+
+        async def collect(msg: object) -> None:
+            seen.append(msg)
+
+        await observer.subscribe("wva.>", cb=collect)
+        await observer.flush()
+        for subject in forbidden:
+            await refused(nc, errors, subject)
+        await asyncio.sleep(0.1)
+        assert seen == []
+
+
+async def test_services_cannot_read_what_they_have_no_business_reading(secured_nats: NatsServer) -> None:
+    async with connected(secured_nats, "watcher") as (watcher, errors):
+        await watcher.subscribe("wva.metrics.>")
+        await watcher.flush()
+        await asyncio.sleep(0.1)
+        assert any("permissions violation" in str(e).lower() and "subscription" in str(e).lower() for e in errors)
+
+
+async def test_fetch_request_reply_between_scaler_and_fetcher_only(secured_nats: NatsServer) -> None:
+    async with connected(secured_nats, "fetcher") as (fetcher, f_errors), connected(secured_nats, "scaler") as (scaler, _):
+        async def answer(msg: nats.aio.msg.Msg) -> None:
+            await msg.respond(messages.encode(snapshot()))
+
+        await fetcher.subscribe(S.wildcard(Kind.FETCH), queue="wva-fetcher", cb=answer)
+        await fetcher.flush()
+        request = messages.FetchRequest(namespace=NS, name=VA, at=messages.utcnow(), fresh=True)
+        reply = await scaler.request(S.fetch(NS, VA), messages.encode(request), timeout=2)
+        assert isinstance(messages.metrics_decoder.decode(reply.data), messages.MetricsSnapshot)
+        # allow_responses is for replies only: the fetcher cannot publish to an inbox it was not asked on.
+        await refused(fetcher, f_errors, "_INBOX.somebody-else")
+    async with connected(secured_nats, "tools") as (tools, errors):
+        await refused(tools, errors, S.fetch(NS, VA))
+
+
+async def test_tools_user_cannot_create_or_change_streams(secured_nats: NatsServer) -> None:
+    async with connected(secured_nats, "tools") as (tools, errors):
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await streams.ensure(tools.jetstream(timeout=0.5), S, streams.StreamSpec())
+        assert any("permissions violation" in str(e).lower() for e in errors)
