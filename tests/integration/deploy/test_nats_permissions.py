@@ -208,3 +208,37 @@ async def test_tools_user_cannot_create_or_change_streams(secured_nats: NatsServ
         with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
             await streams.ensure(tools.jetstream(timeout=0.5), S, streams.StreamSpec())
         assert any("permissions violation" in str(e).lower() for e in errors)
+
+
+async def test_the_real_fetcher_serves_the_scaler_as_their_users(secured_nats: NatsServer) -> None:
+    from services.fetcher import service as fetcher_service
+    from services.fetcher.settings import FetcherSettings
+    from shared import lifecycle
+
+    # Prometheus is unreachable on purpose: the answer is an `unavailable` snapshot, which is still an answer.
+    fetcher_settings = FetcherSettings(
+        nats_url=secured_nats.url, nats_user="wva-fetcher", nats_password=natsconf.password("fetcher"),
+        http_addr="127.0.0.1:0", prometheus_url="http://127.0.0.1:9", prometheus_timeout=0.2, fetch_budget=0.5,
+        fetch_interval=0.0,
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(lifecycle.serve("fetcher", fetcher_settings, fetcher_service.main, stop=stop, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        async with connected(secured_nats, "watcher") as (watcher, _), connected(secured_nats, "scaler") as (scaler, _):
+            await natsio.publish(watcher.jetstream(), S.targets(NS, VA), target())
+            request = messages.FetchRequest(namespace=NS, name=VA, at=messages.utcnow(), fresh=True)
+            reply = None
+            for _ in range(50):  # until the fetcher tracks the target and its queue subscription is up
+                try:
+                    reply = await scaler.request(S.fetch(NS, VA), messages.encode(request), timeout=1)
+                    break
+                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                    await asyncio.sleep(0.1)
+            assert reply is not None, "the fetcher never answered"
+            answer = messages.metrics_decoder.decode(reply.data)
+            assert isinstance(answer, messages.MetricsSnapshot) and answer.name == VA
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 15) == 0
+    assert natsconf.violations(secured_nats) == [], "the fetcher did something its NATS user may not"
