@@ -47,8 +47,12 @@ async def connected(srv: NatsServer, user: str) -> AsyncIterator[tuple[Client, l
         errors.append(exc)
 
     nc = await nats.connect(
-        srv.url, user=f"wva-{user}", password=natsconf.password(user), error_cb=on_error,
-        allow_reconnect=False, connect_timeout=2,
+        srv.url,
+        user=f"wva-{user}",
+        password=natsconf.password(user),
+        error_cb=on_error,
+        allow_reconnect=False,
+        connect_timeout=2,
     )
     try:
         yield nc, errors
@@ -58,16 +62,27 @@ async def connected(srv: NatsServer, user: str) -> AsyncIterator[tuple[Client, l
 
 def target() -> messages.Target:
     return messages.Target(
-        namespace=NS, name=VA, at=messages.utcnow(), model_id="meta/llama-3.1-8b", variant_cost=40.0,
-        accelerator="A100", min_replicas=1, max_replicas=8, scale_target=messages.ScaleTarget(name=VA),
-        resolved=True, deployment_generation=1, spec_replicas=1, ready_replicas=1,
+        namespace=NS,
+        name=VA,
+        at=messages.utcnow(),
+        model_id="meta/llama-3.1-8b",
+        variant_cost=40.0,
+        accelerator="A100",
+        min_replicas=1,
+        max_replicas=8,
+        scale_target=messages.ScaleTarget(name=VA),
+        resolved=True,
+        deployment_generation=1,
+        spec_replicas=1,
+        ready_replicas=1,
     )
 
 
 def snapshot() -> messages.MetricsSnapshot:
     now = messages.utcnow()
-    return messages.MetricsSnapshot(namespace=NS, name=VA, at=now, model_id="meta/llama-3.1-8b", collected_at=now,
-                                    deployment_generation=1)
+    return messages.MetricsSnapshot(
+        namespace=NS, name=VA, at=now, model_id="meta/llama-3.1-8b", collected_at=now, deployment_generation=1
+    )
 
 
 def invalidation() -> messages.Invalidation:
@@ -75,8 +90,16 @@ def invalidation() -> messages.Invalidation:
 
 
 def decision() -> messages.Decision:
-    return messages.Decision(namespace=NS, name=VA, at=messages.utcnow(), current=1, desired=2, applied=False,
-                             mode="scale", reason="scale_up_saturated")
+    return messages.Decision(
+        namespace=NS,
+        name=VA,
+        at=messages.utcnow(),
+        current=1,
+        desired=2,
+        applied=False,
+        mode="scale",
+        reason="scale_up_saturated",
+    )
 
 
 async def refused(nc: Client, errors: list[Exception], subject: str) -> None:
@@ -98,7 +121,9 @@ async def first(follower: streams.Follower) -> bytes:
     raise AssertionError("no message")
 
 
-async def test_config_is_valid_and_every_password_comes_from_the_environment(secured_nats: NatsServer) -> None:
+async def test_config_is_valid_and_every_password_comes_from_the_environment(
+    secured_nats: NatsServer,
+) -> None:
     assert set(natsconf.password_variables().values()) == set(natsconf.USERS)
     assert "password: $" in natsconf.CONF.read_text() and "CHANGE-ME" not in natsconf.CONF.read_text()
     for credentials in ({"user": "wva-scaler", "password": "wrong"}, {}):
@@ -123,7 +148,9 @@ async def test_every_service_user_can_ensure_the_streams(secured_nats: NatsServe
     assert natsconf.violations(secured_nats) == []
 
 
-async def test_each_service_publishes_its_own_subjects_and_reads_what_it_follows(secured_nats: NatsServer) -> None:
+async def test_each_service_publishes_its_own_subjects_and_reads_what_it_follows(
+    secured_nats: NatsServer,
+) -> None:
     async with (
         connected(secured_nats, "watcher") as (watcher, _),
         connected(secured_nats, "fetcher") as (fetcher, _),
@@ -155,17 +182,53 @@ async def test_each_service_publishes_its_own_subjects_and_reads_what_it_follows
 @pytest.mark.parametrize(
     ("user", "forbidden"),
     [
-        ("watcher", ["wva.metrics.llm.x", "wva.decisions.llm.x", "wva.fetch.llm.x", "$JS.API.STREAM.DELETE.WVA_TARGETS"]),
-        ("fetcher", ["wva.targets.llm.x", "wva.invalidate.llm.x", "wva.decisions.llm.x", "$JS.API.STREAM.PURGE.WVA_METRICS"]),
-        ("scaler", ["wva.targets.llm.x", "wva.metrics.llm.x", "wva.invalidate.llm.x", "$JS.API.STREAM.DELETE.WVA_EVENTS"]),
-        ("tools", ["wva.targets.llm.x", "wva.metrics.llm.x", "wva.decisions.llm.x", "wva.fetch.llm.x",
-                   "$JS.API.STREAM.CREATE.WVA_TARGETS", "$JS.API.STREAM.DELETE.WVA_TARGETS"]),
+        (
+            "watcher",
+            [
+                "wva.metrics.llm.x",
+                "wva.decisions.llm.x",
+                "wva.fetch.llm.x",
+                "$JS.API.STREAM.DELETE.WVA_TARGETS",
+            ],
+        ),
+        (
+            "fetcher",
+            [
+                "wva.targets.llm.x",
+                "wva.invalidate.llm.x",
+                "wva.decisions.llm.x",
+                "$JS.API.STREAM.PURGE.WVA_METRICS",
+            ],
+        ),
+        (
+            "scaler",
+            [
+                "wva.targets.llm.x",
+                "wva.metrics.llm.x",
+                "wva.invalidate.llm.x",
+                "$JS.API.STREAM.DELETE.WVA_EVENTS",
+            ],
+        ),
+        (
+            "tools",
+            [
+                "wva.targets.llm.x",
+                "wva.metrics.llm.x",
+                "wva.decisions.llm.x",
+                "wva.fetch.llm.x",
+                "$JS.API.STREAM.CREATE.WVA_TARGETS",
+                "$JS.API.STREAM.DELETE.WVA_TARGETS",
+            ],
+        ),
     ],
 )
 async def test_publishing_outside_a_users_subjects_is_refused_and_never_delivered(
     secured_nats: NatsServer, user: str, forbidden: list[str]
 ) -> None:
-    async with connected(secured_nats, "tools") as (observer, _), connected(secured_nats, user) as (nc, errors):
+    async with (
+        connected(secured_nats, "tools") as (observer, _),
+        connected(secured_nats, user) as (nc, errors),
+    ):
         seen = []
 
         async def collect(msg: object) -> None:
@@ -184,11 +247,17 @@ async def test_services_cannot_read_what_they_have_no_business_reading(secured_n
         await watcher.subscribe("wva.metrics.>")
         await watcher.flush()
         await asyncio.sleep(0.1)
-        assert any("permissions violation" in str(e).lower() and "subscription" in str(e).lower() for e in errors)
+        assert any(
+            "permissions violation" in str(e).lower() and "subscription" in str(e).lower() for e in errors
+        )
 
 
 async def test_fetch_request_reply_between_scaler_and_fetcher_only(secured_nats: NatsServer) -> None:
-    async with connected(secured_nats, "fetcher") as (fetcher, f_errors), connected(secured_nats, "scaler") as (scaler, _):
+    async with (
+        connected(secured_nats, "fetcher") as (fetcher, f_errors),
+        connected(secured_nats, "scaler") as (scaler, _),
+    ):
+
         async def answer(msg: nats.aio.msg.Msg) -> None:
             await msg.respond(messages.encode(snapshot()))
 
@@ -217,15 +286,25 @@ async def test_the_real_fetcher_serves_the_scaler_as_their_users(secured_nats: N
 
     # Prometheus is unreachable on purpose: the answer is an `unavailable` snapshot, which is still an answer.
     fetcher_settings = FetcherSettings(
-        nats_url=secured_nats.url, nats_user="wva-fetcher", nats_password=natsconf.password("fetcher"),
-        http_addr="127.0.0.1:0", prometheus_url="http://127.0.0.1:9", prometheus_timeout=0.2, fetch_budget=0.5,
+        nats_url=secured_nats.url,
+        nats_user="wva-fetcher",
+        nats_password=natsconf.password("fetcher"),
+        http_addr="127.0.0.1:0",
+        prometheus_url="http://127.0.0.1:9",
+        prometheus_timeout=0.2,
+        fetch_budget=0.5,
         fetch_interval=0.0,
     )
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(lifecycle.serve("fetcher", fetcher_settings, fetcher_service.main, stop=stop, ready=ready))
+    task = asyncio.create_task(
+        lifecycle.serve("fetcher", fetcher_settings, fetcher_service.main, stop=stop, ready=ready)
+    )
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        async with connected(secured_nats, "watcher") as (watcher, _), connected(secured_nats, "scaler") as (scaler, _):
+        async with (
+            connected(secured_nats, "watcher") as (watcher, _),
+            connected(secured_nats, "scaler") as (scaler, _),
+        ):
             await natsio.publish(watcher.jetstream(), S.targets(NS, VA), target())
             request = messages.FetchRequest(namespace=NS, name=VA, at=messages.utcnow(), fresh=True)
             reply = None

@@ -66,16 +66,21 @@ def calls(kube_api: KubeApiEmulator, *, named_lists: dict[str, str] | None = Non
 
 def rules_for(docs: list[dict[str, Any]], account: str) -> list[tuple[str | None, dict[str, Any]]]:
     """(namespace or None for cluster-wide, rule) for every rule bound to wva-system/<account>."""
+
     def binds(binding: dict[str, Any]) -> bool:
         return any(
-            s["kind"] == "ServiceAccount" and s["name"] == account and s.get("namespace", binding["metadata"].get("namespace")) == "wva-system"
+            s["kind"] == "ServiceAccount"
+            and s["name"] == account
+            and s.get("namespace", binding["metadata"].get("namespace")) == "wva-system"
             for s in binding.get("subjects", [])
         )
 
     found: list[tuple[str | None, dict[str, Any]]] = []
     for b in manifests.find(docs, "ClusterRoleBinding"):
         if binds(b):
-            found += [(None, rule) for rule in manifests.one(docs, "ClusterRole", b["roleRef"]["name"])["rules"]]
+            found += [
+                (None, rule) for rule in manifests.one(docs, "ClusterRole", b["roleRef"]["name"])["rules"]
+            ]
     for b in manifests.find(docs, "RoleBinding"):
         if binds(b):
             ns = b["metadata"]["namespace"]
@@ -120,8 +125,12 @@ async def until(check: Callable[[], bool], timeout: float = 15.0, what: str = ""
 
 def as_user(settings_cls: type[Settings], srv: Any, user: str, **values: Any) -> Any:
     return settings_cls(
-        nats_url=srv.url, nats_user=f"wva-{user}", nats_password=natsconf.password(user), http_addr="127.0.0.1:0",
-        nats_connect_timeout=5.0, **values,
+        nats_url=srv.url,
+        nats_user=f"wva-{user}",
+        nats_password=natsconf.password(user),
+        http_addr="127.0.0.1:0",
+        nats_connect_timeout=5.0,
+        **values,
     )
 
 
@@ -150,35 +159,61 @@ async def _run_scaler(tmp_path: Path, kube_api: KubeApiEmulator, kubeconfig: Pat
             decisions.append(messages.events_decoder.decode(msg.data))  # type: ignore[arg-type]
 
         await tools.subscribe(S.wildcard(Kind.DECISIONS), cb=on_decision)
-        settings = as_user(ScalerSettings, srv, "scaler", kubeconfig=str(kubeconfig), scaler_mode=mode,
-                           reconcile_interval=0.5, fetch_request_timeout=0.2)
+        settings = as_user(
+            ScalerSettings,
+            srv,
+            "scaler",
+            kubeconfig=str(kubeconfig),
+            scaler_mode=mode,
+            reconcile_interval=0.5,
+            fetch_request_timeout=0.2,
+        )
         kube_api.faults.reset_counts()
         stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(lifecycle.serve("scaler", settings, scaler_service.main, stop=stop, ready=ready))
+        task = asyncio.create_task(
+            lifecycle.serve("scaler", settings, scaler_service.main, stop=stop, ready=ready)
+        )
         try:
             await asyncio.wait_for(ready.wait(), 10)
             await until(lambda: kube_api.faults.count("watch", "configmaps") > 0, what="the ConfigMap watch")
             generation = 1
             target = messages.Target(
-                namespace=NS, name="llama-8b-a100", at=messages.utcnow(), model_id="meta/llama-3.1-8b",
-                variant_cost=40.0, accelerator="A100", min_replicas=1, max_replicas=8,
-                scale_target=messages.ScaleTarget(name="llama-8b-a100"), resolved=True,
-                deployment_generation=generation, spec_replicas=1, ready_replicas=1,
+                namespace=NS,
+                name="llama-8b-a100",
+                at=messages.utcnow(),
+                model_id="meta/llama-3.1-8b",
+                variant_cost=40.0,
+                accelerator="A100",
+                min_replicas=1,
+                max_replicas=8,
+                scale_target=messages.ScaleTarget(name="llama-8b-a100"),
+                resolved=True,
+                deployment_generation=generation,
+                spec_replicas=1,
+                ready_replicas=1,
             )
             await natsio.publish(watcher.jetstream(), S.targets(NS, "llama-8b-a100"), target)
             now = messages.utcnow()
             snapshot = messages.MetricsSnapshot(
-                namespace=NS, name="llama-8b-a100", at=now, model_id="meta/llama-3.1-8b", collected_at=now,
-                deployment_generation=generation, allocation=messages.AllocationMetrics(arrival_rate=5.0),
-                replicas=(messages.ReplicaMetrics(pod="llama-8b-a100-0", kv_cache_usage=0.95, waiting=0, running=4),),
+                namespace=NS,
+                name="llama-8b-a100",
+                at=now,
+                model_id="meta/llama-3.1-8b",
+                collected_at=now,
+                deployment_generation=generation,
+                allocation=messages.AllocationMetrics(arrival_rate=5.0),
+                replicas=(
+                    messages.ReplicaMetrics(pod="llama-8b-a100-0", kv_cache_usage=0.95, waiting=0, running=4),
+                ),
             )
             await natsio.publish(fetcher.jetstream(), S.metrics(NS, "llama-8b-a100"), snapshot)
             await until(lambda: any(d.desired > d.current for d in decisions), what="a scale-up decision")
             await until(lambda: kube_api.faults.count("patch", "status") > 0, what="the VA status write")
             if mode == "scale":
                 await until(lambda: kube_api.faults.count("create", "events") > 0, what="the ScaledUp event")
-            invalidation = messages.Invalidation(namespace=NS, name="llama-8b-a100", at=messages.utcnow(),
-                                                 reason="template_changed")
+            invalidation = messages.Invalidation(
+                namespace=NS, name="llama-8b-a100", at=messages.utcnow(), reason="template_changed"
+            )
             await natsio.publish(watcher.jetstream(), S.invalidate(NS, "llama-8b-a100"), invalidation)
             await asyncio.sleep(0.5)  # the fetch request goes out (nobody answers here)
         finally:
@@ -234,7 +269,9 @@ async def test_watcher_uses_exactly_its_rbac(
         task = asyncio.create_task(lifecycle.serve("watcher", settings, main, stop=stop, ready=ready))
         try:
             await asyncio.wait_for(ready.wait(), 10)
-            await until(lambda: bool(runtimes) and runtimes[0].health.report().get("synced", False), what="sync")
+            await until(
+                lambda: bool(runtimes) and runtimes[0].health.report().get("synced", False), what="sync"
+            )
             await until(lambda: any(t.name == "llama-8b-a100" for t in targets), what="the VA's target")
             await until(lambda: kube_api.faults.count("watch") >= 4, what="four watches")
         finally:

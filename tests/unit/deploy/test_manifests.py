@@ -19,7 +19,11 @@ from shared.config import Settings
 from tests.unit.deploy import manifests
 from tests.unit.deploy.manifests import DEPLOY, SERVICES
 
-SETTINGS: dict[str, type[Settings]] = {"watcher": WatcherSettings, "fetcher": FetcherSettings, "scaler": ScalerSettings}
+SETTINGS: dict[str, type[Settings]] = {
+    "watcher": WatcherSettings,
+    "fetcher": FetcherSettings,
+    "scaler": ScalerSettings,
+}
 BUILDS = ["base", "nats", "overlays/default", "overlays/existing-nats", "overlays/hpa", "samples"]
 # Secrets the user brings (docs/deployment.md); everything else a build references must be in the build.
 USER_SECRETS = {"wva-prometheus", "hf-token"}
@@ -77,14 +81,18 @@ def test_kustomize_output_validates_and_has_no_duplicates(build: str) -> None:
         if doc["kind"] not in manifests.CUSTOM_KINDS:
             kubernetes_validate.validate(doc, manifests.KUBERNETES_VERSION, strict=True)
         if doc["kind"] not in {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}:
-            assert doc["metadata"].get("namespace"), f"{doc['kind']} {doc['metadata']['name']} has no namespace"
+            assert doc["metadata"].get("namespace"), (
+                f"{doc['kind']} {doc['metadata']['name']} has no namespace"
+            )
 
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_everything_a_pod_references_is_in_the_build(build: str) -> None:
     docs = manifests.build(DEPLOY / build)
     present = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    external = USER_SECRETS | (EXTERNAL_NATS_SECRETS if build in ("base", "overlays/existing-nats") else set())
+    external = USER_SECRETS | (
+        EXTERNAL_NATS_SECRETS if build in ("base", "overlays/existing-nats") else set()
+    )
     for workload in manifests.find(docs, "Deployment") + manifests.find(docs, "StatefulSet"):
         pod = workload["spec"]["template"]["spec"]
         if "serviceAccountName" in pod:
@@ -110,7 +118,10 @@ def _deployments(build: str = "overlays/default") -> dict[str, dict[str, Any]]:
 
 
 def environment(
-    docs: list[dict[str, Any]], deployment: dict[str, Any], *, user_secrets: dict[str, dict[str, str]] | None = None
+    docs: list[dict[str, Any]],
+    deployment: dict[str, Any],
+    *,
+    user_secrets: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, str]:
     """What the container's environment would be, with Secrets read from the build (or given by the user)."""
     given = user_secrets or {}
@@ -207,7 +218,9 @@ def test_services_and_service_monitor_select_the_pods_metrics_port() -> None:
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True  # keeps the VA's `namespace` label
     for service in SERVICES:
         svc = manifests.one(docs, "Service", f"wva-{service}")
-        pod_labels = manifests.one(docs, "Deployment", f"wva-{service}")["spec"]["template"]["metadata"]["labels"]
+        pod_labels = manifests.one(docs, "Deployment", f"wva-{service}")["spec"]["template"]["metadata"][
+            "labels"
+        ]
         assert svc["spec"]["selector"].items() <= pod_labels.items()
         assert selector.items() <= svc["metadata"]["labels"].items()
         assert svc["spec"]["ports"][0]["name"] == "http"
@@ -226,7 +239,12 @@ def test_saturation_configmap_is_the_one_the_scaler_reads_and_is_valid() -> None
     update = apply_configmap(ConfigSet(default=base), cm["data"], base=base)
     assert update.applied and not update.errors and not update.warnings
     loaded = yaml.safe_load(cm["data"]["default"])
-    assert loaded == {"kvCacheThreshold": 0.80, "queueLengthThreshold": 5, "kvSpareTrigger": 0.10, "queueSpareTrigger": 3}
+    assert loaded == {
+        "kvCacheThreshold": 0.80,
+        "queueLengthThreshold": 5,
+        "kvSpareTrigger": 0.10,
+        "queueSpareTrigger": 3,
+    }
 
 
 def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
@@ -239,4 +257,7 @@ def test_existing_nats_overlay_ships_no_nats() -> None:
     assert not manifests.find(docs, "StatefulSet")
     assert not [d for d in docs if d["metadata"]["name"].startswith("wva-nats")]
     common = manifests.one(docs, "ConfigMap", "wva-common")["data"]
-    assert common["WVA_NATS_URL"] != manifests.one(manifests.build(DEPLOY / "base"), "ConfigMap", "wva-common")["data"]["WVA_NATS_URL"]
+    assert (
+        common["WVA_NATS_URL"]
+        != manifests.one(manifests.build(DEPLOY / "base"), "ConfigMap", "wva-common")["data"]["WVA_NATS_URL"]
+    )
