@@ -27,7 +27,7 @@ async def _cluster(prom: PrometheusServer, pods: Pods) -> dict[str, messages.Tar
     pods.traffic(a1)
     pods.traffic(pods.pods[2])  # the stray pod has traffic that must not be counted
     prom.write_targets(pods.file_sd())
-    await prom.wait_for("vllm:kv_cache_usage_perc", min_series=4)
+    await prom.wait_for("rate(vllm:request_success_total[1m])", min_series=4)
     await prom.wait_for('rate(vllm:request_success_total{pod="llama-l4-0"}[1m]) > 0', timeout=20)
     await prom.wait_for('rate(vllm:time_to_first_token_seconds_count{pod="llama-l4-0"}[1m]) > 0', timeout=20)
     return {
@@ -62,10 +62,10 @@ async def test_background_cycle_publishes_one_snapshot_per_va_from_batched_queri
     assert replica.num_gpu_blocks == 1024 and replica.block_size == 16
     alloc = l4.allocation
     assert alloc.arrival_rate is not None and alloc.arrival_rate > 0
-    # Every request is 200 in / 20 out. Prompt tokens are counted at admission, so the average is
-    # exact; generated tokens are counted as they are produced, so in-flight requests blur it a little.
-    assert alloc.avg_input_tokens == pytest.approx(200.0)
-    assert alloc.avg_output_tokens == pytest.approx(20.0, rel=0.1)
+    # Every request is 200 in / 20 out. Tokens are counted as they are processed and requests when they
+    # finish, so requests in flight at the window's edges blur the ratio a little.
+    assert alloc.avg_input_tokens == pytest.approx(200.0, rel=0.2)
+    assert alloc.avg_output_tokens == pytest.approx(20.0, rel=0.2)
     assert alloc.ttft_seconds is not None and alloc.ttft_seconds > 0
     assert alloc.itl_seconds is not None and alloc.itl_seconds > 0
     assert l4.model_id == targets["l4"].model_id and l4.deployment_generation == 1
