@@ -1,0 +1,120 @@
+"""``python -m bench [--smoke | --full] [--only NAME ...] [--out DIR]`` — run the benchmarks, print the
+tables, write ``<mode>.json`` and ``<mode>.md`` to ``bench/results/`` (or ``--out``).
+
+quick (default, a few minutes): core 10/1,000 VAs, memory 1,000, scaler latency 10/100, fetch 10/100.
+full: core 10/1,000/10,000, memory 1,000/10,000, latency 10/1,000, fetch and invalidation 10/100/1,000,
+reaction time. smoke (CI, < 60 s): the smallest size of each, few repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import core_throughput, fetch_cycle, latency, memory, reaction
+from bench.report import RESULTS, Report, Table
+
+NAMES = ("core", "memory", "latency", "fetch", "reaction")
+
+
+@dataclass(frozen=True)
+class Plan:
+    core_sizes: list[int]
+    core_events: int
+    core_reps: int
+    memory_sizes: list[int]
+    memory_reps: int
+    latency_sizes: list[int]
+    latency_events: int
+    fetch_sizes: list[int]
+    fetch_reps: int
+    scrape_interval: float
+    invalidation_events: int
+    reaction_reps: int
+
+
+PLANS = {
+    "smoke": Plan([10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0),
+    "quick": Plan([10, 1000], 10000, 5, [1000], 3, [10, 100], 200, [10, 100], 5, 2.0, 50, 2),
+    "full": Plan(
+        [10, 1000, 10000], 20000, 7, [1000, 10000], 5, [10, 1000], 500, [10, 100, 1000], 5, 5.0, 100, 3
+    ),
+}
+
+
+def _skipped(key: str, title: str, why: str) -> Table:
+    return Table(key, title, [], skipped=why)
+
+
+async def _run(plan: Plan, only: set[str], report: Report) -> None:
+    say = report.console.print
+    if "core" in only:
+        say("[bold]4. scaler core throughput …[/]")
+        for t in core_throughput.run(plan.core_sizes, events=plan.core_events, reps=plan.core_reps):
+            report.add(t)
+    if "memory" in only:
+        say("[bold]5. memory per VA …[/]")
+        for t in await asyncio.to_thread(memory.run, plan.memory_sizes, reps=plan.memory_reps):
+            report.add(t)
+    if "latency" in only:
+        say("[bold]2a. event-to-actuation latency …[/]")
+        for t in await latency.run_scaler(plan.latency_sizes, events=plan.latency_events):
+            report.add(t)
+    if "fetch" in only:
+        say("[bold]1. fetch cycle, 2b. invalidation latency …[/]")
+        try:
+            async with fetch_cycle.installation(
+                plan.fetch_sizes, scrape_interval=plan.scrape_interval, announce=say
+            ) as inst:
+                for t in await fetch_cycle.run(inst, reps=plan.fetch_reps):
+                    report.add(t)
+                for t in await latency.run_invalidation(inst, events=plan.invalidation_events):
+                    report.add(t)
+        except RuntimeError as exc:
+            if "not found" not in str(exc):
+                raise
+            report.add(_skipped("fetch_cycle", "1. Fetch cycle", str(exc)))
+            report.add(_skipped("latency_invalidation", "2b. Invalidation", str(exc)))
+    if "reaction" in only:
+        if plan.reaction_reps:
+            say("[bold]3. reaction time …[/]")
+            for t in await reaction.run(reps=plan.reaction_reps):
+                report.add(t)
+        else:
+            report.add(
+                _skipped(
+                    "reaction",
+                    "3. Reaction time end to end",
+                    "not run in smoke mode (tens of seconds per run)",
+                )
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="smallest sizes, for CI (< 60 s)")
+    size.add_argument("--full", action="store_true", help="every benchmark at every size")
+    parser.add_argument("--only", nargs="+", choices=NAMES, help="run only these benchmarks")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for <mode>.json and <mode>.md")
+    args = parser.parse_args(argv)
+    mode = "smoke" if args.smoke else "full" if args.full else "quick"
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the services' own logs are not the result
+    report = Report(mode, out=args.out)
+    report.header()
+    started = time.monotonic()
+    try:
+        asyncio.run(_run(PLANS[mode], set(args.only or NAMES), report))
+    finally:
+        json_path, md_path = report.write()
+        report.console.print(f"wrote {json_path} and {md_path} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Benchmark 5: memory per tracked VA, scaler core state and fetcher cache + tracking.
+
+Each measurement runs in a fresh interpreter (``python -m bench.memory --child …``): import everything,
+build the empty component, measure; then feed it ``n`` VAs the way the service would (messages decoded
+from their wire bytes, so strings are the decoder's own), ``gc.collect()``, measure again. The figure
+is the difference divided by ``n``. RSS (``VmRSS`` from ``/proc/self/status``) and tracemalloc are
+measured in separate children, because tracing inflates RSS.
+
+- scaler: ``Scaler.handle`` of one ``Target`` and one ``MetricsSnapshot`` per VA (1-4 pods).
+- fetcher: ``Fetcher.track`` per VA, then one background ``cycle()`` through a stub collector that
+  returns a snapshot per VA, so the real code fills the ``MemoryCache`` (``allocation:`` entries and
+  ``replica:`` entries per model) and the ``Tracker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import random
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.report import Table, stat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _child(component: str, n: int, trace: bool) -> dict[str, float]:
+    from bench import workload
+    from shared import messages
+
+    vas = workload.vas(n)
+    rng = random.Random(7)
+    t = time.time()
+
+    def wire_target(va: workload.VA) -> messages.Target:
+        msg = messages.targets_decoder.decode(messages.encode(workload.target(va)))
+        assert isinstance(msg, messages.Target)
+        return msg
+
+    def wire_snapshot(va: workload.VA) -> messages.MetricsSnapshot:
+        snap = workload.snapshot(va, collected_at=t, kv=workload.calm_kv(rng, va.pods))
+        msg = messages.metrics_decoder.decode(messages.encode(snap))
+        assert isinstance(msg, messages.MetricsSnapshot)
+        return msg
+
+    if component == "scaler":
+        from services.scaler.machine import Scaler
+
+        core = Scaler()
+
+        def fill() -> object:
+            for va in vas:
+                core.handle(wire_target(va), t)
+                core.handle(wire_snapshot(va), t)
+            return core
+
+    else:
+        from services.fetcher import cache as caching
+        from services.fetcher.collector import Collection, va_key
+        from services.fetcher.fetching import Fetcher
+        from services.fetcher.tracking import Tracker
+
+        class StubCollector:
+            name = "stub"
+            queries = 0
+
+            async def collect(self, targets: Sequence[messages.Target]) -> Collection:
+                by_name = {(v.namespace, v.name): v for v in vas}
+                snaps = {
+                    va_key(tg.namespace, tg.name): wire_snapshot(by_name[(tg.namespace, tg.name)])
+                    for tg in targets
+                }
+                return Collection(snapshots=snaps, queries=0)
+
+            async def aclose(self) -> None:
+                return None
+
+        async def publish(snapshot: messages.MetricsSnapshot) -> None:
+            return None
+
+        fetcher = Fetcher(
+            collector=StubCollector(),
+            cache=caching.MemoryCache(3600.0),
+            tracker=Tracker(),  # type: ignore[arg-type]
+            publish=publish,
+        )
+
+        def fill() -> object:
+            for va in vas:
+                fetcher.track(wire_target(va))
+
+            async def once() -> None:
+                await fetcher.cycle()
+
+            asyncio.run(once())
+            assert len(fetcher.tracker) == n and len(fetcher.cache) >= n
+            return fetcher
+
+    asyncio.run(asyncio.sleep(0))  # the event loop's own first-use allocations are not per-VA state
+    gc.collect()
+    if trace:
+        tracemalloc.start()
+        base_traced = tracemalloc.get_traced_memory()[0]
+    base_rss = _rss_kb()
+    keep = fill()
+    del vas[:]  # the generator's own list is not part of the component's state
+    gc.collect()
+    after_rss = _rss_kb()
+    traced = (tracemalloc.get_traced_memory()[0] - base_traced) if trace else 0
+    del keep
+    return {"rss_empty_kb": base_rss, "rss_delta_kb": after_rss - base_rss, "traced_bytes": traced}
+
+
+def _measure(component: str, n: int, trace: bool) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.memory",
+            "--child",
+            component,
+            "--vas",
+            str(n),
+            *(["--trace"] if trace else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run(sizes: list[int], *, reps: int) -> list[Table]:
+    table = Table(
+        "memory",
+        "5. Memory per tracked VA (difference over the empty component, fresh interpreter each)",
+        ["component", "VAs", "RSS KiB/VA", "tracemalloc KiB/VA", "empty process RSS MiB"],
+    )
+    for component in ("scaler", "fetcher"):
+        for n in sizes:
+            rss: list[float] = []
+            traced: list[float] = []
+            empty: list[float] = []
+            for _ in range(reps):
+                r = _measure(component, n, False)
+                rss.append(r["rss_delta_kb"] / n)
+                empty.append(r["rss_empty_kb"] / 1024)
+                traced.append(_measure(component, n, True)["traced_bytes"] / 1024 / n)
+            s_rss, s_tr, s_empty = stat(rss), stat(traced), stat(empty)
+            label = "scaler core state" if component == "scaler" else "fetcher cache + tracking"
+            table.add(
+                [label, n, s_rss, s_tr, s_empty],
+                component=component,
+                vas=n,
+                rss_kib_per_va=s_rss,
+                traced_kib_per_va=s_tr,
+                empty_rss_mib=s_empty,
+            )
+    table.notes += [
+        f"{reps} fresh interpreters per cell (RSS and tracemalloc in separate ones). VAs in groups of 1-4, "
+        "1-4 pods each (2.5 on average); the fetcher's figure includes the cached snapshot and the per-model replica entry.",
+        "tracemalloc counts Python allocations only; RSS also includes allocator slack, so it is the one to plan with.",
+    ]
+    return [table]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", choices=("scaler", "fetcher"), required=True)
+    parser.add_argument("--vas", type=int, required=True)
+    parser.add_argument("--trace", action="store_true")
+    args = parser.parse_args()
+    print(json.dumps(_child(args.child, args.vas, args.trace)))
+
+
+if __name__ == "__main__":
+    main()
