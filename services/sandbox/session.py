@@ -1,0 +1,227 @@
+"""One `wva sandbox` run: cluster + pipeline + observer + view, then summary, report and verdict.
+
+    code = await run(Options(scenario=path, ...), stop=stop_event)
+
+Order: nats-server, the emulated cluster (every pod ready), Prometheus if installed, watcher, fetcher
+and scaler (each ready), `wva record --follow` when asked; then the load plays for the scenario's
+duration while the observer samples once a second. Everything is stopped in `finally` blocks, in
+reverse order, whatever happened. The exit code is 0 when no service crashed and every expectation
+was met, 1 otherwise, 2 when the run could not start, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+from rich.console import Console
+
+from services.sandbox import cluster as clusters
+from services.sandbox import expectations, observe, pipeline, report, scenario, view
+from shared import natsio
+from shared.config import Settings
+from shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+SAMPLE_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    scenario: Path
+    duration: float | None = None
+    intervals: pipeline.Intervals = field(default_factory=pipeline.Intervals)
+    report: Path | None = Path("sandbox-report.html")
+    record: Path | None = None
+    run_dir: Path | None = None
+    load_scale: float = 1.0
+    live: bool | None = None  # None: a live view when stdout is a terminal
+    prometheus: str | None = None  # the binary; resolved by the caller (None: scrape backend)
+
+
+async def run(options: Options, *, stop: asyncio.Event, out: TextIO = sys.stdout) -> int:
+    try:
+        spec = scenario.load_scenario(options.scenario)
+    except scenario.ScenarioError as exc:
+        print(f"wva sandbox: {exc}", file=sys.stderr)
+        return 2
+    if options.duration is not None:
+        spec = msgspec.structs.replace(spec, duration=options.duration)
+    run_dir = options.run_dir or Path(tempfile.mkdtemp(prefix="wva-sandbox-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    live = out.isatty() if options.live is None else options.live
+    # Without a terminal rich would wrap the summary table at 80 columns.
+    console = Console(file=out, width=None if out.isatty() else 140)
+    say = view.LiveView(console).say if live else (lambda line: print(line, file=out, flush=True))
+
+    collector = "prometheus" if options.prometheus else "scrape"
+    why = f"prometheus at {options.prometheus}" if options.prometheus else "no `prometheus` on PATH"
+    say(f"wva sandbox: scenario {spec.name!r} ({spec.duration:g}s of load); collector: {collector} ({why})")
+    say(f"run directory (logs, kubeconfig, JetStream store): {run_dir}")
+
+    # This process's own log lines (NATS client, cluster) go to a file, not across the live view.
+    handler = logging.FileHandler(run_dir / "sandbox.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        return await _run(options, spec, run_dir, stop=stop, out=out, live=live, console=console, say=say)
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+async def _run(
+    options: Options,
+    spec: scenario.Scenario,
+    run_dir: Path,
+    *,
+    stop: asyncio.Event,
+    out: TextIO,
+    live: bool,
+    console: Console,
+    say: Callable[[str], None],
+) -> int:
+    collector = "prometheus" if options.prometheus else "scrape"
+    observer = observe.Observer(spec)
+    crashed: list[str] = []
+    interrupted = False
+    started = False
+    async with pipeline.Pipeline(
+        run_dir=run_dir,
+        kubeconfig=run_dir / "kubeconfig.yaml",
+        sd_file=run_dir / "targets.json",
+        intervals=options.intervals,
+        prometheus=options.prometheus,
+    ) as pipe:
+        cluster = clusters.Cluster(
+            spec,
+            prometheus_sd_out=run_dir / "targets.json",
+            kubeconfig_out=run_dir / "kubeconfig.yaml",
+            load_scale=options.load_scale,
+        )
+        try:
+            async with cluster:
+                try:
+                    boot = max((v.startup_seconds for _, v in spec.variants()), default=0.0)
+                    starting = asyncio.create_task(_start(pipe, cluster, boot), name="sandbox-start")
+                    waiting = asyncio.create_task(stop.wait(), name="sandbox-stop-wait")
+                    done, _ = await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                    waiting.cancel()
+                    if starting not in done:
+                        starting.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, pipeline.PipelineError):
+                            await starting
+                        say("interrupted while starting")
+                        return 130
+                    starting.result()  # PipelineError surfaces here
+                    for line in pipe.describe():
+                        say(line)
+                    if options.record is not None:
+                        args = ["record", "--out", str(options.record.resolve()), "--follow", "--since", "1h"]
+                        pipe.start_tool("record", args)
+                        say(f"recording to {options.record}")
+                    started = True
+                    crashed, interrupted = await _play(
+                        pipe, cluster, observer, spec, stop=stop, live=live, console=console, out=out
+                    )
+                finally:
+                    # The record tool first (SIGINT: it writes its file), then the services, while the
+                    # emulated cluster is still up; the cluster stops when `async with cluster` exits.
+                    await pipe.stop()
+        except pipeline.PipelineError as exc:
+            print(f"wva sandbox: {exc}", file=sys.stderr)
+            return 2
+    if not started:
+        return 2
+    if options.record is not None:
+        say(
+            f"recorded to {options.record}"
+            if options.record.exists()
+            else f"recording {options.record} was not written"
+        )
+    outcomes = expectations.check(observer.timeline, spec.expectations)
+    summary = report.summarize(observer.timeline, collector=collector, outcomes=outcomes, crashed=crashed)
+    console.print(report.table(summary))
+    for line in report.text_lines(summary):
+        say(line)
+    if options.report is not None:
+        options.report.write_text(report.render_html(summary, observer.timeline))
+        say(f"report: {options.report.resolve()}")
+    if interrupted:
+        say("interrupted: the run was cut short")
+        return 130
+    return 0 if summary.ok else 1
+
+
+async def _start(pipe: pipeline.Pipeline, cluster: clusters.Cluster, boot: float) -> None:
+    """The (started) cluster's pods ready, then nats-server, Prometheus and the services."""
+    try:
+        async with asyncio.timeout(30.0 + boot):
+            await cluster.wait_ready()
+    except TimeoutError:
+        log.warning("not every pod became ready in time; running anyway")
+    await pipe.start()
+
+
+async def _play(
+    pipe: pipeline.Pipeline,
+    cluster: clusters.Cluster,
+    observer: observe.Observer,
+    spec: scenario.Scenario,
+    *,
+    stop: asyncio.Event,
+    live: bool,
+    console: Console,
+    out: TextIO,
+) -> tuple[list[str], bool]:
+    """Play the load while sampling; returns (crashed services, interrupted)."""
+    loop = asyncio.get_running_loop()
+    origin = loop.time()
+    nc = await natsio.connect(Settings(nats_url=pipe.nats_url), name="wva-sandbox")
+    shown = view.LiveView(console) if live else view.LineView(out)
+    crashed: list[str] = []
+    try:
+        sub = await observe.follow(nc, Subjects().wildcard(), observer, clock=loop, origin=origin)
+        load_task = asyncio.create_task(cluster.run_load(), name="sandbox-load")
+        try:
+            with shown:
+                while True:
+                    t = loop.time() - origin
+                    observer.sample(t, cluster)
+                    shown.refresh(observer, t)
+                    gone = pipe.crashed()
+                    if gone:
+                        crashed = [f"{c.name} (exit {c.exit_code()}, log {c.log_path})" for c in gone]
+                        for c in gone:
+                            shown.say(
+                                f"{c.name} exited with {c.exit_code()}; last lines of {c.log_path}:\n{c.log_tail()}"
+                            )
+                        return crashed, False
+                    if load_task.done():
+                        load_task.result()  # a crashed load generator fails loudly
+                        return crashed, False
+                    if stop.is_set():
+                        return crashed, True
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            stop.wait(), timeout=max(0.05, SAMPLE_INTERVAL - (loop.time() - origin - t))
+                        )
+        finally:
+            load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await load_task
+            await sub.unsubscribe()
+    finally:
+        await nc.close()

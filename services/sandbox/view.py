@@ -1,0 +1,143 @@
+"""What the person running the sandbox sees while it runs.
+
+On a terminal, `LiveView` redraws a rich table twice a second: scenario progress, and per variant the
+offered load, desired / spec / ready replicas, KV-cache usage, queue, TTFT and the last decision.
+Without a terminal (CI, a pipe), `LineView` prints one line per decision instead.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from services.sandbox import observe
+
+
+class View(Protocol):
+    def __enter__(self) -> View: ...
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def refresh(self, observer: observe.Observer, t: float) -> None: ...
+
+    def say(self, line: str) -> None: ...
+
+
+def decision_line(mark: observe.DecisionMark) -> str:
+    """`t=  42.0s llama-cheap     1 -> 3  scale_up_saturated (applied) detail…`"""
+    applied = "applied" if mark.applied else "not applied"
+    return (
+        f"t={mark.t:6.1f}s {mark.variant:<22} {mark.current:>2} -> {mark.desired:<2} {mark.reason} ({applied})"
+        + (f" {mark.detail}" if mark.detail else "")
+    )
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def render(observer: observe.Observer, t: float) -> Group:
+    timeline = observer.timeline
+    done = min(max(t, 0.0), timeline.duration)
+    load = ", ".join(f"{model.split('/')[-1]} {rate:.1f} req/s" for model, rate in observer.load.items())
+    header = Text.assemble(
+        (f"scenario {timeline.scenario!r} ", "bold"), f"{done:.0f}/{timeline.duration:g}s   offered: {load}"
+    )
+    table = Table(expand=True)
+    for column in (
+        "variant",
+        "cost",
+        "desired",
+        "spec",
+        "ready",
+        "served/s",
+        "KV",
+        "queue",
+        "TTFT ms",
+        "snapshot",
+        "last decision",
+    ):
+        table.add_column(
+            column,
+            no_wrap=column != "last decision",
+            justify="left" if column in ("variant", "last decision") else "right",
+        )
+    for name, live in observer.live.items():
+        d = live.decision
+        age = "-" if live.snapshot_t is None else f"{max(t - live.snapshot_t, 0):.0f}s ago"
+        if live.snapshot_status and live.snapshot_status != "ok":
+            age += f" {live.snapshot_status}"
+        table.add_row(
+            name,
+            f"{live.info.cost:g}",
+            "-" if d is None else str(d.desired),
+            str(live.spec),
+            str(live.ready),
+            f"{live.served_rps:.1f}",
+            _fmt(live.kv, ".2f"),
+            _fmt(live.waiting, "g"),
+            _fmt(None if live.ttft is None else live.ttft * 1000, ".0f"),
+            age,
+            "-" if d is None else f"{d.t:.0f}s {d.current}->{d.desired} {d.reason}",
+        )
+    bar = ProgressBar(total=timeline.duration, completed=done)
+    recent = [decision_line(m) for m in observer.timeline.decisions if m.is_scaling][-5:]
+    return Group(header, bar, table, Text("\n".join(recent) or "no scaling decision yet", style="dim"))
+
+
+class LiveView:
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._live: Live | None = None
+
+    def __enter__(self) -> LiveView:
+        self._live = Live(console=self.console, refresh_per_second=2, transient=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(t, e, tb)
+            self._live = None
+
+    def refresh(self, observer: observe.Observer, t: float) -> None:
+        if self._live is not None:
+            self._live.update(render(observer, t))
+
+    def say(self, line: str) -> None:
+        self.console.print(line, highlight=False, markup=False)
+
+
+class LineView:
+    """One line per decision (scaling or not), as they arrive."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._seen = 0
+
+    def __enter__(self) -> LineView:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def refresh(self, observer: observe.Observer, t: float) -> None:
+        decisions = observer.timeline.decisions
+        for mark in decisions[self._seen :]:
+            self.say(decision_line(mark))
+        self._seen = len(decisions)
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
