@@ -20,7 +20,14 @@ EXPECTED = {
     "core_profile": {"function", "share", "cumulative_share"},
     "memory": {"component", "vas", "rss_kib_per_va", "traced_kib_per_va"},
     "latency_scaler": {"vas", "p50_ms", "p99_ms", "max_ms", "nats_floor_p50_ms"},
-    "fetch_cycle": {"vas", "mode", "queries_per_cycle", "cycle_ms", "prometheus_cpu_ms_per_cycle", "kib_per_cycle"},
+    "fetch_cycle": {
+        "vas",
+        "mode",
+        "queries_per_cycle",
+        "cycle_ms",
+        "prometheus_cpu_ms_per_cycle",
+        "kib_per_cycle",
+    },
     "latency_invalidation": {"vas", "p50_ms", "p99_ms", "max_ms"},
 }
 
