@@ -133,7 +133,7 @@ async def scaler_latency(n: int, *, events: int) -> dict[str, Any]:
                     fut.set_result(now)
 
             remove = api.store.add_listener(listener)
-            base = dict(nats_url=nats.url, subject_prefix=subjects.prefix)
+            base: dict[str, Any] = dict(nats_url=nats.url, subject_prefix=subjects.prefix)
             nc = await natsio.connect(ScalerSettings(**base), name="bench-latency")
             js = nc.jetstream()
             await streams.ensure(js, subjects, streams.StreamSpec())
@@ -235,7 +235,7 @@ async def scaler_latency(n: int, *, events: int) -> dict[str, Any]:
 
 async def invalidation_latency(inst: Any, n: int, vas: list[workload.VA], *, events: int) -> dict[str, Any]:
     subjects = Subjects(f"wvainv{n}")
-    base = dict(nats_url=inst.nats_url, subject_prefix=subjects.prefix)
+    base: dict[str, Any] = dict(nats_url=inst.nats_url, subject_prefix=subjects.prefix)
     nc = await natsio.connect(FetcherSettings(**base), name="bench-invalidation")
     js = nc.jetstream()
     await streams.ensure(js, subjects, streams.StreamSpec())

@@ -93,9 +93,9 @@ def _child(component: str, n: int, trace: bool) -> dict[str, float]:
             return None
 
         fetcher = Fetcher(
-            collector=StubCollector(),
+            collector=StubCollector(),  # type: ignore[arg-type]  # only collect() is used
             cache=caching.MemoryCache(3600.0),
-            tracker=Tracker(),  # type: ignore[arg-type]
+            tracker=Tracker(),
             publish=publish,
         )
 

@@ -93,9 +93,9 @@ async def _serve(spec: Path) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    listening = site._server
+    assert listening is not None
+    port = listening.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     print(port, flush=True)
     try:
         await asyncio.Event().wait()  # until terminated

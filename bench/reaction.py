@@ -20,6 +20,7 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -84,7 +85,7 @@ async def one_run(*, scrape: float, fetch: float) -> dict[str, float]:
                 scaled.set_result(time.perf_counter())
 
         stack.callback(api.store.add_listener(listener))
-        base = dict(nats_url=nats.url, subject_prefix=subjects.prefix)
+        base: dict[str, Any] = dict(nats_url=nats.url, subject_prefix=subjects.prefix)
         nc = await natsio.connect(ScalerSettings(**base), name="bench-reaction")
         stack.push_async_callback(nc.close)
         js = nc.jetstream()

@@ -242,7 +242,7 @@ class Report:
         json_path = self.out / f"{self.mode}.json"
         md_path = self.out / f"{self.mode}.md"
         json_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        md_path.write_text(self.markdown(stamp, doc["duration_s"]))
+        md_path.write_text(self.markdown(stamp, float(doc["duration_s"])))  # type: ignore[arg-type]
         return json_path, md_path
 
     def markdown(self, stamp: str, duration: float) -> str:
