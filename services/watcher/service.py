@@ -1,0 +1,162 @@
+"""The watcher's shell: a Kubernetes client, the last published targets, the watches, the reconciler and
+the outbox, run together in one ``TaskGroup`` under :func:`shared.lifecycle.serve`.
+
+Readiness (``/readyz`` check ``synced``) turns true once the first pass over every VA is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import cast
+
+import msgspec
+from kubernetes_asyncio import client, config
+from nats.js import JetStreamContext
+
+from services.watcher import index as index_mod
+from services.watcher import model, watching
+from services.watcher.model import VAKey
+from services.watcher.publishing import Outbox
+from services.watcher.reconciling import Reconciler
+from services.watcher.settings import WatcherSettings
+from shared import messages, natsio, streams
+from shared.lifecycle import Runtime
+from shared.messages import Target
+from shared.subjects import Kind, Subjects
+
+log = logging.getLogger("wva.watcher")
+
+BASELINE_TIMEOUT = 10.0
+
+
+async def api_client(kubeconfig: str | None, *, connections: int) -> client.ApiClient:
+    """Like :func:`shared.kube.api_client`, with a connection pool big enough for every open watch.
+
+    kubernetes-asyncio's default pool holds 100 connections; each watch holds one for its lifetime, so
+    with many namespaces the lists would otherwise wait for a free connection forever.
+    """
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    configuration = client.Configuration()
+    if path:
+        await config.load_kube_config(config_file=path, client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = max(100, connections + 16)
+    return client.ApiClient(configuration)
+
+
+def in_scope(target: Target, settings: WatcherSettings) -> bool:
+    """Whether a target on the stream is one this watcher is responsible for."""
+    namespaces = settings.watch_namespaces
+    return (not namespaces or target.namespace in namespaces) and target.controller_instance == (
+        settings.controller_instance or ""
+    )
+
+
+async def read_published(
+    js: JetStreamContext, subjects: Subjects, settings: WatcherSettings, *, timeout: float = BASELINE_TIMEOUT
+) -> dict[VAKey, Target] | None:
+    """The last target of every VA in scope on the targets stream; None when it could not be read."""
+    found: dict[VAKey, Target] = {}
+    follower = streams.Follower(js, subjects.wildcard(Kind.TARGETS), start="last_per_subject")
+
+    async def consume() -> None:
+        async for msg in follower:
+            try:
+                decoded = messages.targets_decoder.decode(msg.data)
+            except messages.MessageError as exc:
+                log.warning("skipping undecodable message on %s: %s", msg.subject, exc)
+                continue
+            key = VAKey((decoded.namespace, decoded.name))
+            if isinstance(decoded, Target):
+                if in_scope(decoded, settings):
+                    found[key] = decoded
+            else:
+                found.pop(key, None)
+
+    task = asyncio.create_task(consume(), name="watcher-baseline")
+    try:
+        async with asyncio.timeout(timeout):
+            waiter = asyncio.create_task(follower.caught_up.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+        if task.done():
+            task.result()  # raise what stopped it
+    except Exception as exc:
+        log.warning("could not read the published targets (%s); every VA gets a relist invalidation", exc)
+        return None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return found
+
+
+async def main(runtime: Runtime) -> None:
+    settings = cast(WatcherSettings, runtime.settings)
+    runtime.health.set("synced", False)
+    namespaces: list[str | None] = list(settings.watch_namespaces) or [None]
+
+    async def publish(subject: str, message: msgspec.Struct, msg_id: str) -> object:
+        return await natsio.publish(
+            runtime.js, subject, message, msg_id=msg_id, attempts=1, timeout=settings.publish_timeout
+        )
+
+    baseline = await read_published(runtime.js, runtime.subjects, settings)
+    index = index_mod.ClusterIndex(controller_instance=settings.controller_instance)
+    outbox = Outbox(publish, backoff_max=settings.publish_backoff_max)
+    reconciler = Reconciler(
+        index,
+        outbox,
+        runtime.subjects,
+        streams=[(kind, ns) for kind in index_mod.KINDS for ns in namespaces],
+        baseline=baseline,
+        debounce=settings.debounce,
+    )
+    runtime.extras["reconciler"] = reconciler
+    runtime.extras["outbox"] = outbox
+    api = await api_client(settings.kubeconfig, connections=len(index_mod.KINDS) * len(namespaces))
+    async with api:
+        watches = [
+            watching.ResourceWatch(
+                resource,
+                ns,
+                reconciler,
+                timeout_seconds=settings.watch_timeout,
+                backoff_min=settings.watch_backoff_min,
+                backoff_max=settings.watch_backoff_max,
+                give_up_after=settings.watch_give_up,
+                page_size=settings.list_page_size,
+            )
+            for resource in watching.resources(api, va_label_selector=model.va_label_selector(settings.controller_instance))
+            for ns in namespaces
+        ]
+        runtime.extras["watches"] = watches
+        log.info(
+            "watching %s in %s",
+            ", ".join(index_mod.KINDS),
+            ", ".join(settings.watch_namespaces) or "all namespaces",
+            extra={
+                "namespaces": list(settings.watch_namespaces),
+                "controller_instance": settings.controller_instance or "",
+                "baseline_targets": -1 if baseline is None else len(baseline),
+            },
+        )
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(outbox.run(), name="watcher-outbox")
+            tg.create_task(reconciler.run(), name="watcher-reconciler")
+            for w in watches:
+                tg.create_task(w.run(), name=f"watch-{w.resource.kind}-{w.namespace or 'all'}")
+            await reconciler.synced.wait()
+            await outbox.wait_idle()
+            runtime.health.set("synced", True)
+            log.info(
+                "first pass published: %d VAs", len(index.vas), extra={"vas": len(index.vas)}
+            )
