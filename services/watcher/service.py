@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from typing import cast
 
 import msgspec
-from kubernetes_asyncio import client, config
 from nats.js import JetStreamContext
 
 from services.watcher import index as index_mod
@@ -22,7 +20,7 @@ from services.watcher.model import VAKey
 from services.watcher.publishing import Outbox
 from services.watcher.reconciling import Reconciler
 from services.watcher.settings import WatcherSettings
-from shared import messages, natsio, streams
+from shared import kube, messages, natsio, streams
 from shared.lifecycle import Runtime
 from shared.messages import Target
 from shared.subjects import Kind, Subjects
@@ -30,22 +28,6 @@ from shared.subjects import Kind, Subjects
 log = logging.getLogger("wva.watcher")
 
 BASELINE_TIMEOUT = 10.0
-
-
-async def api_client(kubeconfig: str | None, *, connections: int) -> client.ApiClient:
-    """Like :func:`shared.kube.api_client`, with a connection pool big enough for every open watch.
-
-    kubernetes-asyncio's default pool holds 100 connections; each watch holds one for its lifetime, so
-    with many namespaces the lists would otherwise wait for a free connection forever.
-    """
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    configuration = client.Configuration()
-    if path:
-        await config.load_kube_config(config_file=path, client_configuration=configuration)
-    else:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    configuration.connection_pool_maxsize = max(100, connections + 16)
-    return client.ApiClient(configuration)
 
 
 def in_scope(target: Target, settings: WatcherSettings) -> bool:
@@ -122,7 +104,7 @@ async def main(runtime: Runtime) -> None:
     )
     runtime.extras["reconciler"] = reconciler
     runtime.extras["outbox"] = outbox
-    api = await api_client(settings.kubeconfig, connections=len(index_mod.KINDS) * len(namespaces))
+    api = await kube.api_client(settings.kubeconfig, long_lived_connections=len(index_mod.KINDS) * len(namespaces))
     async with api:
         watches = [
             watching.ResourceWatch(

@@ -377,7 +377,10 @@ class ApiServer:
             if bookmarks:
                 wait = min(wait, max(0.0, next_bookmark - now))
             try:
-                change = await asyncio.wait_for(sub.get(), timeout=wait)
+                # Deliver what is already queued first: with a zero timeout (a bookmark or the
+                # deadline is due) wait_for cancels get() before it runs, and a watch with queued
+                # changes would then never deliver them.
+                change = await (sub.get() if sub.pending() else asyncio.wait_for(sub.get(), timeout=wait))
             except TimeoutError:
                 if bookmarks and loop.time() >= next_bookmark and sub.pending() == 0:
                     # The queue is empty, so this client has seen every change up to the current version.

@@ -170,3 +170,31 @@ async def test_dropped_watch_ends_the_stream_and_resumes_from_last_version(
     assert await _collect(stream, 1) == [("ADDED", "two")]
     await w.close()
     assert kube_api.faults.count("watch", r"/configmaps$") == 2
+
+
+async def test_changes_queued_while_a_bookmark_is_due_are_still_delivered(
+    kube_api: KubeApiEmulator, kube_client: client.ApiClient
+) -> None:
+    """Regression: with a bookmark always due, the stream once waited with a zero timeout that never
+    took the queued change, and went silent for good."""
+    kube_api.server.bookmark_interval = 0.0
+    core = client.CoreV1Api(kube_client)
+    rv = (await core.list_namespaced_config_map("default")).metadata.resource_version
+    w = watch.Watch()
+    stream = w.stream(
+        core.list_namespaced_config_map, "default", resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=5
+    )
+    async with asyncio.timeout(3):
+        first = await stream.__anext__()  # the watch is open (a bookmark: one is always due)
+    assert first["type"] == "BOOKMARK"
+    for i in range(3):  # now the changes reach the open stream through its queue, not history
+        await core.create_namespaced_config_map("default", _cm(f"queued-{i}"))
+    names: list[str] = []
+    async with asyncio.timeout(4):
+        async for event in stream:
+            if event["type"] == "ADDED":
+                names.append(event["raw_object"]["metadata"]["name"])
+            if len(names) == 3:
+                break
+    await w.close()
+    assert names == ["queued-0", "queued-1", "queued-2"]
