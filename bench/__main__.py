@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "full" if args.full else "quick"
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the services' own logs are not the result
-    report = Report(mode, out=args.out)
+    # A partial run gets its own file, so it never replaces the complete tables of its mode.
+    name = mode if not args.only else f"{mode}-{'-'.join(sorted(args.only))}"
+    report = Report(name, out=args.out)
     report.header()
     started = time.monotonic()
     try:
