@@ -11,10 +11,12 @@ service down loudly instead of leaving it half alive.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from shared import natsio, streams
+from shared import config, natsio, streams
 from shared.config import Settings
 from shared.observability import Health, HttpServer, setup_logging
 from shared.subjects import Subjects
@@ -122,6 +124,16 @@ async def serve(
             return 1
         return 0
     return 0  # pragma: no cover - the stack above always returns
+
+
+def run_command(name: str, settings_class: type[Settings], args: argparse.Namespace, main: ServiceMain) -> int:
+    """``wva <name>``: load and validate settings (exit 2 naming the bad one), then :func:`run`."""
+    try:
+        settings = config.load(settings_class, args)
+    except config.ConfigError as exc:
+        print(f"wva {name}: {exc}", file=sys.stderr)
+        return 2
+    return run(name, settings, main)
 
 
 def run(name: str, settings: Settings, main: ServiceMain) -> int:

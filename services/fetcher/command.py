@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from services.fetcher.settings import FetcherSettings
 from shared import config, lifecycle
@@ -17,11 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(FetcherSettings, args)
-    except config.ConfigError as exc:
-        print(f"wva fetcher: {exc}", file=sys.stderr)
-        return 2
-    from services.fetcher import service
+    from services.fetcher import service  # imported when run, so `--help` stays light
 
-    return lifecycle.run("fetcher", settings, service.main)
+    return lifecycle.run_command("fetcher", FetcherSettings, args, service.main)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from services.scaler import service
 from services.scaler.settings import ScalerSettings
 from shared import config, lifecycle
 
@@ -17,10 +15,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(ScalerSettings, args)
-        settings.saturation_base()
-    except config.ConfigError as exc:
-        print(f"wva scaler: {exc}", file=sys.stderr)
-        return 2
-    return lifecycle.run("scaler", settings, service.main)
+    from services.scaler import service  # imported when run, so `--help` stays light
+
+    return lifecycle.run_command("scaler", ScalerSettings, args, service.main)

@@ -52,6 +52,7 @@ class ScalerSettings(Settings):
             raise ConfigError(f"WVA_RECONCILE_INTERVAL={self.reconcile_interval:g}s: must be > 0")
         if self.stale_after is not None and self.stale_after <= 0:
             raise ConfigError(f"WVA_STALE_AFTER={self.stale_after:g}s: must be > 0")
+        self.saturation_base()  # the thresholds these settings give must be valid too
 
     def saturation_base(self) -> SaturationConfig:
         """The configuration in force where the ConfigMap does not say otherwise."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from services.watcher import service
 from services.watcher.settings import WatcherSettings
 from shared import config, lifecycle
 
@@ -18,9 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(WatcherSettings, args)
-    except config.ConfigError as exc:
-        print(f"wva watcher: {exc}", file=sys.stderr)
-        return 2
-    return lifecycle.run("watcher", settings, service.main)
+    from services.watcher import service  # imported when run, so `--help` stays light
+
+    return lifecycle.run_command("watcher", WatcherSettings, args, service.main)
