@@ -56,7 +56,7 @@ def test_summary_counts_replica_minutes_and_first_scale_up() -> None:
     assert (a.max_replicas, a.final_replicas, a.scale_ups, a.scale_downs) == (3, 3, 1, 0)
     assert summary.first_scale_up == 2.0
     assert not summary.ok  # a crashed service fails the run
-    assert "[CRASHED] scaler (exit 1)" in report.text_lines(summary)
+    assert "  [CRASHED] scaler (exit 1)" in report.text_lines(summary)
 
 
 def test_html_is_self_contained_with_marked_decisions() -> None:
