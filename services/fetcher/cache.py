@@ -4,6 +4,11 @@ Keys follow the seed: ``allocation:<ns>/<va>`` holds a VA's latest snapshot and
 ``replica:<ns>/<modelID>`` the replicas of every VA of one model. An entry expires at its collection
 time + TTL (not at insertion time), so data that was already old when it arrived is not served as
 fresh. ``MemoryCache`` is guarded by a lock and safe to use from threads as well as tasks.
+
+Every entry removed other than by being replaced is an eviction, reported to ``on_evict`` with its
+reason: ``expired`` (found expired by ``get`` or removed by ``cleanup``), ``invalidated`` (``delete`` or
+``invalidate_prefix`` after a change) or ``deleted`` (its VA is gone). By default they are counted in
+``wva_fetcher_cache_evictions_total``.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, NewType, Protocol, TypeVar
+from typing import Generic, Literal, NewType, Protocol, TypeVar
 
+from services.fetcher import metrics
 from shared.messages import utcnow
 
 CacheKey = NewType("CacheKey", str)
@@ -21,6 +27,13 @@ V = TypeVar("V")
 
 ALLOCATION_PREFIX = "allocation:"
 REPLICA_PREFIX = "replica:"
+
+EvictReason = Literal["expired", "invalidated", "deleted"]
+OnEvict = Callable[[EvictReason, int], None]
+
+
+def count_evictions(reason: EvictReason, n: int) -> None:
+    metrics.CACHE_EVICTIONS.labels(reason=reason).inc(n)
 
 
 def allocation_key(namespace: str, va: str) -> CacheKey:
@@ -46,7 +59,7 @@ class MetricsCache(Protocol):
 
     def set(self, key: CacheKey, value: object, *, collected_at: datetime) -> None: ...
 
-    def delete(self, key: CacheKey) -> bool: ...
+    def delete(self, key: CacheKey, *, reason: EvictReason = "invalidated") -> bool: ...
 
     def invalidate_prefix(self, prefix: str) -> int: ...
 
@@ -61,9 +74,10 @@ Clock = Callable[[], datetime]
 
 
 class MemoryCache:
-    def __init__(self, ttl: float, *, clock: Clock = utcnow) -> None:
+    def __init__(self, ttl: float, *, clock: Clock = utcnow, on_evict: OnEvict = count_evictions) -> None:
         self._ttl = timedelta(seconds=ttl)
         self._clock = clock
+        self._on_evict = on_evict
         self._entries: dict[CacheKey, CachedMetrics[object]] = {}
         self._lock = threading.Lock()
 
@@ -73,10 +87,11 @@ class MemoryCache:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            if entry.expires_at <= now:
-                del self._entries[key]
-                return None
-            return entry
+            if entry.expires_at > now:
+                return entry
+            del self._entries[key]
+        self._on_evict("expired", 1)
+        return None
 
     def set(self, key: CacheKey, value: object, *, collected_at: datetime) -> None:
         entry = CachedMetrics(value=value, collected_at=collected_at, expires_at=collected_at + self._ttl)
@@ -86,16 +101,21 @@ class MemoryCache:
                 return  # never replace newer data with older (a slow fetch finishing late)
             self._entries[key] = entry
 
-    def delete(self, key: CacheKey) -> bool:
+    def delete(self, key: CacheKey, *, reason: EvictReason = "invalidated") -> bool:
         with self._lock:
-            return self._entries.pop(key, None) is not None
+            found = self._entries.pop(key, None) is not None
+        if found:
+            self._on_evict(reason, 1)
+        return found
 
     def invalidate_prefix(self, prefix: str) -> int:
         with self._lock:
             doomed = [k for k in self._entries if k.startswith(prefix)]
             for k in doomed:
                 del self._entries[k]
-            return len(doomed)
+        if doomed:
+            self._on_evict("invalidated", len(doomed))
+        return len(doomed)
 
     def cleanup(self) -> int:
         now = self._clock()
@@ -103,7 +123,9 @@ class MemoryCache:
             doomed = [k for k, e in self._entries.items() if e.expires_at <= now]
             for k in doomed:
                 del self._entries[k]
-            return len(doomed)
+        if doomed:
+            self._on_evict("expired", len(doomed))
+        return len(doomed)
 
     def __len__(self) -> int:
         with self._lock:
@@ -119,7 +141,7 @@ class NoOpCache:
     def set(self, key: CacheKey, value: object, *, collected_at: datetime) -> None:
         return None
 
-    def delete(self, key: CacheKey) -> bool:
+    def delete(self, key: CacheKey, *, reason: EvictReason = "invalidated") -> bool:
         return False
 
     def invalidate_prefix(self, prefix: str) -> int:

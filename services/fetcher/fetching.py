@@ -245,9 +245,9 @@ class Fetcher:
     def forget(self, namespace: str, name: str) -> Target | None:
         """Stop tracking a deleted VA and drop its cache entries."""
         target = self.tracker.remove(namespace, name)
-        self.cache.delete(caching.allocation_key(namespace, name))
+        self.cache.delete(caching.allocation_key(namespace, name), reason="deleted")
         if target is not None:
-            self.cache.delete(caching.replica_key(namespace, target.model_id))
+            self.cache.delete(caching.replica_key(namespace, target.model_id), reason="deleted")
         metrics.CACHE_ENTRIES.set(len(self.cache))
         metrics.TRACKED.set(len(self.tracker))
         return target
@@ -295,13 +295,13 @@ class Fetcher:
             if target is None or self.tracker.invalidated_since(key, started):
                 skipped += 1
                 continue
-            metrics.SNAPSHOTS.labels(status=snapshot.status).inc()
             if snapshot.status != "unavailable":
                 self.cache.set(caching.allocation_key(*key), snapshot, collected_at=snapshot.collected_at)
                 models.add((target.namespace, target.model_id))
             fresh.append(snapshot)
         for namespace, model_id in models:
             self._store_replicas(namespace, model_id)
+        metrics.CACHE_ENTRIES.set(len(self.cache))
         return fresh, skipped
 
     def _store_replicas(self, namespace: str, model_id: str) -> None:
@@ -322,6 +322,7 @@ class Fetcher:
             async with self._publishing:
                 try:
                     await self._publish(snapshot)
+                    metrics.SNAPSHOTS.labels(status=snapshot.status).inc()
                 except Exception as exc:  # NATS trouble must not stop collecting; the next cycle retries
                     metrics.PUBLISH_FAILURES.inc()
                     log.warning(

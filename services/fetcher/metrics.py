@@ -20,12 +20,16 @@ CYCLE_SECONDS: Final = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 LAST_CYCLE: Final = Gauge("wva_fetcher_last_cycle_timestamp_seconds", "When the last background cycle ended")
-SNAPSHOTS: Final = Counter("wva_fetcher_snapshots_total", "Snapshots produced, by status", ["status"])
+SNAPSHOTS: Final = Counter("wva_fetcher_snapshots_total", "Snapshots published, by status (deleted: tombstones)", ["status"])
 PUBLISH_FAILURES: Final = Counter("wva_fetcher_publish_failures_total", "Snapshots that could not be published")
 DROPPED: Final = Counter(
     "wva_fetcher_dropped_values_total", "NaN, infinite or negative values dropped, by field", ["field"]
 )
 CACHE: Final = Counter("wva_fetcher_cache_requests_total", "Cache lookups, by result", ["result"])
+CACHE_EVICTIONS: Final = Counter(
+    "wva_fetcher_cache_evictions_total",
+    "Cache entries removed before being replaced, by reason (expired, invalidated, deleted)", ["reason"],
+)
 CACHE_ENTRIES: Final = Gauge("wva_fetcher_cache_entries", "Entries in the metrics cache")
 TRACKED: Final = Gauge("wva_fetcher_tracked_targets", "VAs the fetcher collects for")
 FETCH_REQUESTS: Final = Counter(

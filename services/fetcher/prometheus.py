@@ -19,18 +19,20 @@ import logging
 import math
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import urllib3
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from urllib3.util.retry import Retry
 
-from services.fetcher import metrics, promql
+from services.fetcher import credentials, metrics, promql
 from services.fetcher.collector import (
     Collection,
     CollectorError,
@@ -63,11 +65,21 @@ class PrometheusCollector:
     def __init__(self, settings: FetcherSettings) -> None:
         self._settings = settings
         self._session = requests.Session()
-        self._session.verify = settings.prometheus_ca or not settings.prometheus_insecure
-        headers = {"Authorization": f"Bearer {settings.prometheus_token}"} if settings.prometheus_token else None
+        self._session.verify = credentials.verify(ca=settings.prometheus_ca, insecure=settings.prometheus_insecure_skip_verify)
+        if self._session.verify is False:
+            # Asked for explicitly; said once here instead of a urllib3 warning on every query.
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+            log.warning("TLS verification of Prometheus is off (WVA_PROMETHEUS_INSECURE_SKIP_VERIFY=true)")
+        try:
+            auth = credentials.bearer_auth(
+                token=settings.prometheus_token, token_file=settings.prometheus_token_file
+            )
+        except credentials.TokenFileError as exc:
+            self._session.close()
+            raise CollectorError(str(exc)) from None
         self._prom = PrometheusConnect(
             url=settings.prometheus_url.rstrip("/"),
-            headers=headers,
+            auth=auth,
             session=self._session,
             retry=Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
         )

@@ -106,6 +106,7 @@ async def _follow_targets(follower: streams.Follower, fetcher: Fetcher, runtime:
                     tombstone,
                     msg_id=f"metrics-deleted:{message.namespace}/{message.name}:{message.at.isoformat()}",
                 )
+                metrics.SNAPSHOTS.labels(status="deleted").inc()
             except Exception as exc:  # the tombstone is best effort: the scaler also sees the target's
                 log.warning("could not publish metrics tombstone: %s", exc, extra={"subject": msg.subject})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from services.fetcher.promql import DEFAULT_ITL_METRIC
 from shared.config import (
@@ -38,11 +39,17 @@ class FetcherSettings(Settings):
     prometheus_token: str | None = setting(
         "WVA_PROMETHEUS_TOKEN", None, optional_str, "bearer token for Prometheus", secret=True
     )
-    prometheus_ca: str | None = setting(
-        "WVA_PROMETHEUS_CA", None, optional_path, "CA bundle to verify Prometheus's TLS certificate"
+    prometheus_token_file: str | None = setting(
+        "WVA_PROMETHEUS_TOKEN_FILE", None, optional_path,
+        "file holding the bearer token for Prometheus (a service-account token), re-read when it changes",
     )
-    prometheus_insecure: bool = setting(
-        "WVA_PROMETHEUS_INSECURE_SKIP_VERIFY", False, boolean, "do not verify Prometheus's TLS certificate"
+    prometheus_ca: str | None = setting(
+        "WVA_PROMETHEUS_CA", None, optional_path,
+        "CA bundle to verify Prometheus's TLS certificate (default: the system's trust store)",
+    )
+    prometheus_insecure_skip_verify: bool = setting(
+        "WVA_PROMETHEUS_INSECURE_SKIP_VERIFY", False, boolean,
+        "do not verify Prometheus's TLS certificate (testing only)",
     )
     prometheus_timeout: float = setting("WVA_PROMETHEUS_TIMEOUT", 5.0, duration, "timeout of one query")
     prometheus_concurrency: int = setting(
@@ -74,6 +81,7 @@ class FetcherSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
+        self._validate_prometheus_access()
         if self.cache_enabled and self.fetch_interval > 0 and self.cache_ttl < self.fetch_interval:
             raise ConfigError(
                 f"WVA_CACHE_TTL ({self.cache_ttl:g}s) is shorter than WVA_FETCH_INTERVAL "
@@ -90,3 +98,23 @@ class FetcherSettings(Settings):
             raise ConfigError("WVA_PROMETHEUS_TIMEOUT and WVA_FETCH_BUDGET must be positive")
         if not self.fetch_queue_group.strip() or any(c in self.fetch_queue_group for c in " .*>"):
             raise ConfigError(f"WVA_FETCH_QUEUE_GROUP={self.fetch_queue_group!r}: must be one plain token")
+
+    def _validate_prometheus_access(self) -> None:
+        from services.fetcher import credentials
+
+        if self.prometheus_token and self.prometheus_token_file:
+            raise ConfigError("WVA_PROMETHEUS_TOKEN and WVA_PROMETHEUS_TOKEN_FILE are both set: use one")
+        if self.prometheus_insecure_skip_verify and self.prometheus_ca:
+            raise ConfigError(
+                "WVA_PROMETHEUS_INSECURE_SKIP_VERIFY=true and WVA_PROMETHEUS_CA are both set: "
+                "verify against the CA, or skip verification, not both"
+            )
+        if self.collector != "prometheus":
+            return
+        if self.prometheus_token_file:
+            try:
+                credentials.read_token(self.prometheus_token_file)
+            except credentials.TokenFileError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.prometheus_ca and not os.access(self.prometheus_ca, os.R_OK):
+            raise ConfigError(f"WVA_PROMETHEUS_CA={self.prometheus_ca!r}: no readable CA bundle at this path")

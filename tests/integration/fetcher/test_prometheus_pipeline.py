@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 
 from services.fetcher.prometheus import PrometheusCollector
 from services.fetcher.settings import FetcherSettings
@@ -100,7 +101,9 @@ async def test_queries_per_cycle_do_not_grow_with_vas_when_batched(
     await handle.wait_ready()
     fetcher = handle.fetcher
     counts = {}
-    for n in (10, 40):
+    # Batched: the issue's 10 and 200 VAs. Per-VA sends 11 queries per VA, so 10 and 20 show the growth.
+    sizes = (10, 200) if mode == "batched" else (10, 20)
+    for n in sizes:
         # n VAs over 4 namespaces; one of them owns the real pod, the others list pods that do not exist.
         for i in range(n):
             fetcher.track(make_target(f"ns-{i % 4}", f"va-{i}", [pod] if i == 0 else [f"gone-{i}"]))
@@ -111,9 +114,9 @@ async def test_queries_per_cycle_do_not_grow_with_vas_when_batched(
         counts[n] = report.queries
         assert report.partial == n - 1 and report.ok == 1
     if mode == "batched":
-        assert counts == {10: QUERIES_PER_COLLECTION, 40: QUERIES_PER_COLLECTION}
-    else:
-        assert counts == {10: 10 * QUERIES_PER_COLLECTION, 40: 40 * QUERIES_PER_COLLECTION}
+        assert counts == {10: QUERIES_PER_COLLECTION, 200: QUERIES_PER_COLLECTION}
+    else:  # proportional to the VAs
+        assert counts == {10: 10 * QUERIES_PER_COLLECTION, 20: 20 * QUERIES_PER_COLLECTION}
 
 
 async def test_on_demand_fetch_uses_cache_then_shares_one_query_between_concurrent_misses(
@@ -185,6 +188,8 @@ async def test_invalidation_drops_cache_and_publishes_a_fresh_snapshot_promptly(
     # A rollout: the watcher publishes the new target, then the invalidation.
     await publish_targets(nats_client, make_target("team-a", "llama", [new], generation=2))
     js = nats_client.jetstream()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
     await js.publish(
         "wva.invalidate.team-a.llama",
         messages.encode(
@@ -194,10 +199,10 @@ async def test_invalidation_drops_cache_and_publishes_a_fresh_snapshot_promptly(
             )
         ),
     )
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     await snapshots.wait(lambda: snapshots.count("team-a", "llama") >= 2, timeout=5)
-    assert loop.time() - t0 < 2.0  # promptly, with background fetching off
+    # Promptly, with background fetching off: measured 0.045-0.065 s from publishing the invalidation
+    # (20 ms debounce plus one targeted collection); the issue asks for "within about a second".
+    assert loop.time() - t0 < 1.0
     fresh = snapshots.last("team-a", "llama")
     assert isinstance(fresh, messages.MetricsSnapshot)
     assert [r.pod for r in fresh.replicas] == ["llama-new"] and fresh.deployment_generation == 2
@@ -218,7 +223,16 @@ async def test_deleted_va_is_tombstoned_and_no_longer_tracked(
     await handle.wait_ready()
     assert handle.fetcher.tracker.get("team-a", "llama") is not None
     js = nats_client.jetstream()
+
+    def rejected(kind: str) -> float:
+        return sum(
+            s.value for m in REGISTRY.collect() if m.name == "wva_messages_rejected"
+            for s in m.samples if s.name.endswith("_total") and s.labels.get("subject_kind") == kind
+        )
+
+    before = {k: rejected(k) for k in ("targets", "invalidate")}
     await js.publish("wva.targets.team-a.llama", b"\x00 garbage")  # counted and skipped
+    await js.publish("wva.invalidate.team-a.llama", b"{not an invalidation")  # counted and skipped
     await js.publish(
         "wva.targets.team-a.llama",
         messages.encode(messages.TargetDeleted(namespace="team-a", name="llama", at=messages.utcnow())),
@@ -227,7 +241,10 @@ async def test_deleted_va_is_tombstoned_and_no_longer_tracked(
     assert handle.fetcher.tracker.get("team-a", "llama") is None
     reply = messages.metrics_decoder.decode((await nats_client.request("wva.fetch.team-a.llama", b"", timeout=5)).data)
     assert isinstance(reply, messages.MetricsSnapshot) and reply.status == "unavailable"
-    assert not handle.task.done()  # the garbage did not stop the consumer
+    assert not handle.task.done()  # the garbage did not stop the consumers
+    async with asyncio.timeout(5):
+        while any(rejected(k) - before[k] < 1 for k in before):
+            await asyncio.sleep(0.02)
 
 
 async def test_prometheus_outage_gives_unavailable_snapshots_then_recovers(

@@ -86,3 +86,38 @@ def test_noop_cache_never_hits() -> None:
     cache = caching.NoOpCache()
     cache.set(caching.allocation_key("ns", "va"), 1, collected_at=T0)
     assert cache.get(caching.allocation_key("ns", "va")) is None and len(cache) == 0
+
+
+def test_evictions_are_reported_by_reason() -> None:
+    clock = Clock()
+    evicted: list[tuple[str, int]] = []
+    cache = caching.MemoryCache(30, clock=clock, on_evict=lambda reason, n: evicted.append((reason, n)))
+    for va in ("a", "b", "c", "d"):
+        cache.set(caching.allocation_key("ns", va), va, collected_at=T0)
+    cache.set(caching.allocation_key("ns", "late"), "late", collected_at=T0 + timedelta(seconds=20))
+    assert cache.invalidate_prefix("allocation:ns/a") == 1
+    assert cache.delete(caching.allocation_key("ns", "b"), reason="deleted")
+    assert not cache.delete(caching.allocation_key("ns", "b"))  # nothing there: nothing evicted
+    clock.now = T0 + timedelta(seconds=30)
+    assert cache.get(caching.allocation_key("ns", "c")) is None  # found expired on read
+    assert cache.cleanup() == 1  # "d"; "late" lives on
+    assert evicted == [("invalidated", 1), ("deleted", 1), ("expired", 1), ("expired", 1)]
+    assert len(cache) == 1
+
+
+def test_evictions_are_counted_in_the_fetchers_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    def count(reason: str) -> float:
+        return REGISTRY.get_sample_value("wva_fetcher_cache_evictions_total", {"reason": reason}) or 0.0
+
+    before = {r: count(r) for r in ("expired", "invalidated", "deleted")}
+    clock = Clock()
+    cache = caching.MemoryCache(30, clock=clock)  # the default on_evict
+    for va in ("a", "b", "c"):
+        cache.set(caching.allocation_key("ns", va), va, collected_at=T0)
+    cache.delete(caching.allocation_key("ns", "a"))
+    cache.delete(caching.allocation_key("ns", "b"), reason="deleted")
+    clock.now = T0 + timedelta(seconds=31)
+    cache.cleanup()
+    assert {r: count(r) - before[r] for r in before} == {"expired": 1, "invalidated": 1, "deleted": 1}

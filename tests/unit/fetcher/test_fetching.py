@@ -157,3 +157,42 @@ async def test_forgetting_a_va_drops_its_cache(setup) -> None:  # type: ignore[n
     assert len(fetcher.cache) == 0
     snap, answer = await fetcher.fetch("ns", "a")
     assert answer == "unknown" and snap.status == "unavailable"
+
+
+async def test_the_issues_metrics_follow_cycles_invalidations_and_deletions() -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    names = {
+        "partial": ("wva_fetcher_snapshots_total", {"status": "partial"}),  # the fake has no rates
+        "cycles": ("wva_fetcher_cycle_duration_seconds_count", {}),
+        "invalidated": ("wva_fetcher_cache_evictions_total", {"reason": "invalidated"}),
+        "deleted": ("wva_fetcher_cache_evictions_total", {"reason": "deleted"}),
+    }
+    before = {k: value(n, **labels) for k, (n, labels) in names.items()}
+
+    def delta() -> dict[str, float]:
+        return {k: value(n, **labels) - before[k] for k, (n, labels) in names.items()}
+
+    fail = [False]
+
+    async def publish(_: MetricsSnapshot) -> None:
+        if fail[0]:
+            raise ConnectionError("NATS is away")
+
+    fetcher = Fetcher(collector=GatedCollector(), cache=caching.MemoryCache(30), tracker=Tracker(), publish=publish)
+    fetcher.track(target("a", pods=("0", "1")))
+    fetcher.track(target("b"))
+    assert value("wva_fetcher_tracked_targets") == 2
+    await fetcher.cycle()
+    assert value("wva_fetcher_cache_entries") == 3  # two allocation entries and the model's replicas
+    fail[0] = True
+    await fetcher.cycle()  # collected but not published: not counted as published
+    assert delta() == {"partial": 2, "cycles": 2, "invalidated": 0, "deleted": 0}
+    fetcher.invalidate("ns", "a")  # its allocation entry and the model's replica entry
+    fetcher.forget("ns", "b")  # its allocation entry (the replica entry is already gone)
+    assert delta()["invalidated"] == 2 and delta()["deleted"] == 1
+    assert value("wva_fetcher_tracked_targets") == 1 and value("wva_fetcher_cache_entries") == 0
+    await fetcher.aclose()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+
 import pytest
 
+from services import cli
 from services.fetcher import factory
 from services.fetcher.settings import COLLECTORS, FetcherSettings
 from shared import config
@@ -13,7 +18,7 @@ def test_defaults_are_the_designs() -> None:
     s = config.load(FetcherSettings, environ={})
     assert (s.cache_enabled, s.cache_ttl, s.cache_cleanup_interval, s.fetch_interval) == (True, 30.0, 300.0, 15.0)
     assert s.collector == "prometheus" and s.query_mode == "batched" and s.rate_window == 60.0
-    assert s.prometheus_insecure is False  # TLS verification on by default
+    assert s.prometheus_insecure_skip_verify is False  # TLS verification on by default
 
 
 def test_ttl_shorter_than_fetch_interval_is_rejected_naming_both() -> None:
@@ -51,3 +56,24 @@ def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
 def test_every_selectable_collector_has_a_backend() -> None:
     assert set(COLLECTORS) == {str(k) for k in factory.REGISTRY}
     assert factory.create(FetcherSettings(collector="scrape")).name == "scrape"
+
+
+def _env_names() -> list[str]:
+    return [str(f.metadata["env"]) for f in dataclasses.fields(FetcherSettings)]
+
+
+def test_wva_fetcher_help_renders_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["fetcher", "--help"])  # argparse raises on a stray % in any setting's help
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    missing = [env for env in _env_names() if f"env {env}," not in text]
+    assert missing == []
+    assert "WVA_PROMETHEUS_TOKEN_FILE" in text and "default ***" in text  # the token is never shown
+
+
+def test_python_m_services_fetcher_is_wva_fetcher() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.fetcher", "--help"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert out.startswith("usage: wva fetcher") and "WVA_QUERY_MODE" in out
