@@ -186,7 +186,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
             dest=f.name,
             default=None,
             metavar="VALUE",
-            help=f"{meta.get('help', '')} [env {meta['env']}, default {shown}]",
+            # argparse %-formats help text; a literal "%" in a description must not break --help.
+            help=f"{meta.get('help', '')} [env {meta['env']}, default {shown}]".replace("%", "%%"),
         )
 
 

@@ -73,3 +73,13 @@ def test_every_setting_has_an_env_var_and_help() -> None:
     for field in dataclasses.fields(Settings):
         assert field.metadata["env"].startswith("WVA_")
         assert field.metadata["help"]
+
+
+def test_help_text_with_a_percent_sign_renders() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class WithPercent(Settings):
+        spread: float = config.setting("WVA_TEST_SPREAD", 0.5, float, "spread by up to 50% of the timeout")
+
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser, WithPercent)
+    assert "up to 50% of the timeout" in parser.format_help()
