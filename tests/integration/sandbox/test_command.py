@@ -44,9 +44,19 @@ async def test_runs_the_cluster_until_sigterm(tmp_path: Path, capsys: pytest.Cap
     assert json.loads(sd.read_text()) == []  # nothing left to scrape
 
 
-async def test_without_no_services_it_says_not_yet_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert await command.serve(parse()) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+async def test_with_services_a_bad_interval_is_reported_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    # The whole run (services included) is tested in tests/integration/sandbox_pipeline.
+    assert await command.serve(parse("--fetch-interval", "soon")) == 2
+    assert "--fetch-interval" in capsys.readouterr().err
+
+
+async def test_with_services_a_bad_scenario_is_reported_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nduration: 1\nnamespaces: [llm]\nmodels: []\n")
+    assert await command.serve(parse("--scenario", str(bad), "--run-dir", str(tmp_path / "run"))) == 2
+    assert "bad.yaml: models: at least one model is needed" in capsys.readouterr().err
 
 
 async def test_bad_scenario_is_reported_with_exit_2(
