@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import ssl
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -96,10 +97,15 @@ def connect_options(settings: Settings, *, name: str) -> dict[str, Any]:
     return options
 
 
-async def _on_disconnected() -> None:
-    CONNECTED.set(0)
-    CONNECTION_EVENTS.labels(event="disconnected").inc()
-    log.warning("NATS disconnected; reconnecting")
+def _on_disconnected(nc: Client) -> Callable[[], Awaitable[None]]:
+    async def callback() -> None:
+        CONNECTED.set(0)
+        if nc.is_closed or nc.is_draining:
+            return  # our own drain/close on the way out, not an outage
+        CONNECTION_EVENTS.labels(event="disconnected").inc()
+        log.warning("NATS disconnected; reconnecting")
+
+    return callback
 
 
 async def _on_reconnected() -> None:
@@ -136,7 +142,7 @@ async def connect(settings: Settings, *, name: str) -> Client:
             await nc.connect(
                 **options,
                 error_cb=_on_error,
-                disconnected_cb=_on_disconnected,
+                disconnected_cb=_on_disconnected(nc),
                 reconnected_cb=_on_reconnected,
             )
             return nc

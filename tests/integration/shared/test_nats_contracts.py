@@ -181,3 +181,22 @@ async def test_publish_survives_a_server_restart(nats_server: NatsServer) -> Non
         await nc.close()
 
 
+
+
+async def test_own_drain_is_not_logged_as_an_outage_but_a_server_loss_is(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="wva.nats")
+    nc = await natsio.connect(Settings(nats_url=nats_server.url), name="test")
+    await nc.drain()
+    assert not [r for r in caplog.records if "disconnected" in r.getMessage()]
+    nc = await natsio.connect(Settings(nats_url=nats_server.url), name="test")
+    try:
+        nats_server.stop()
+        for _ in range(100):
+            if any("disconnected" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        assert any("NATS disconnected; reconnecting" in r.getMessage() for r in caplog.records)
+    finally:
+        await nc.close()
