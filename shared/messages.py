@@ -176,6 +176,9 @@ class Decision(_Base, frozen=True, kw_only=True, tag="decision.v1"):
     reason: str  # a stable code, e.g. "scale_up_saturated", "hold_stale_metrics"
     detail: str = ""
     numbers: DecisionNumbers = msgspec.field(default_factory=DecisionNumbers)
+    # What made the scaler evaluate: "tick" (its periodic timer) or the kind of the event. A replay
+    # re-creates the ticks from this, so a recording replays to the same decisions.
+    trigger: str = ""
 
 
 # ---------------------------------------------------------------- request/reply

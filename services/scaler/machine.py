@@ -45,6 +45,7 @@ from shared.messages import (
     ScalerMode,
     Target,
     TargetDeleted,
+    kind_of,
 )
 
 PENDING_EXPIRY_SECONDS: Final = 300.0
@@ -168,6 +169,13 @@ class Scaler:
         return None if va is None else va.last_decision
 
     def handle(self, event: Event, now: float) -> list[Action]:
+        actions = self._handle(event, now)
+        trigger = "tick" if isinstance(event, Tick) else kind_of(event)
+        return [
+            msgspec.structs.replace(a, trigger=trigger) if isinstance(a, Decision) else a for a in actions
+        ]
+
+    def _handle(self, event: Event, now: float) -> list[Action]:
         if isinstance(event, Tick):
             actions: list[Action] = []
             for key in sorted(self._groups):

@@ -3,7 +3,8 @@
 Reads what ``wva record`` writes (or a hand-written replay file, see ``replay.py``). Recorded
 decisions become the expectations; ``--check`` fails when the core now decides differently — the
 way to answer "what would it have done with kvCacheThreshold 0.7?" (``--config that.yaml``).
-Recordings carry no ticks, so the periodic re-evaluation is re-created every ``--tick-interval``.
+The scaler's periodic re-evaluations (ticks) are re-created from the recorded decisions they
+produced (``trigger: tick``), at the instants the live scaler used.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,6 +26,7 @@ from shared.messages import Decision, ScalerMode
 HELP = "replay recorded events through the scaler core; --check compares with recorded decisions"
 
 _COMPARED = ("namespace", "name", "desired", "reason")
+DEFAULT_TICK = 30.0  # the scaler's default WVA_RECONCILE_INTERVAL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,29 +34,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="saturation config YAML (ConfigMap manifest or its data) to decide with")
     parser.add_argument("--check", action="store_true", help="exit 1 when decisions differ from the recorded ones")
     parser.add_argument("--mode", choices=MODES, default="scale", help="scaler mode to replay in")
-    parser.add_argument("--tick-interval", default="30s", help="re-create periodic ticks this often (0: none)")
+    parser.add_argument(
+        "--tick-interval",
+        default=None,
+        help="re-create periodic ticks this often instead of from the recorded decisions (0: no ticks)",
+    )
 
 
-def normalize(lines: Iterable[str], tick_interval: float) -> Iterator[str]:
-    """Recording lines -> replay-script lines: decisions become expectations, ticks are added."""
-    next_tick: float | None = None
-    for raw in lines:
-        if not raw.strip():
-            continue
-        entry: dict[str, Any] = json.loads(raw)
+def _epoch(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def normalize(lines: Iterable[str], tick_interval: float | None) -> Iterator[str]:
+    """Recording lines -> replay-script lines: decisions become expectations, ticks are re-created.
+
+    Ticks come from the recorded decisions the scaler's timer produced (``trigger == "tick"``, at the
+    decision's own ``at``) — the same instants the live scaler evaluated at. Older recordings without
+    triggers, or ``tick_interval`` given, get a tick every ``tick_interval`` seconds instead.
+    """
+    entries: list[dict[str, Any]] = [json.loads(raw) for raw in lines if raw.strip()]
+    ticks: set[float] = set()
+    if tick_interval is None:
+        for entry in entries:
+            event = entry.get("event")
+            if isinstance(event, dict) and event.get("kind") == "decision.v1" and event.get("trigger") == "tick":
+                at = _epoch(event.get("at"))
+                if at is not None:
+                    ticks.add(at)
+        if not ticks and any(isinstance(e.get("event"), dict) for e in entries):
+            tick_interval = DEFAULT_TICK
+    times = [float(e["t"]) for e in entries if isinstance(e.get("t"), (int, float))]
+    if tick_interval and times:
+        t = times[0] + tick_interval
+        while t <= times[-1]:
+            ticks.add(t)
+            t += tick_interval
+    out: list[tuple[float, int, str]] = [(t, 0, json.dumps({"t": t, "event": {"kind": "tick"}})) for t in ticks]
+    for order, entry in enumerate(entries, start=1):
         entry.pop("subject", None)
-        t = entry.get("t")
-        if tick_interval > 0 and isinstance(t, (int, float)):
-            if next_tick is None:
-                next_tick = float(t) + tick_interval
-            while next_tick <= t:
-                yield json.dumps({"t": next_tick, "event": {"kind": "tick"}})
-                next_tick += tick_interval
         event = entry.get("event")
         if isinstance(event, dict) and event.get("kind") == "decision.v1":
-            yield json.dumps({"t": t, "expect": {k: event.get(k) for k in _COMPARED}})
-            continue
-        yield json.dumps(entry)
+            entry = {"t": entry.get("t"), "expect": {k: event.get(k) for k in _COMPARED}}
+        when = entry.get("t")
+        # A tick sorts before the events stored in the same instant (it produced their decisions).
+        out.append((float(when) if isinstance(when, (int, float)) else float("-inf"), order, json.dumps(entry)))
+    for _, _, line in sorted(out, key=lambda item: (item[0], item[1])):
+        yield line
 
 
 def differences(produced: list[Decision], expected: list[dict[str, Any]]) -> list[str]:
@@ -76,7 +107,7 @@ def load_configs(path: str | None) -> ConfigSet | None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        tick = config.duration(args.tick_interval)
+        tick = None if args.tick_interval is None else config.duration(args.tick_interval)
         configs = load_configs(args.config)
         lines = list(normalize(Path(args.file).read_text().splitlines(), tick))
         script = replay.parse(lines)

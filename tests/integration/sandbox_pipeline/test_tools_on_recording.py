@@ -25,7 +25,7 @@ from shared import messages as m
 from shared import natsio, streams
 from shared.config import Settings
 from shared.subjects import Kind, Subjects
-from tests.fixtures.sandbox import CI_FETCH_INTERVAL, CI_RECONCILE_INTERVAL, CI_STABILIZATION, SandboxRun
+from tests.fixtures.sandbox import CI_FETCH_INTERVAL, CI_STABILIZATION, SandboxRun
 from tests.fixtures.servers import NatsServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]
@@ -76,8 +76,6 @@ def _replay(run: SandboxRun, tmp_path: Path) -> tuple[int, str, str]:
         "--check",
         "--config",
         str(config),
-        "--tick-interval",
-        f"{CI_RECONCILE_INTERVAL:g}s",
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
@@ -90,17 +88,15 @@ def _replay(run: SandboxRun, tmp_path: Path) -> tuple[int, str, str]:
 
 
 def test_replay_check_reproduces_the_scaling(recorded_sandbox_run: SandboxRun, tmp_path: Path) -> None:
-    """The core replayed over the recording makes the same scale-ups and ends at the same counts.
+    """The core replayed over the recording makes the very decisions the live scaler made.
 
-    Exact equality of every decision is not expected: a recording has no ticks, so replay re-creates
-    them every reconcile interval from the first event, at a different phase than the live scaler's.
-    A decision that only a tick produces (a stabilization window running out) can then land on the
-    other side of an invalidation or snapshot and come out as a different hold/scale sequence.
-    Decisions driven by snapshots (scale-ups on saturation) do not depend on that phase.
+    The scaler's ticks are re-created from the decisions they produced (``trigger: tick``, at the
+    live evaluation's own time), so even decisions only a tick makes (a stabilization window running
+    out, a stale snapshot) come back in the same order.
     """
     code, out, err = _replay(recorded_sandbox_run, tmp_path)
-    assert code in (0, 1), err  # 1: some decisions differ (see the docstring); 2 would be bad input
-    assert "recorded" in err
+    assert code == 0, err
+    assert "identical" in err
     replayed = []
     for line in out.splitlines():
         _, va, arrow, reason, *_ = [*line.split(" ", 4), ""]
