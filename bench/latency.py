@@ -355,6 +355,6 @@ async def run_invalidation(inst: Any, *, events: int) -> list[Table]:
     table.notes += [
         "The fetcher drops the VA's cache entries, waits its 20 ms batching window, runs the 11 targeted queries "
         "of that VA (4 at a time) and publishes; NATS floor: the invalidation reaching a plain subscriber.",
-        "Not included: the watcher's share (Deployment change → Invalidation); the watcher is not merged yet.",
+        "Not included: the watcher's share (Deployment change → Invalidation); the watcher landed after this benchmark was written.",
     ]
     return [table]

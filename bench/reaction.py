@@ -4,7 +4,7 @@ The whole path with real parts: an emulated vLLM pod (``EmulatedServer``, the sa
 real ``/metrics``) scraped by a real Prometheus every ``scrape`` seconds; the real fetcher service
 (Prometheus backend, batched, background cycle every ``fetch`` seconds); the real scaler service;
 nats-server; the emulated Kubernetes API. The target is published by hand as the watcher would (the
-watcher is not merged yet). Load: 1 request/s until the scaler holds on fresh data, then a step to
+watcher landed after this benchmark was written). Load: 1 request/s until the scaler holds on fresh data, then a step to
 40 requests/s (about 4x what one replica serves).
 
 Per run: *reaction* = step → scale patch committed in the API; *saturation* = step → the moment the
@@ -48,7 +48,7 @@ async def _load(server: vllm.EmulatedServer, rate: list[float], stop: asyncio.Ev
         await asyncio.sleep(1.0 / rate[0])
 
 
-async def one_run(*, scrape: float, fetch: float) -> dict[str, float]:
+async def one_run(*, scrape: float, fetch: float, phase: float) -> dict[str, float]:
     va = workload.VA("react", "va-react", "org/react-model", 10.0, 1)
     subjects = Subjects("wvareact")
     stack = contextlib.AsyncExitStack()
@@ -129,7 +129,9 @@ async def one_run(*, scrape: float, fetch: float) -> dict[str, float]:
                 _serving("scaler", scaler_settings, scaler_service.main),
             ):
                 await asyncio.wait_for(calm.wait(), 60)
-                await asyncio.sleep(fetch)  # step at a random phase of the cycles, not right after a snapshot
+                # The calm decision follows a cycle closely: step at a random phase of the next cycle,
+                # so runs sample the whole range between "just caught" and "just missed".
+                await asyncio.sleep(fetch * phase)
                 t_step = time.perf_counter()
                 rate[0] = HIGH_RATE
                 t_trigger = float("nan")
@@ -169,8 +171,9 @@ async def run(
     )
     for scrape, fetch in configs:
         rs: list[dict[str, float]] = []
-        for _ in range(reps):
-            rs.append(await one_run(scrape=scrape, fetch=fetch))
+        for i in range(reps):
+            # Phases spread evenly over the cycle (same ones for every configuration).
+            rs.append(await one_run(scrape=scrape, fetch=fetch, phase=(i + 0.5) / reps))
         reaction, sat, pipe = (stat([r[k] for r in rs]) for k in ("reaction", "saturation", "pipeline"))
         table.add(
             [scrape, fetch, len(rs), reaction, sat, pipe, f"{pipe.median / (scrape + fetch):.2f}"],
@@ -184,7 +187,7 @@ async def run(
         )
     table.notes += [
         f"Load {LOW_RATE:g} → {HIGH_RATE:g} requests/s of 512 in / 128 out tokens on one replica (~10/s capacity); "
-        "rate window 60 s; one fresh installation per run.",
+        "rate window 60 s; one fresh installation per run; the step falls at evenly spread phases of the fetch cycle.",
         "The pipeline delay is bounded by one scrape plus one fetch interval plus a cycle; a ratio below 1 means no "
         "extra waiting beyond the sampling intervals.",
     ]
