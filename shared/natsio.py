@@ -71,11 +71,19 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def inbox_prefix(client_name: str) -> str:
+    """``_INBOX_<client name>``: what the NATS permissions of that client let it subscribe to."""
+    return f"_INBOX_{client_name}"
+
+
 def connect_options(settings: Settings, *, name: str) -> dict[str, Any]:
     """The keyword arguments for ``nats.connect``, from settings (no I/O; unit-testable)."""
     options: dict[str, Any] = {
         "servers": [s.strip() for s in settings.nats_url.split(",")],
         "name": name,
+        # Replies and pushed JetStream messages arrive on this service's own inbox subjects, so the
+        # server's permissions can keep one service from subscribing to another's replies.
+        "inbox_prefix": inbox_prefix(name),
         "connect_timeout": 2,
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,  # once connected, never give up: Kubernetes restarts are worse

@@ -53,6 +53,7 @@ async def connected(srv: NatsServer, user: str) -> AsyncIterator[tuple[Client, l
         error_cb=on_error,
         allow_reconnect=False,
         connect_timeout=2,
+        inbox_prefix=natsio.inbox_prefix("wva-tail" if user == "tools" else f"wva-{user}"),
     )
     try:
         yield nc, errors
@@ -137,7 +138,9 @@ async def test_config_is_valid_and_every_password_comes_from_the_environment(
 
 @pytest.mark.parametrize("user", ["watcher", "fetcher", "scaler"])
 async def test_every_service_user_can_ensure_the_streams(secured_nats: NatsServer, user: str) -> None:
-    nc = await natsio.connect(settings(secured_nats, user), name=f"test-{user}")
+    # The client name sets the inbox prefix the server lets each user subscribe to (shared/natsio.py).
+    name = "wva-tail" if user == "tools" else f"wva-{user}"
+    nc = await natsio.connect(settings(secured_nats, user), name=name)
     try:
         await streams.ensure(nc.jetstream(), S, streams.StreamSpec())
         # and again, with a drifted setting: the update path is allowed too
@@ -268,6 +271,15 @@ async def test_fetch_request_reply_between_scaler_and_fetcher_only(secured_nats:
         assert isinstance(messages.metrics_decoder.decode(reply.data), messages.MetricsSnapshot)
         # allow_responses is for replies only: the fetcher cannot publish to an inbox it was not asked on.
         await refused(fetcher, f_errors, "_INBOX.somebody-else")
+        # Each service has its own inbox prefix: the fetcher cannot listen in on the scaler's replies.
+        before = len(f_errors)
+        await fetcher.subscribe(natsio.inbox_prefix("wva-scaler") + ".>")
+        await fetcher.flush()
+        for _ in range(100):
+            if len(f_errors) > before:
+                break
+            await asyncio.sleep(0.01)
+        assert "permissions violation for subscription" in str(f_errors[-1]).lower(), f_errors
     async with connected(secured_nats, "tools") as (tools, errors):
         await refused(tools, errors, S.fetch(NS, VA))
 

@@ -150,9 +150,9 @@ async def _add_variant(api: client.ApiClient) -> None:
 async def _run_scaler(tmp_path: Path, kube_api: KubeApiEmulator, kubeconfig: Path, mode: str) -> set[Call]:
     """The scaler, as wva-scaler, through one saturated snapshot and one invalidation."""
     with natsconf.server(tmp_path / "nats") as srv:
-        watcher = await natsio.connect(as_user(Settings, srv, "watcher"), name="test-watcher")
-        fetcher = await natsio.connect(as_user(Settings, srv, "fetcher"), name="test-fetcher")
-        tools = await natsio.connect(as_user(Settings, srv, "tools"), name="test-tools")
+        watcher = await natsio.connect(as_user(Settings, srv, "watcher"), name="wva-watcher")
+        fetcher = await natsio.connect(as_user(Settings, srv, "fetcher"), name="wva-fetcher")
+        tools = await natsio.connect(as_user(Settings, srv, "tools"), name="wva-record")
         decisions: list[messages.Decision] = []
 
         async def on_decision(msg: Msg) -> None:
@@ -250,7 +250,7 @@ async def test_watcher_uses_exactly_its_rbac(
 ) -> None:
     await _add_variant(kube_client)
     with natsconf.server(tmp_path / "nats") as srv:
-        tools = await natsio.connect(as_user(Settings, srv, "tools"), name="test-tools")
+        tools = await natsio.connect(as_user(Settings, srv, "tools"), name="wva-record")
         targets: list[Any] = []
 
         async def on_target(msg: Msg) -> None:
