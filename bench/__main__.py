@@ -1,9 +1,10 @@
 """``python -m bench [--smoke | --full] [--only NAME ...] [--out DIR]`` — run the benchmarks, print the
 tables, write ``<mode>.json`` and ``<mode>.md`` to ``bench/results/`` (or ``--out``).
 
-quick (default, a few minutes): core 10/1,000 VAs, memory 1,000, scaler latency 10/100, fetch 10/100.
-full: core 10/1,000/10,000, memory 1,000/10,000, latency 10/1,000, fetch and invalidation 10/100/1,000,
-reaction time. smoke (CI, < 60 s): the smallest size of each, few repetitions.
+quick (default, a few minutes): core 10/1,000 VAs, memory 1,000, scaler latency 10/100, template change
+10/100, fetch 10/100.
+full: core 10/1,000/10,000, memory 1,000/10,000, latency 10/1,000, template change 10/100, fetch and
+invalidation 10/100/1,000, reaction time. smoke (CI, < 60 s): the smallest size of each, few repetitions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import core_throughput, fetch_cycle, latency, memory, reaction
+from bench import core_throughput, fetch_cycle, latency, memory, reaction, template_change
 from bench.report import RESULTS, Report, Table
 
 NAMES = ("core", "memory", "latency", "fetch", "reaction")
@@ -36,13 +37,16 @@ class Plan:
     scrape_interval: float
     invalidation_events: int
     reaction_reps: int
+    template_sizes: list[int]
+    template_events: int
 
 
 PLANS = {
-    "smoke": Plan([10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0),
-    "quick": Plan([10, 1000], 10000, 5, [1000], 3, [10, 100], 200, [10, 100], 5, 2.0, 50, 2),
+    "smoke": Plan([10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0, [10], 10),
+    "quick": Plan([10, 1000], 10000, 5, [1000], 3, [10, 100], 200, [10, 100], 5, 2.0, 50, 2, [10, 100], 50),
     "full": Plan(
-        [10, 1000, 10000], 20000, 7, [1000, 10000], 5, [10, 1000], 500, [10, 100, 1000], 5, 5.0, 100, 3
+        [10, 1000, 10000], 20000, 7, [1000, 10000], 5, [10, 1000], 500, [10, 100, 1000], 5, 5.0, 100, 3,
+        [10, 100], 100,
     ),
 }
 
@@ -65,6 +69,19 @@ async def _run(plan: Plan, only: set[str], report: Report) -> None:
         say("[bold]2a. event-to-actuation latency …[/]")
         for t in await latency.run_scaler(plan.latency_sizes, events=plan.latency_events):
             report.add(t)
+        say("[bold]2c. template change → fresh snapshot (watcher + fetcher) …[/]")
+        try:
+            for t in await template_change.run(
+                plan.template_sizes,
+                events=plan.template_events,
+                scrape_interval=plan.scrape_interval,
+                announce=say,
+            ):
+                report.add(t)
+        except RuntimeError as exc:
+            if "not found" not in str(exc):
+                raise
+            report.add(_skipped("latency_template", "2c. Template change → fresh snapshot", str(exc)))
     if "fetch" in only:
         say("[bold]1. fetch cycle, 2b. invalidation latency …[/]")
         try:

@@ -12,7 +12,7 @@ the watcher would, and waits for the scaler's decision to settle.
 2b. Invalidation: the real fetcher service (Prometheus backend, background cycle off) tracking ``n``
 VAs scraped by a real Prometheus; one event = an ``Invalidation`` published for one VA; latency = until
 the fresh snapshot of that VA (``collected_at`` after the invalidation) is received on
-``wva.metrics``. The watcher's share (template change → Invalidation) is not included.
+``wva.metrics``. The watcher's share (template change → Invalidation) is in 2c (``bench.template_change``).
 """
 
 from __future__ import annotations
@@ -355,6 +355,6 @@ async def run_invalidation(inst: Any, *, events: int) -> list[Table]:
     table.notes += [
         "The fetcher drops the VA's cache entries, waits its 20 ms batching window, runs the 11 targeted queries "
         "of that VA (4 at a time) and publishes; NATS floor: the invalidation reaching a plain subscriber.",
-        "Not included: the watcher's share (Deployment change → Invalidation); the watcher landed after this benchmark was written.",
+        "Not included: the watcher's share (Deployment change → Invalidation); 2c measures the whole path.",
     ]
     return [table]

@@ -29,6 +29,15 @@ EXPECTED = {
         "kib_per_cycle",
     },
     "latency_invalidation": {"vas", "p50_ms", "p99_ms", "max_ms"},
+    "latency_template": {
+        "vas",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "to_invalidation_p50_ms",
+        "invalidation_to_snapshot_p50_ms",
+        "fetch_interval_s",
+    },
 }
 
 
@@ -60,3 +69,6 @@ def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
     assert modes["batched"]["queries_per_cycle"]["median"] < modes["per-va"]["queries_per_cycle"]["median"]
     assert all(row["ok_share"]["median"] == 1.0 for row in modes.values())
     assert all(row["measured"] == row["events"] for row in benchmarks["latency_scaler"]["rows"])
+    # 2c: every template change produced its invalidation and a fresh snapshot from the invalidation path.
+    for row in benchmarks["latency_template"]["rows"]:
+        assert row["measured"] == row["events"] and row["without_invalidation"] == 0, row
