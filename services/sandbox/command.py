@@ -59,14 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--headless", action="store_true", help="no live view: one line per decision")
     d = pipeline.Intervals()
-    parser.add_argument("--fetch-interval", default=f"{d.fetch:g}s", help="fetcher background interval")
-    parser.add_argument("--scrape-interval", default=f"{d.scrape:g}s", help="Prometheus scrape interval")
-    parser.add_argument(
-        "--reconcile-interval", default=f"{d.reconcile:g}s", help="scaler periodic re-evaluation"
-    )
-    parser.add_argument(
-        "--stabilization", default=f"{d.stabilization:g}s", help="scaler scale-down stabilization window"
-    )
+    # Default: the scenario's `timing`, else these demo values.
+    parser.add_argument("--fetch-interval", help=f"fetcher background interval (default {d.fetch:g}s)")
+    parser.add_argument("--scrape-interval", help=f"Prometheus scrape interval (default {d.scrape:g}s)")
+    parser.add_argument("--reconcile-interval", help=f"scaler periodic re-evaluation (default {d.reconcile:g}s)")
+    parser.add_argument("--stabilization", help=f"scaler scale-down stabilization window (default {d.stabilization:g}s)")
 
 
 def resolve_scenario(value: Path) -> Path:
@@ -89,12 +86,8 @@ def options(args: argparse.Namespace) -> session.Options:
             raise ValueError(f"--{flag.replace('_', '-')}: {exc}") from None
         if values[flag] <= 0 and flag != "stabilization":
             raise ValueError(f"--{flag.replace('_', '-')}: must be > 0")
-    intervals = pipeline.Intervals(
-        fetch=values["fetch_interval"],
-        scrape=values["scrape_interval"],
-        reconcile=values["reconcile_interval"],
-        stabilization=values["stabilization"],
-    )
+    names = {"fetch_interval": "fetch", "scrape_interval": "scrape", "reconcile_interval": "reconcile"}
+    intervals = {names.get(flag, flag): value for flag, value in values.items() if flag != "duration"}
     return session.Options(
         scenario=resolve_scenario(args.scenario),
         duration=values.get("duration"),

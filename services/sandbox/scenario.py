@@ -95,6 +95,18 @@ class Expectation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     final_replicas_at_least: int | None = None
 
 
+class Timing(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The services' intervals (seconds) this scenario's story is written for; flags override them."""
+
+    fetch: float | None = None
+    scrape: float | None = None
+    reconcile: float | None = None
+    stabilization: float | None = None
+
+    def given(self) -> dict[str, float]:
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+
 class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     duration: float
@@ -102,6 +114,7 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     models: list[Model]
     description: str = ""
     seed: int = 0
+    timing: Timing = Timing()
     expectations: list[Expectation] = []
 
     def variants(self) -> list[tuple[Model, Variant]]:

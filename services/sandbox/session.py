@@ -39,7 +39,9 @@ SAMPLE_INTERVAL = 1.0
 class Options:
     scenario: Path
     duration: float | None = None
-    intervals: pipeline.Intervals = field(default_factory=pipeline.Intervals)
+    # Interval flags given on the command line; the scenario's `timing`, then Intervals()' defaults,
+    # fill in the rest.
+    intervals: dict[str, float] = field(default_factory=dict)
     report: Path | None = Path("sandbox-report.html")
     record: Path | None = None
     run_dir: Path | None = None
@@ -102,7 +104,7 @@ async def _run(
         run_dir=run_dir,
         kubeconfig=run_dir / "kubeconfig.yaml",
         sd_file=run_dir / "targets.json",
-        intervals=options.intervals,
+        intervals=pipeline.Intervals(**{**spec.timing.given(), **options.intervals}),
         prometheus=options.prometheus,
     ) as pipe:
         cluster = clusters.Cluster(

@@ -10,6 +10,7 @@ produced (``trigger: tick``), at the instants the live scaler used.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -88,14 +89,19 @@ def normalize(lines: Iterable[str], tick_interval: float | None) -> Iterator[str
 
 
 def differences(produced: list[Decision], expected: list[dict[str, Any]]) -> list[str]:
-    """Compare decision sequences field by field (times differ by delivery jitter; ignore them)."""
-    got = [{k: getattr(d, k) for k in _COMPARED} for d in produced]
+    """The decisions that differ, as a diff of the two sequences (times are ignored: they differ by
+    delivery jitter). One extra hold shows as one line, not as every decision after it."""
+    got = [tuple(getattr(d, k) for k in _COMPARED) for d in produced]
+    want = [tuple(e.get(k) for k in _COMPARED) for e in expected]
     problems = []
-    for i in range(max(len(got), len(expected))):
-        have = got[i] if i < len(got) else None
-        want = expected[i] if i < len(expected) else None
-        if have != want:
-            problems.append(f"decision #{i}: recorded {want}, replayed {have}")
+    matcher = difflib.SequenceMatcher(a=want, b=got, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        for i in range(i1, i2):
+            problems.append(f"decision #{i}: recorded {dict(zip(_COMPARED, want[i], strict=True))}, not replayed")
+        for j in range(j1, j2):
+            problems.append(f"decision #{j}: replayed {dict(zip(_COMPARED, got[j], strict=True))}, not recorded")
     return problems
 
 

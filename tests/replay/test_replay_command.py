@@ -54,3 +54,22 @@ def test_replay_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad_config.write_text("default:\n  kvCacheThreshold: 2\n")
     assert main(["replay", str(BURST), "--config", str(bad_config)]) == 2
     assert "kvCacheThreshold" in capsys.readouterr().err
+
+
+def test_one_extra_decision_is_reported_once_not_as_a_cascade() -> None:
+    from datetime import UTC, datetime
+
+    from services.scaler.replay_command import differences
+    from shared.messages import Decision
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def d(desired: int, reason: str) -> Decision:
+        return Decision(namespace="llm", name="a", at=at, current=1, desired=desired, reason=reason)
+
+    recorded = [{"namespace": "llm", "name": "a", "desired": n, "reason": r} for n, r in [(1, "hold"), (2, "up"), (3, "up")]]
+    replayed = [d(1, "hold"), d(1, "hold_extra"), d(2, "up"), d(3, "up")]
+    assert differences(replayed, recorded) == [
+        "decision #1: replayed {'namespace': 'llm', 'name': 'a', 'desired': 1, 'reason': 'hold_extra'}, not recorded"
+    ]
+    assert differences(replayed[:1] + replayed[2:], recorded) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import textwrap
 from pathlib import Path
 
@@ -123,3 +124,16 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
     )
     with pytest.raises(scenario.ScenarioError, match=r"models\[0\]\.load: .*nope\.csv"):
         scenario.load_scenario(tmp_path / "s.yaml")
+
+
+def test_a_scenario_carries_the_timing_its_story_needs_and_flags_override_it() -> None:
+    from services.sandbox import command
+    from services.sandbox.scenario import load_scenario
+
+    ci = load_scenario(command.resolve_scenario(Path("ci")))
+    assert ci.timing.given() == {"fetch": 1.0, "scrape": 1.0, "reconcile": 1.0, "stabilization": 6.0}
+    assert load_scenario(command.resolve_scenario(Path("default"))).timing.given() == {}
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    opts = command.options(parser.parse_args(["--scenario", "ci", "--stabilization", "9s"]))
+    assert opts.intervals == {"stabilization": 9.0}  # the rest comes from the scenario at run time
