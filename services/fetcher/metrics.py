@@ -10,6 +10,11 @@ QUERIES: Final = Counter(
     "wva_fetcher_queries_total", "Backend queries (PromQL queries or pod scrapes), by backend and outcome",
     ["backend", "outcome"],
 )
+QUERY_RETRIES: Final = Counter(
+    "wva_fetcher_query_retries_total",
+    "Backend queries retried after a transient failure (connection, timeout, 5xx, 429): a flaky backend",
+    ["backend"],
+)
 QUERY_SECONDS: Final = Histogram(
     "wva_fetcher_query_duration_seconds", "Time per backend query, retries included", ["backend"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

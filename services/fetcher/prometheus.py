@@ -134,6 +134,7 @@ class PrometheusCollector:
                 retry=retry_if_exception(_transient),
                 stop=stop_after_attempt(_MAX_ATTEMPTS) | stop_after_delay(max(0.0, deadline - started)),
                 wait=wait_exponential(multiplier=0.1, max=1.0),
+                before_sleep=lambda _: metrics.QUERY_RETRIES.labels(backend=self.name).inc(),
                 reraise=True,
             ):
                 with attempt:

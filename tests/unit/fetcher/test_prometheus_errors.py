@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from services.fetcher import metrics
 from services.fetcher.collector import QueryError
 from services.fetcher.prometheus import PrometheusCollector
 from services.fetcher.settings import FetcherSettings
@@ -57,10 +58,13 @@ async def test_transient_errors_are_retried(fake: tuple[FakePrometheus, str], tr
     server, url = fake
     server.answers = [transient, transient]
     collector, sent = await _query(url)
+    retries = metrics.QUERY_RETRIES.labels(backend=collector.name)
+    before = retries._value.get()
     try:
         loop = asyncio.get_running_loop()
         await collector.query("up", at=time.time(), deadline=loop.time() + 5, sent=sent)
         assert server.seen == 3 and sent == [3]
+        assert retries._value.get() == before + 2  # visible to operators, not only in the cycle log
     finally:
         await collector.aclose()
 
