@@ -19,7 +19,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from services.tools import connection
+from services.tools import connection, subscription
 from shared import config, messages, streams
 from shared.config import Settings
 from shared.observability import count_rejected
@@ -63,23 +63,16 @@ async def record(settings: Settings, out: Path, *, since: float, follow: bool, d
             streams.Follower(js, subjects.wildcard(Kind.DECISIONS), start="since", since=start),
         ]
 
-        async def drain(follower: streams.Follower) -> None:
-            async for msg in follower:
-                entry = line(msg)
-                if entry is not None:
-                    lines.append(entry)
+        def keep(msg: Msg) -> None:
+            entry = line(msg)
+            if entry is not None:
+                lines.append(entry)
 
-        tasks = [asyncio.create_task(drain(f)) for f in followers]
-        try:
-            await asyncio.wait_for(asyncio.gather(*(f.caught_up.wait() for f in followers)), timeout=30)
-            if follow:
-                await asyncio.sleep(duration) if duration > 0 else await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # Interrupted (--follow until Ctrl-C): still write what was recorded.
+        with contextlib.suppress(asyncio.CancelledError):
+            async with subscription.warm(followers, keep):
+                if follow:
+                    await asyncio.sleep(duration) if duration > 0 else await asyncio.Event().wait()
     lines.sort(key=lambda entry: entry["t"])
     with out.open("w") as fh:
         for entry in lines:

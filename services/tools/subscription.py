@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -63,6 +64,27 @@ async def messages(nc: Client, subjects: Subjects, subject: str, *, last: bool) 
                     task.result()  # a follower failed: surface it
                 continue
             yield getter.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def warm(
+    followers: list[streams.Follower], handle: Callable[[Msg], None], *, timeout: float = 30.0
+) -> AsyncIterator[None]:
+    """Feed every follower's messages to ``handle``; enter once all have replayed what was stored,
+    and keep following live until the block ends."""
+
+    async def pump(follower: streams.Follower) -> None:
+        async for msg in follower:
+            handle(msg)
+
+    tasks = [asyncio.create_task(pump(f)) for f in followers]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(f.caught_up.wait() for f in followers)), timeout=timeout)
+        yield
     finally:
         for task in tasks:
             task.cancel()

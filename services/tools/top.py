@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from services.tools import connection
+from services.tools import connection, subscription
 from shared import messages as m
 from shared import streams
 from shared.config import Settings
@@ -105,31 +106,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     connection.add_arguments(parser)
 
 
-async def top(settings: Settings, *, once: bool) -> int:
+async def top(settings: Settings, *, once: bool, out: TextIO | None = None, width: int | None = None) -> int:
     subjects = Subjects(settings.subject_prefix)
     state = TopState()
+    console = Console(file=out, width=width)
     async with connection.connected(settings, "top") as nc:
         js = nc.jetstream()
         followers = [streams.Follower(js, subjects.wildcard(k)) for k in (Kind.TARGETS, Kind.METRICS, Kind.DECISIONS)]
-
-        async def pump(follower: streams.Follower) -> None:
-            async for msg in follower:
-                state.apply(msg.data)
-
-        tasks = [asyncio.create_task(pump(f)) for f in followers]
-        try:
-            await asyncio.wait_for(asyncio.gather(*(f.caught_up.wait() for f in followers)), timeout=30)
+        async with subscription.warm(followers, lambda msg: state.apply(msg.data)):
             if once:
-                Console().print(render(state, time.time()))
+                console.print(render(state, time.time()))
                 return 0
-            with Live(render(state, time.time()), refresh_per_second=2) as live:
+            with Live(render(state, time.time()), console=console, refresh_per_second=2) as live:
                 while True:
                     await asyncio.sleep(0.5)
                     live.update(render(state, time.time()))
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    return 0  # pragma: no cover - the live view runs until interrupted
 
 
 def run(args: argparse.Namespace) -> int:

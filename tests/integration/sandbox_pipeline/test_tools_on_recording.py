@@ -13,7 +13,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from services.tools import tail, top
 from shared import messages as m
 from shared import natsio, streams
 from shared.config import Settings
-from shared.subjects import Kind, Subjects
+from shared.subjects import Subjects
 from tests.fixtures.sandbox import CI_FETCH_INTERVAL, CI_STABILIZATION, SandboxRun
 from tests.fixtures.servers import NatsServer
 
@@ -167,22 +166,9 @@ async def test_tail_last_shows_the_end_of_the_run(
 async def test_top_renders_every_va_as_it_ended(
     republished: list[dict[str, Any]], nats_server: NatsServer, nats_client: Client
 ) -> None:
-    state = top.TopState()
-    js = nats_client.jetstream()
-    followers = [streams.Follower(js, S.wildcard(k)) for k in (Kind.TARGETS, Kind.METRICS, Kind.DECISIONS)]
-
-    async def pump(follower: streams.Follower) -> None:
-        async for msg in follower:
-            state.apply(msg.data)
-
-    tasks = [asyncio.create_task(pump(f)) for f in followers]
-    try:
-        await asyncio.wait_for(asyncio.gather(*(f.caught_up.wait() for f in followers)), 30)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    text = top.render_text(state, time.time(), width=200)
+    out = io.StringIO()
+    assert await top.top(Settings(nats_url=nats_server.url), once=True, out=out, width=200) == 0  # `wva top --once`
+    text = out.getvalue()
     targets = _last_per_subject(republished, "target.v1")
     decisions = _last_per_subject(republished, "decision.v1")
     for subject, target in targets.items():

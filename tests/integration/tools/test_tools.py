@@ -80,15 +80,20 @@ async def test_record_writes_replayable_jsonl(nats_server: NatsServer, nats_clie
         m.any_decoder.decode(json.dumps(entry["event"]).encode())
 
 
-async def test_top_renders_every_va(nats_client: Client) -> None:
+async def test_top_once_renders_every_va(nats_server: NatsServer, nats_client: Client) -> None:
     await _seed(nats_client)
+    out = io.StringIO()
+    assert await top.top(Settings(nats_url=nats_server.url), once=True, out=out, width=200) == 0
+    text = out.getvalue()
+    row = next(line for line in text.splitlines() if " a " in line)
+    assert "llm" in row and "mx" in row and "0.50" in row and "2->3" in row and "scale_up" in row
+
+
+def test_top_shows_snapshot_age_and_skips_garbage() -> None:
     state = top.TopState()
-    js = nats_client.jetstream()
-    for kind in ("targets", "metrics", "decisions"):
-        sub = await js.subscribe(f"wva.{kind}.>", ordered_consumer=True)
-        msg = await sub.next_msg(timeout=5)
-        state.apply(msg.data)
-        await sub.unsubscribe()
+    snapshot = m.MetricsSnapshot(
+        namespace="llm", name="a", at=AT, collected_at=AT, replicas=(m.ReplicaMetrics(pod="p", kv_cache_usage=0.5),)
+    )
+    state.apply(m.encode(snapshot))
     state.apply(b"{}")  # counted and ignored
-    text = top.render_text(state, now=AT.timestamp() + 12)
-    assert "llm" in text and "mx" in text and "0.50" in text and "12s" in text and "2->3" in text
+    assert "12s" in top.render_text(state, now=AT.timestamp() + 12)
