@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, NewType, Protocol
+from typing import Any, Final, NewType, Protocol
 
 from shared.messages import AllocationMetrics, MetricsSnapshot, ReplicaMetrics, SnapshotStatus, Target
 
@@ -155,7 +155,8 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0.0 else None
 
 
-def unavailable(target: Target, *, collected_at: datetime, reason: str) -> MetricsSnapshot:
+def _snapshot(target: Target, collected_at: datetime, **fields: Any) -> MetricsSnapshot:
+    """A snapshot of ``target`` as the fetcher saw it at ``collected_at``."""
     return MetricsSnapshot(
         namespace=target.namespace,
         name=target.name,
@@ -164,9 +165,12 @@ def unavailable(target: Target, *, collected_at: datetime, reason: str) -> Metri
         collected_at=collected_at,
         deployment_generation=target.deployment_generation,
         template_hash=target.template_hash,
-        status="unavailable",
-        reason=reason,
+        **fields,
     )
+
+
+def unavailable(target: Target, *, collected_at: datetime, reason: str) -> MetricsSnapshot:
+    return _snapshot(target, collected_at, status="unavailable", reason=reason)
 
 
 def assemble(
@@ -231,14 +235,9 @@ def assemble(
     if dropped:
         reasons.append(f"dropped {sum(dropped.values())} non-finite or negative values")
     status: SnapshotStatus = "partial" if missing_pods or (target.pods and requests is None) else "ok"
-    snapshot = MetricsSnapshot(
-        namespace=target.namespace,
-        name=target.name,
-        at=collected_at,
-        model_id=target.model_id,
-        collected_at=collected_at,
-        deployment_generation=target.deployment_generation,
-        template_hash=target.template_hash,
+    snapshot = _snapshot(
+        target,
+        collected_at,
         status=status,
         reason="; ".join(reasons) if reasons else ("no pods" if not target.pods else ""),
         allocation=allocation,
