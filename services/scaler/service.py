@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,7 +48,11 @@ _QUEUE_LIMIT = 10_000
 
 @dataclass
 class _VAStatus:
-    conditions: list[dict[str, Any]]
+    """What the VA's status should say (the last published decision, its conditions) and what was
+    last written, so the API is patched only when something changed."""
+
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    decision: Decision | None = None
     written: dict[str, Any] | None = None
 
 
@@ -140,14 +144,20 @@ class Shell:
                     task = asyncio.create_task(self.fetch(action))
                     self.fetches.add(task)
                     task.add_done_callback(self.fetches.discard)
+            changed: dict[tuple[str, str], None] = {}  # in order, once each: one status patch per VA
             for action in batch:
                 if isinstance(action, Decision):
                     key = (action.namespace, action.name)
                     decision = msgspec.structs.replace(action, applied=applied.get(key, False))
                     await self.publish_decision(decision)
-                    await self.write_status(key, decision=decision)
+                    self.statuses.setdefault(key, _VAStatus()).decision = decision
+                    changed[key] = None
                 elif isinstance(action, StatusAction):
-                    await self.write_status((action.namespace, action.name), status_action=action)
+                    key = (action.namespace, action.name)
+                    self.set_conditions(key, action)
+                    changed[key] = None
+            for key in changed:
+                await self.write_status(key)
 
     async def scale(self, action: ScaleAction) -> bool:
         result = await self.actuator.scale(action)
@@ -194,26 +204,26 @@ class Shell:
         except (nats.errors.Error, TimeoutError) as exc:
             log.warning("could not publish decision: %s", exc, extra={"namespace": decision.namespace, "va": decision.name})
 
-    async def write_status(
-        self, key: tuple[str, str], *, decision: Decision | None = None, status_action: StatusAction | None = None
-    ) -> None:
+    def set_conditions(self, key: tuple[str, str], action: StatusAction) -> None:
         target = self.targets.get(key)
-        if target is None:
+        entry = self.statuses.setdefault(key, _VAStatus())
+        generation = target.va_generation if target is not None else 0
+        entry.conditions = conditions_payload(
+            action.conditions, entry.conditions, generation=generation, now=messages.utcnow()
+        )
+
+    async def write_status(self, key: tuple[str, str]) -> None:
+        target, entry = self.targets.get(key), self.statuses.get(key)
+        if target is None or entry is None:
             return
-        entry = self.statuses.setdefault(key, _VAStatus(conditions=[]))
-        if status_action is not None:
-            entry.conditions = conditions_payload(
-                status_action.conditions, entry.conditions, generation=target.va_generation, now=messages.utcnow()
-            )
         status: dict[str, Any] = dict(entry.written or {})
-        last = decision or self.core.last_decision(*key)
-        if last is not None:
+        if entry.decision is not None:
             status["desiredOptimizedAlloc"] = {
-                "accelerator": last.accelerator or target.accelerator,
-                "numReplicas": last.desired,
-                "lastRunTime": last.at.isoformat().replace("+00:00", "Z"),
+                "accelerator": entry.decision.accelerator or target.accelerator,
+                "numReplicas": entry.decision.desired,
+                "lastRunTime": entry.decision.at.isoformat().replace("+00:00", "Z"),
             }
-            status["actuation"] = {"applied": last.applied}
+            status["actuation"] = {"applied": entry.decision.applied}
         if entry.conditions:
             status["conditions"] = entry.conditions
         if status == entry.written:
