@@ -39,7 +39,7 @@ from services.scaler import reasons
 from services.scaler import service as scaler_service
 from services.scaler.settings import ScalerSettings
 from shared import kube, lifecycle, messages, natsio, streams
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 
 log = logging.getLogger("bench.latency")
 
@@ -152,8 +152,8 @@ async def scaler_latency(n: int, *, events: int) -> dict[str, Any]:
                         ev.set()
 
             subs = [
-                await nc.subscribe(subjects.wildcard(Kind.METRICS), cb=on_metrics),
-                await nc.subscribe(subjects.wildcard(Kind.DECISIONS), cb=on_decision),
+                await nc.subscribe(subjects.wildcard(SubjectKind.METRICS), cb=on_metrics),
+                await nc.subscribe(subjects.wildcard(SubjectKind.DECISIONS), cb=on_decision),
             ]
             rng = random.Random(n)
             now = time.time()
@@ -258,8 +258,8 @@ async def invalidation_latency(inst: Any, n: int, vas: list[workload.VA], *, eve
         floor_at.setdefault(msg.subject.rsplit(".", 1)[-1], time.perf_counter())
 
     subs = [
-        await nc.subscribe(subjects.wildcard(Kind.METRICS), cb=on_metrics),
-        await nc.subscribe(subjects.wildcard(Kind.INVALIDATE), cb=on_invalidation),
+        await nc.subscribe(subjects.wildcard(SubjectKind.METRICS), cb=on_metrics),
+        await nc.subscribe(subjects.wildcard(SubjectKind.INVALIDATE), cb=on_invalidation),
     ]
     settings = FetcherSettings(
         **base, http_addr="127.0.0.1:0", prometheus_url=inst.prometheus.url, fetch_interval=0.0

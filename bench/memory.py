@@ -70,9 +70,10 @@ def _child(component: str, n: int, trace: bool) -> dict[str, float]:
 
     else:
         from services.fetcher import cache as caching
-        from services.fetcher.collector import Collection, va_key
+        from services.fetcher.collector import Collection
         from services.fetcher.fetching import Fetcher
         from services.fetcher.tracking import Tracker
+        from shared.messages import va_key
 
         class StubCollector:
             name = "stub"

@@ -36,7 +36,7 @@ from services.scaler import reasons
 from services.scaler import service as scaler_service
 from services.scaler.settings import ScalerSettings
 from shared import messages, natsio, streams
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 
 LOW_RATE = 1.0
 HIGH_RATE = 40.0
@@ -102,7 +102,7 @@ async def one_run(*, scrape: float, fetch: float, phase: float) -> dict[str, flo
             if isinstance(d, messages.Decision) and d.reason == reasons.HOLD_NO_TRIGGER:
                 calm.set()
 
-        await nc.subscribe(subjects.wildcard(Kind.DECISIONS), cb=on_decision)
+        await nc.subscribe(subjects.wildcard(SubjectKind.DECISIONS), cb=on_decision)
         rate = [LOW_RATE]
         stop_load = asyncio.Event()
         load = asyncio.create_task(_load(pod, rate, stop_load))

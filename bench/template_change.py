@@ -40,7 +40,7 @@ from services.sandbox.kubeapi import resources as kres
 from services.watcher import service as watcher_service
 from services.watcher.settings import WatcherSettings
 from shared import messages, natsio
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 
 FETCH_INTERVAL = 600.0  # longer than any run: no background cycle during the events
 STARTUP_DELAY = 0.05  # emulated pods turn ready this long after they are created
@@ -111,9 +111,9 @@ async def template_latency(inst: fetch_cycle.Installation, n: int, *, events: in
                 api.store.create(kres.DEPLOYMENTS, _deployment(va), namespace=va.namespace)
                 api.store.create(kres.VARIANT_AUTOSCALINGS, _va(va), namespace=va.namespace)
             subs = [
-                await nc.subscribe(subjects.wildcard(Kind.TARGETS), cb=on_target),
-                await nc.subscribe(subjects.wildcard(Kind.INVALIDATE), cb=on_invalidation),
-                await nc.subscribe(subjects.wildcard(Kind.METRICS), cb=on_metrics),
+                await nc.subscribe(subjects.wildcard(SubjectKind.TARGETS), cb=on_target),
+                await nc.subscribe(subjects.wildcard(SubjectKind.INVALIDATE), cb=on_invalidation),
+                await nc.subscribe(subjects.wildcard(SubjectKind.METRICS), cb=on_metrics),
             ]
             await nc.flush()
             base: dict[str, Any] = dict(nats_url=inst.nats_url, subject_prefix=subjects.prefix, http_addr="127.0.0.1:0")

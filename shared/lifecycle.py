@@ -25,9 +25,9 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from shared import config, natsio, streams
-from shared.config import Settings
+from shared import natsio, streams
 from shared.observability import Health, HttpServer, setup_logging
+from shared.settings import Settings, SettingsError, load
 from shared.subjects import Subjects
 
 log = logging.getLogger("wva.lifecycle")
@@ -129,8 +129,8 @@ async def serve(
 def run_command(name: str, settings_class: type[Settings], args: argparse.Namespace, main: ServiceMain) -> int:
     """``wva <name>``: load and validate settings (exit 2 naming the bad one), then :func:`run`."""
     try:
-        settings = config.load(settings_class, args)
-    except config.ConfigError as exc:
+        settings = load(settings_class, args)
+    except SettingsError as exc:
         print(f"wva {name}: {exc}", file=sys.stderr)
         return 2
     return run(name, settings, main)

@@ -1,4 +1,4 @@
-"""Wire messages: every payload on every wva subject (DESIGN.md §3).
+"""Wire messages: every payload on every wva subject (docs/design.md §3).
 
 Each message is a frozen, keyword-only ``msgspec.Struct`` tagged by a ``kind`` field that carries a
 version (``"metrics.v1"``). A stream carries a tagged union, and each union has one typed decoder.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Final, Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, NewType, TypeVar
 
 import msgspec
 
@@ -36,6 +36,14 @@ INVALIDATION_REASONS: Final[tuple[str, ...]] = (
     "va_deleted",
     "relist",
 )
+
+
+VAKey = NewType("VAKey", tuple[str, str])
+"""(namespace, name) of a VariantAutoscaling: how every service keys its per-VA state."""
+
+
+def va_key(namespace: str, name: str) -> VAKey:
+    return VAKey((namespace, name))
 
 
 def utcnow() -> datetime:
@@ -249,6 +257,14 @@ def _classify(data: bytes | memoryview, exc: Exception, accepts: frozenset[str])
     if kind not in accepts:
         return MessageError("unknown_kind", f"kind {kind!r} not accepted here (expected one of {sorted(accepts)})")
     return MessageError("invalid", f"{kind}: {exc}")
+
+
+def peek_kind(data: bytes | memoryview) -> str | None:
+    """The ``kind`` of a payload without decoding the rest (None when it has none)."""
+    try:
+        return _envelope_decoder.decode(data).kind
+    except msgspec.MsgspecError as exc:
+        raise MessageError("malformed", str(exc)) from None
 
 
 def _tags(*types: type[msgspec.Struct]) -> frozenset[str]:

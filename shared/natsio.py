@@ -39,7 +39,7 @@ from tenacity import (
 )
 
 from shared import messages
-from shared.config import Settings
+from shared.settings import Settings
 
 log = logging.getLogger("wva.nats")
 

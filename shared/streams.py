@@ -1,4 +1,4 @@
-"""JetStream streams (DESIGN.md §3) and the helpers to create them and to follow them.
+"""JetStream streams (docs/design.md §3) and the helpers to create them and to follow them.
 
 - ``<P>_TARGETS`` and ``<P>_METRICS`` keep the last value per subject (file storage), so a consumer
   that starts with ``DeliverPolicy.LAST_PER_SUBJECT`` is warm at once.
@@ -32,7 +32,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 
 log = logging.getLogger("wva.streams")
 
@@ -54,7 +54,7 @@ class StreamSpec:
 
 
 def definitions(subjects: Subjects, spec: StreamSpec) -> list[StreamConfig]:
-    def last_value(suffix: str, kind: Kind) -> StreamConfig:
+    def last_value(suffix: str, kind: SubjectKind) -> StreamConfig:
         return StreamConfig(
             name=subjects.stream_name(suffix),
             subjects=[subjects.wildcard(kind)],
@@ -67,11 +67,11 @@ def definitions(subjects: Subjects, spec: StreamSpec) -> list[StreamConfig]:
         )
 
     return [
-        last_value(TARGETS, Kind.TARGETS),
-        last_value(METRICS, Kind.METRICS),
+        last_value(TARGETS, SubjectKind.TARGETS),
+        last_value(METRICS, SubjectKind.METRICS),
         StreamConfig(
             name=subjects.stream_name(EVENTS),
-            subjects=[subjects.wildcard(Kind.INVALIDATE), subjects.wildcard(Kind.DECISIONS)],
+            subjects=[subjects.wildcard(SubjectKind.INVALIDATE), subjects.wildcard(SubjectKind.DECISIONS)],
             retention=RetentionPolicy.LIMITS,
             max_age=spec.events_max_age,
             max_bytes=spec.events_max_bytes,

@@ -1,4 +1,4 @@
-"""NATS subjects: the only place they are built and parsed (DESIGN.md §3).
+"""NATS subjects: the only place they are built and parsed (docs/design.md §3).
 
 Layout: ``<prefix>.<kind>.<namespace>.<name>``.
 
@@ -50,8 +50,8 @@ class UnknownSubject(SubjectError):
     """A subject that does not follow this module's layout."""
 
 
-class Kind(StrEnum):
-    """The second token of every subject; one per contract in DESIGN.md §3."""
+class SubjectKind(StrEnum):
+    """The second token of every subject; one per contract in docs/design.md §3."""
 
     TARGETS = "targets"
     METRICS = "metrics"
@@ -105,7 +105,7 @@ def validate_prefix(prefix: str) -> str:
 class SubjectRef:
     """What a subject names: which contract, and which VA."""
 
-    kind: Kind
+    kind: SubjectKind
     namespace: str
     name: str
 
@@ -119,25 +119,25 @@ class Subjects:
         self.prefix = validate_prefix(prefix)
         self._depth = prefix.count(".") + 1
 
-    def build(self, kind: Kind, namespace: str, name: str) -> str:
+    def build(self, kind: SubjectKind, namespace: str, name: str) -> str:
         return f"{self.prefix}.{kind.value}.{validate_namespace(namespace)}.{encode_name(name)}"
 
     def targets(self, namespace: str, name: str) -> str:
-        return self.build(Kind.TARGETS, namespace, name)
+        return self.build(SubjectKind.TARGETS, namespace, name)
 
     def metrics(self, namespace: str, name: str) -> str:
-        return self.build(Kind.METRICS, namespace, name)
+        return self.build(SubjectKind.METRICS, namespace, name)
 
     def invalidate(self, namespace: str, name: str) -> str:
-        return self.build(Kind.INVALIDATE, namespace, name)
+        return self.build(SubjectKind.INVALIDATE, namespace, name)
 
     def decisions(self, namespace: str, name: str) -> str:
-        return self.build(Kind.DECISIONS, namespace, name)
+        return self.build(SubjectKind.DECISIONS, namespace, name)
 
     def fetch(self, namespace: str, name: str) -> str:
-        return self.build(Kind.FETCH, namespace, name)
+        return self.build(SubjectKind.FETCH, namespace, name)
 
-    def wildcard(self, kind: Kind | None = None) -> str:
+    def wildcard(self, kind: SubjectKind | None = None) -> str:
         """``<prefix>.<kind>.>`` for one contract, ``<prefix>.>`` for all of them."""
         return f"{self.prefix}.>" if kind is None else f"{self.prefix}.{kind.value}.>"
 
@@ -148,7 +148,7 @@ class Subjects:
             raise UnknownSubject(f"subject {subject!r} is not <{self.prefix}>.<kind>.<namespace>.<name>")
         kind_token, namespace, name_token = tokens[self._depth :]
         try:
-            kind = Kind(kind_token)
+            kind = SubjectKind(kind_token)
         except ValueError:
             raise UnknownSubject(f"subject {subject!r} has unknown kind {kind_token!r}") from None
         return SubjectRef(kind, validate_namespace(namespace), decode_name(name_token))
@@ -156,7 +156,7 @@ class Subjects:
     def stream_name(self, suffix: str) -> str:
         """JetStream stream names are unique per server, so they carry the prefix too.
 
-        The default prefix gives DESIGN.md's names (``WVA_TARGETS``…).
+        The default prefix gives docs/design.md's names (``WVA_TARGETS``…).
         """
         base = re.sub(r"[^A-Za-z0-9]", "_", self.prefix).upper()
         return f"{base}_{suffix}"

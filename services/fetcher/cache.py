@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, Literal, NewType, Protocol, TypeVar
 
-from services.fetcher import metrics
+from services.fetcher import telemetry
 from shared.messages import utcnow
 
 CacheKey = NewType("CacheKey", str)
@@ -33,7 +33,7 @@ OnEvict = Callable[[EvictReason, int], None]
 
 
 def count_evictions(reason: EvictReason, n: int) -> None:
-    metrics.CACHE_EVICTIONS.labels(reason=reason).inc(n)
+    telemetry.CACHE_EVICTIONS.labels(reason=reason).inc(n)
 
 
 def allocation_key(namespace: str, va: str) -> CacheKey:

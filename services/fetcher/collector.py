@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, NewType, Protocol
 
-from shared.messages import AllocationMetrics, MetricsSnapshot, ReplicaMetrics, SnapshotStatus, Target
+from shared.messages import (
+    AllocationMetrics,
+    MetricsSnapshot,
+    ReplicaMetrics,
+    SnapshotStatus,
+    Target,
+    VAKey,
+)
 
-VAKey = NewType("VAKey", tuple[str, str])  # (namespace, VA name)
 PodKey = NewType("PodKey", tuple[str, str])  # (namespace, pod name)
-
-
-def va_key(namespace: str, name: str) -> VAKey:
-    return VAKey((namespace, name))
 
 
 def pod_key(namespace: str, pod: str) -> PodKey:

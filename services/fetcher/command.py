@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+import shared.settings
 from services.fetcher.settings import FetcherSettings
-from shared import config, lifecycle
+from shared import lifecycle
 
 HELP = """Read saturation metrics (Prometheus or the pods' /metrics) for every tracked VA and publish
 snapshots on wva.metrics; answer on-demand requests on wva.fetch."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, FetcherSettings)
+    shared.settings.add_arguments(parser, FetcherSettings)
 
 
 def run(args: argparse.Namespace) -> int:

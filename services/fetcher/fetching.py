@@ -23,10 +23,10 @@ from datetime import timedelta
 from typing import Final, Literal
 
 from services.fetcher import cache as caching
-from services.fetcher import metrics
-from services.fetcher.collector import MetricsCollector, VAKey, va_key
+from services.fetcher import telemetry
+from services.fetcher.collector import MetricsCollector
 from services.fetcher.tracking import Tracker
-from shared.messages import MetricsSnapshot, ReplicaMetrics, Target, utcnow
+from shared.messages import MetricsSnapshot, ReplicaMetrics, Target, VAKey, utcnow, va_key
 
 log = logging.getLogger("wva.fetcher")
 
@@ -89,10 +89,10 @@ class Fetcher:
             dropped_values=collection.dropped_values,
             skipped=skipped,
         )
-        metrics.CYCLES.inc()
-        metrics.CYCLE_SECONDS.observe(report.duration_ms / 1000.0)
-        metrics.LAST_CYCLE.set_to_current_time()
-        metrics.CACHE_ENTRIES.set(len(self.cache))
+        telemetry.CYCLES.inc()
+        telemetry.CYCLE_SECONDS.observe(report.duration_ms / 1000.0)
+        telemetry.LAST_CYCLE.set_to_current_time()
+        telemetry.CACHE_ENTRIES.set(len(self.cache))
         log.info(
             "Background fetch completed for %d VAs in %d ms",
             report.vas,
@@ -123,7 +123,7 @@ class Fetcher:
         while True:
             await asyncio.sleep(interval)
             removed = self.cache.cleanup()
-            metrics.CACHE_ENTRIES.set(len(self.cache))
+            telemetry.CACHE_ENTRIES.set(len(self.cache))
             if removed:
                 log.debug("removed %d expired cache entries", removed)
 
@@ -143,13 +143,13 @@ class Fetcher:
         if not fresh:
             entry = self.cache.get(caching.allocation_key(namespace, name))
             if entry is not None and isinstance(entry.value, MetricsSnapshot):
-                metrics.CACHE.labels(result="hit").inc()
+                telemetry.CACHE.labels(result="hit").inc()
                 log.info(
                     "Using cached allocation metrics",
                     extra={"age": _age(entry.age(utcnow())), "namespace": namespace, "vaName": name},
                 )
                 return entry.value, "cached"
-            metrics.CACHE.labels(result="miss").inc()
+            telemetry.CACHE.labels(result="miss").inc()
         log.info(
             "Cache miss for allocation metrics, fetching from %s",
             "Prometheus" if self.collector.name == "prometheus" else f"the {self.collector.name} backend",
@@ -240,7 +240,7 @@ class Fetcher:
             self.cache.delete(caching.replica_key(namespace, target.model_id))
             self._inflight.pop(key, None)  # a running refresh predates the change: do not join it
             self.refresh(namespace, name)
-        metrics.CACHE_ENTRIES.set(len(self.cache))
+        telemetry.CACHE_ENTRIES.set(len(self.cache))
 
     def forget(self, namespace: str, name: str) -> Target | None:
         """Stop tracking a deleted VA and drop its cache entries."""
@@ -248,13 +248,13 @@ class Fetcher:
         self.cache.delete(caching.allocation_key(namespace, name), reason="deleted")
         if target is not None:
             self.cache.delete(caching.replica_key(namespace, target.model_id), reason="deleted")
-        metrics.CACHE_ENTRIES.set(len(self.cache))
-        metrics.TRACKED.set(len(self.tracker))
+        telemetry.CACHE_ENTRIES.set(len(self.cache))
+        telemetry.TRACKED.set(len(self.tracker))
         return target
 
     def track(self, target: Target) -> bool:
         changed = self.tracker.put(target)
-        metrics.TRACKED.set(len(self.tracker))
+        telemetry.TRACKED.set(len(self.tracker))
         return changed
 
     # ------------------------------------------------------------------ replicas (seed operation)
@@ -263,13 +263,13 @@ class Fetcher:
         key = caching.replica_key(namespace, model_id)
         entry = self.cache.get(key)
         if entry is not None and isinstance(entry.value, tuple):
-            metrics.CACHE.labels(result="hit").inc()
+            telemetry.CACHE.labels(result="hit").inc()
             log.info(
                 "Using cached replica metrics",
                 extra={"age": _age(entry.age(utcnow())), "namespace": namespace, "modelID": model_id},
             )
             return entry.value
-        metrics.CACHE.labels(result="miss").inc()
+        telemetry.CACHE.labels(result="miss").inc()
         log.info(
             "Cache miss for replica metrics, fetching from %s", self.collector.name,
             extra={"namespace": namespace, "modelID": model_id},
@@ -301,7 +301,7 @@ class Fetcher:
             fresh.append(snapshot)
         for namespace, model_id in models:
             self._store_replicas(namespace, model_id)
-        metrics.CACHE_ENTRIES.set(len(self.cache))
+        telemetry.CACHE_ENTRIES.set(len(self.cache))
         return fresh, skipped
 
     def _store_replicas(self, namespace: str, model_id: str) -> None:
@@ -322,9 +322,9 @@ class Fetcher:
             async with self._publishing:
                 try:
                     await self._publish(snapshot)
-                    metrics.SNAPSHOTS.labels(status=snapshot.status).inc()
+                    telemetry.SNAPSHOTS.labels(status=snapshot.status).inc()
                 except Exception as exc:  # NATS trouble must not stop collecting; the next cycle retries
-                    metrics.PUBLISH_FAILURES.inc()
+                    telemetry.PUBLISH_FAILURES.inc()
                     log.warning(
                         "could not publish metrics snapshot: %s", exc,
                         extra={"namespace": snapshot.namespace, "vaName": snapshot.name},

@@ -32,22 +32,20 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from urllib3.util.retry import Retry
 
-from services.fetcher import credentials, metrics, promql
+from services.fetcher import credentials, promql, telemetry
 from services.fetcher.collector import (
     Collection,
     CollectorError,
     PodKey,
     PodSample,
     QueryError,
-    VAKey,
     Validation,
     assemble,
     pod_key,
     unavailable,
-    va_key,
 )
 from services.fetcher.settings import FetcherSettings
-from shared.messages import MetricsSnapshot, ReplicaMetrics, Target
+from shared.messages import MetricsSnapshot, ReplicaMetrics, Target, VAKey, va_key
 
 log = logging.getLogger("wva.fetcher.prometheus")
 
@@ -134,7 +132,7 @@ class PrometheusCollector:
                 retry=retry_if_exception(_transient),
                 stop=stop_after_attempt(_MAX_ATTEMPTS) | stop_after_delay(max(0.0, deadline - started)),
                 wait=wait_exponential(multiplier=0.1, max=1.0),
-                before_sleep=lambda _: metrics.QUERY_RETRIES.labels(backend=self.name).inc(),
+                before_sleep=lambda _: telemetry.QUERY_RETRIES.labels(backend=self.name).inc(),
                 reraise=True,
             ):
                 with attempt:
@@ -144,13 +142,13 @@ class PrometheusCollector:
                     result = await self._once(
                         text, at=at, timeout=min(self._settings.prometheus_timeout, remaining), sent=sent
                     )
-                    metrics.QUERIES.labels(backend=self.name, outcome="ok").inc()
+                    telemetry.QUERIES.labels(backend=self.name, outcome="ok").inc()
                     return result
         except QueryError:
-            metrics.QUERIES.labels(backend=self.name, outcome="error").inc()
+            telemetry.QUERIES.labels(backend=self.name, outcome="error").inc()
             raise
         finally:
-            metrics.QUERY_SECONDS.labels(backend=self.name).observe(loop.time() - started)
+            telemetry.QUERY_SECONDS.labels(backend=self.name).observe(loop.time() - started)
         raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying returns or raises
 
     # ------------------------------------------------------------------ collection
@@ -211,7 +209,7 @@ class PrometheusCollector:
             for t in targets:
                 snapshot, dropped = assemble(t, samples, collected_at=collected_at)
                 for field, count in dropped.items():
-                    metrics.DROPPED.labels(field=field).inc(count)
+                    telemetry.DROPPED.labels(field=field).inc(count)
                 dropped_total += snapshot.dropped_values
                 snapshots[va_key(t.namespace, t.name)] = snapshot
         return Collection(

@@ -19,22 +19,20 @@ from typing import Final
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.fetcher import metrics
+from services.fetcher import telemetry
 from services.fetcher.collector import (
     RATES,
     Collection,
     CollectorError,
     PodKey,
     PodSample,
-    VAKey,
     Validation,
     assemble,
     pod_key,
     unavailable,
-    va_key,
 )
 from services.fetcher.settings import FetcherSettings
-from shared.messages import MetricsSnapshot, ReplicaMetrics, Target
+from shared.messages import MetricsSnapshot, ReplicaMetrics, Target, VAKey, va_key
 
 log = logging.getLogger("wva.fetcher.scrape")
 
@@ -141,16 +139,16 @@ class ScrapeCollector:
                     resp.raise_for_status()
                     text = await resp.text()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                metrics.QUERIES.labels(backend=self.name, outcome="error").inc()
+                telemetry.QUERIES.labels(backend=self.name, outcome="error").inc()
                 raise ScrapeFailed(f"scrape of {address} failed: {exc or type(exc).__name__}") from None
-            metrics.QUERIES.labels(backend=self.name, outcome="ok").inc()
+            telemetry.QUERIES.labels(backend=self.name, outcome="ok").inc()
             return text
 
     async def _pod(self, namespace: str, pod: str, address: str) -> PodSample:
         loop = asyncio.get_running_loop()
         started = loop.time()
         text = await self._scrape(address)
-        metrics.QUERY_SECONDS.labels(backend=self.name).observe(loop.time() - started)
+        telemetry.QUERY_SECONDS.labels(backend=self.name).observe(loop.time() - started)
         try:
             sample, totals = parse(text, itl_metric=self._settings.itl_metric)
         except ValueError as exc:
@@ -184,7 +182,7 @@ class ScrapeCollector:
                     t, samples, collected_at=collected_at, missing_reason="no rates yet (first scrape)"
                 )
                 for field, count in dropped.items():
-                    metrics.DROPPED.labels(field=field).inc(count)
+                    telemetry.DROPPED.labels(field=field).inc(count)
                 dropped_total += snapshot.dropped_values
             snapshots[va_key(t.namespace, t.name)] = snapshot
         return Collection(

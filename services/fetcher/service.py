@@ -1,4 +1,4 @@
-"""The fetcher's I/O shell: NATS in, NATS out (DESIGN.md §3, §4).
+"""The fetcher's I/O shell: NATS in, NATS out (docs/design.md §3, §4).
 
 - follows ``wva.targets.>`` from the last value per subject (warm at once after a restart): a
   ``Target`` is tracked, a ``TargetDeleted`` stops tracking, drops the cache and tombstones the
@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from services.fetcher import cache as caching
-from services.fetcher import factory, metrics
+from services.fetcher import factory, telemetry
 from services.fetcher.fetching import Fetcher
 from services.fetcher.settings import FetcherSettings
 from services.fetcher.tracking import Tracker
@@ -31,7 +31,7 @@ from shared import messages, natsio, streams
 from shared.lifecycle import Runtime
 from shared.messages import FetchRequest, Invalidation, MetricsDeleted, MetricsSnapshot, Target, TargetDeleted
 from shared.observability import count_rejected
-from shared.subjects import Kind, SubjectError, Subjects
+from shared.subjects import SubjectError, SubjectKind, Subjects
 
 log = logging.getLogger("wva.fetcher")
 
@@ -53,9 +53,9 @@ async def main(runtime: Runtime) -> None:
     runtime.extras["fetcher"] = fetcher  # tests and the sandbox look inside
     subjects = runtime.subjects
     runtime.health.set("targets", False)
-    targets = streams.Follower(runtime.js, subjects.wildcard(Kind.TARGETS), start="last_per_subject")
-    invalidations = streams.Follower(runtime.js, subjects.wildcard(Kind.INVALIDATE), start="new")
-    requests = await runtime.nc.subscribe(subjects.wildcard(Kind.FETCH), queue=settings.fetch_queue_group)
+    targets = streams.Follower(runtime.js, subjects.wildcard(SubjectKind.TARGETS), start="last_per_subject")
+    invalidations = streams.Follower(runtime.js, subjects.wildcard(SubjectKind.INVALIDATE), start="new")
+    requests = await runtime.nc.subscribe(subjects.wildcard(SubjectKind.FETCH), queue=settings.fetch_queue_group)
     log.info(
         "fetcher collecting",
         extra={
@@ -106,7 +106,7 @@ async def _follow_targets(follower: streams.Follower, fetcher: Fetcher, runtime:
                     tombstone,
                     msg_id=f"metrics-deleted:{message.namespace}/{message.name}:{message.at.isoformat()}",
                 )
-                metrics.SNAPSHOTS.labels(status="deleted").inc()
+                telemetry.SNAPSHOTS.labels(status="deleted").inc()
             except Exception as exc:  # the tombstone is best effort: the scaler also sees the target's
                 log.warning("could not publish metrics tombstone: %s", exc, extra={"subject": msg.subject})
 
@@ -120,7 +120,7 @@ async def _follow_invalidations(follower: streams.Follower, fetcher: Fetcher, su
             continue
         if not isinstance(message, Invalidation):
             continue  # decisions share the stream but not this subject filter; be lenient anyway
-        metrics.INVALIDATIONS.labels(reason=message.reason).inc()
+        telemetry.INVALIDATIONS.labels(reason=message.reason).inc()
         log.info(
             "invalidating cached metrics",
             extra={"namespace": message.namespace, "vaName": message.name, "reason": message.reason},
@@ -154,10 +154,10 @@ async def _answer(msg: Msg, fetcher: Fetcher, subjects: Subjects) -> None:
                 namespace=ref.namespace, name=ref.name, at=now, collected_at=now, status="unavailable",
                 reason=f"malformed fetch request: {exc}",
             )
-            metrics.FETCH_REQUESTS.labels(answer="rejected").inc()
+            telemetry.FETCH_REQUESTS.labels(answer="rejected").inc()
     if snapshot is None:
         snapshot, answer = await fetcher.fetch(ref.namespace, ref.name, fresh=fresh)
-        metrics.FETCH_REQUESTS.labels(answer=answer).inc()
+        telemetry.FETCH_REQUESTS.labels(answer=answer).inc()
     if msg.reply:
         with contextlib.suppress(nats.errors.Error):
             await msg.respond(messages.encode(snapshot))

@@ -1,4 +1,4 @@
-"""Fetcher settings (DESIGN.md §4, §8): every one has a default, a ``WVA_…`` variable and a flag."""
+"""Fetcher settings (docs/design.md §4, §8): every one has a default, a ``WVA_…`` variable and a flag."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import dataclasses
 import os
 
 from services.fetcher.promql import DEFAULT_ITL_METRIC
-from shared.config import (
-    ConfigError,
+from shared.settings import (
     Settings,
+    SettingsError,
     boolean,
     choice,
     duration,
@@ -83,29 +83,29 @@ class FetcherSettings(Settings):
         super().validate()
         self._validate_prometheus_access()
         if self.cache_enabled and self.fetch_interval > 0 and self.cache_ttl < self.fetch_interval:
-            raise ConfigError(
+            raise SettingsError(
                 f"WVA_CACHE_TTL ({self.cache_ttl:g}s) is shorter than WVA_FETCH_INTERVAL "
                 f"({self.fetch_interval:g}s): cached snapshots would expire between background fetches; "
                 "raise WVA_CACHE_TTL or lower WVA_FETCH_INTERVAL"
             )
         if self.cache_enabled and self.cache_ttl <= 0:
-            raise ConfigError("WVA_CACHE_TTL must be positive when WVA_CACHE_ENABLED=true")
+            raise SettingsError("WVA_CACHE_TTL must be positive when WVA_CACHE_ENABLED=true")
         if self.cache_cleanup_interval <= 0:
-            raise ConfigError("WVA_CACHE_CLEANUP_INTERVAL must be positive")
+            raise SettingsError("WVA_CACHE_CLEANUP_INTERVAL must be positive")
         if self.rate_window <= 0:
-            raise ConfigError("WVA_RATE_WINDOW must be positive")
+            raise SettingsError("WVA_RATE_WINDOW must be positive")
         if self.prometheus_timeout <= 0 or self.fetch_budget <= 0:
-            raise ConfigError("WVA_PROMETHEUS_TIMEOUT and WVA_FETCH_BUDGET must be positive")
+            raise SettingsError("WVA_PROMETHEUS_TIMEOUT and WVA_FETCH_BUDGET must be positive")
         if not self.fetch_queue_group.strip() or any(c in self.fetch_queue_group for c in " .*>"):
-            raise ConfigError(f"WVA_FETCH_QUEUE_GROUP={self.fetch_queue_group!r}: must be one plain token")
+            raise SettingsError(f"WVA_FETCH_QUEUE_GROUP={self.fetch_queue_group!r}: must be one plain token")
 
     def _validate_prometheus_access(self) -> None:
         from services.fetcher import credentials
 
         if self.prometheus_token and self.prometheus_token_file:
-            raise ConfigError("WVA_PROMETHEUS_TOKEN and WVA_PROMETHEUS_TOKEN_FILE are both set: use one")
+            raise SettingsError("WVA_PROMETHEUS_TOKEN and WVA_PROMETHEUS_TOKEN_FILE are both set: use one")
         if self.prometheus_insecure_skip_verify and self.prometheus_ca:
-            raise ConfigError(
+            raise SettingsError(
                 "WVA_PROMETHEUS_INSECURE_SKIP_VERIFY=true and WVA_PROMETHEUS_CA are both set: "
                 "verify against the CA, or skip verification, not both"
             )
@@ -115,6 +115,6 @@ class FetcherSettings(Settings):
             try:
                 credentials.read_token(self.prometheus_token_file)
             except credentials.TokenFileError as exc:
-                raise ConfigError(str(exc)) from None
+                raise SettingsError(str(exc)) from None
         if self.prometheus_ca and not os.access(self.prometheus_ca, os.R_OK):
-            raise ConfigError(f"WVA_PROMETHEUS_CA={self.prometheus_ca!r}: no readable CA bundle at this path")
+            raise SettingsError(f"WVA_PROMETHEUS_CA={self.prometheus_ca!r}: no readable CA bundle at this path")

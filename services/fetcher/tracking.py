@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from services.fetcher.collector import VAKey, va_key
-from shared.messages import Target
+from shared.messages import Target, VAKey, va_key
 
 
 class Tracker:

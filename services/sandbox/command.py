@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from services.sandbox import cluster, pipeline, scenario, session
-from shared import config
+from shared.settings import duration
 
 HELP: Final = "run wva end to end on an emulated cluster under a load scenario, live, with a report"
 SCENARIOS: Final = Path(__file__).parent / "scenarios"
@@ -81,7 +81,7 @@ def options(args: argparse.Namespace) -> session.Options:
         if raw is None:
             continue
         try:
-            values[flag] = config.duration(str(raw))
+            values[flag] = duration(str(raw))
         except ValueError as exc:
             raise ValueError(f"--{flag.replace('_', '-')}: {exc}") from None
         if values[flag] <= 0 and flag != "stabilization":

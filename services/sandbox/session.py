@@ -27,7 +27,7 @@ from rich.console import Console
 from services.sandbox import cluster as clusters
 from services.sandbox import expectations, observe, pipeline, report, scenario, view
 from shared import natsio
-from shared.config import Settings
+from shared.settings import Settings
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ float seconds, so a recorded event stream replays to the same decisions (``repla
 
 Modules::
 
-    config      SaturationConfig, ConfigSet and the ``saturation-scaling-config`` ConfigMap parser
-    saturation  the V1 saturation analysis over the replicas of a model group (ALGORITHMS.md)
+    scaling_config  ScalingConfig, ConfigSet and the ``saturation-scaling-config`` ConfigMap parser
+    saturation  the V1 saturation analysis over the replicas of a model group (docs/algorithms.md)
     choice      cost-aware choice of variant, step distribution and bounds
     reasons     stable reason codes and the WVA condition types/reasons
     actions     what the core asks the shell to do (ScaleAction, FetchAction, StatusAction) and Tick
@@ -16,5 +16,5 @@ Modules::
 Exceptions::
 
     ValueError
-    └── ConfigError        invalid saturation configuration; ``.errors`` names each bad key
+    └── ScalingConfigError        invalid saturation configuration; ``.errors`` names each bad key
 """

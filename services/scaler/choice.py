@@ -1,4 +1,4 @@
-"""Cost-aware choice of variant, step distribution and bounds (ALGORITHMS.md steps 5-6, "Bounds")."""
+"""Cost-aware choice of variant, step distribution and bounds (docs/algorithms.md steps 5-6, "Bounds")."""
 
 from __future__ import annotations
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+import shared.settings
 from services.scaler.settings import ScalerSettings
-from shared import config, lifecycle
+from shared import lifecycle
 
 HELP = "decide replica counts (saturation analysis, cost-aware) and apply them"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, ScalerSettings)
+    shared.settings.add_arguments(parser, ScalerSettings)
 
 
 def run(args: argparse.Namespace) -> int:

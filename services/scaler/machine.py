@@ -35,7 +35,7 @@ import msgspec
 
 from services.scaler import choice, reasons, saturation
 from services.scaler.actions import Action, Condition, Event, FetchAction, ScaleAction, StatusAction, Tick
-from services.scaler.config import ConfigSet, SaturationConfig
+from services.scaler.scaling_config import ConfigSet, ScalingConfig
 from shared.messages import (
     Decision,
     DecisionNumbers,
@@ -263,7 +263,7 @@ class Scaler:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _metrics_check(self, va: _VA, target: Target, config: SaturationConfig, now: float) -> tuple[str, Condition]:
+    def _metrics_check(self, va: _VA, target: Target, config: ScalingConfig, now: float) -> tuple[str, Condition]:
         """The VA's own metrics hold reason ("" if usable) and its MetricsAvailable condition."""
         m = va.metrics
         ma = reasons.METRICS_AVAILABLE
@@ -376,7 +376,7 @@ class Scaler:
         return None
 
     def _decide(
-        self, group: _Group, vas: list[_VA], targets: list[Target], config: SaturationConfig, now: float
+        self, group: _Group, vas: list[_VA], targets: list[Target], config: ScalingConfig, now: float
     ) -> _Plan:
         variants = [
             choice.Variant(
@@ -482,7 +482,7 @@ class Scaler:
         targets: list[Target],
         checks: list[tuple[str, Condition]],
         plan: _Plan,
-        config: SaturationConfig,
+        config: ScalingConfig,
         now: float,
     ) -> list[Action]:
         desired = plan.desired

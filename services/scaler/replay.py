@@ -21,8 +21,8 @@ from typing import Any
 import msgspec
 
 from services.scaler.actions import Event, Tick
-from services.scaler.config import ConfigSet, SaturationConfig
 from services.scaler.machine import Scaler
+from services.scaler.scaling_config import ConfigSet, ScalingConfig
 from shared.messages import (
     Decision,
     Invalidation,
@@ -33,6 +33,7 @@ from shared.messages import (
     Target,
     TargetDeleted,
     any_decoder,
+    peek_kind,
 )
 
 _EVENT_TYPES = (Target, TargetDeleted, MetricsSnapshot, MetricsDeleted, Invalidation)
@@ -49,12 +50,7 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True):
     note: str | None = None
 
 
-class _Kind(msgspec.Struct):
-    kind: str | None = None
-
-
 _line_decoder = msgspec.json.Decoder(_Line)
-_kind_decoder = msgspec.json.Decoder(_Kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +91,8 @@ def parse(lines: Iterable[str | bytes]) -> Script:
 
 def _event(number: int, raw: msgspec.Raw) -> Event:
     try:
-        kind = _kind_decoder.decode(raw).kind
-    except msgspec.MsgspecError as exc:
+        kind = peek_kind(raw)
+    except MessageError as exc:
         raise ReplayError(f"line {number}: {exc}") from None
     if kind == "tick":
         return Tick()
@@ -109,17 +105,17 @@ def _event(number: int, raw: msgspec.Raw) -> Event:
     return message
 
 
-def _configs(config: ConfigSet | SaturationConfig | None) -> ConfigSet:
+def _configs(config: ConfigSet | ScalingConfig | None) -> ConfigSet:
     if config is None:
         return ConfigSet()
-    if isinstance(config, SaturationConfig):
+    if isinstance(config, ScalingConfig):
         return ConfigSet(default=config)
     return config
 
 
 def run_replay(
     lines: Iterable[str | bytes],
-    config: ConfigSet | SaturationConfig | None = None,
+    config: ConfigSet | ScalingConfig | None = None,
     *,
     mode: ScalerMode = "scale",
 ) -> list[Decision]:
@@ -127,7 +123,7 @@ def run_replay(
     return _run(parse(lines).events, config, mode)
 
 
-def _run(events: list[tuple[float, Event]], config: ConfigSet | SaturationConfig | None, mode: ScalerMode) -> list[Decision]:
+def _run(events: list[tuple[float, Event]], config: ConfigSet | ScalingConfig | None, mode: ScalerMode) -> list[Decision]:
     scaler = Scaler(configs=_configs(config), mode=mode)
     produced: list[Decision] = []
     for now, event in events:
@@ -149,7 +145,7 @@ def _matches(decision: Decision, fields: dict[str, Any]) -> list[str]:
 
 def check(
     lines: Iterable[str | bytes],
-    config: ConfigSet | SaturationConfig | None = None,
+    config: ConfigSet | ScalingConfig | None = None,
     *,
     mode: ScalerMode = "scale",
 ) -> list[str]:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from services.scaler import configsource, replay
-from services.scaler.config import ConfigError, ConfigSet, parse_configmap
+from services.scaler.scaling_config import ConfigSet, ScalingConfigError, parse_configmap
 from services.scaler.settings import MODES
-from shared import config
 from shared.messages import Decision, ScalerMode
+from shared.settings import duration
 
 HELP = "replay recorded events through the scaler core; --check compares with recorded decisions"
 
@@ -113,12 +113,12 @@ def load_configs(path: str | None) -> ConfigSet | None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        tick = None if args.tick_interval is None else config.duration(args.tick_interval)
+        tick = None if args.tick_interval is None else duration(args.tick_interval)
         configs = load_configs(args.config)
         lines = list(normalize(Path(args.file).read_text().splitlines(), tick))
         script = replay.parse(lines)
         produced = replay.run_replay(lines, configs, mode=cast(ScalerMode, args.mode))
-    except (OSError, ValueError, ConfigError, replay.ReplayError) as exc:
+    except (OSError, ValueError, ScalingConfigError, replay.ReplayError) as exc:
         print(f"wva replay: {exc}", file=sys.stderr)
         return 2
     for d in produced:

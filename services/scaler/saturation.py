@@ -1,4 +1,4 @@
-"""V1 saturation analysis over all replicas of a model group (ALGORITHMS.md, "Saturation analysis").
+"""V1 saturation analysis over all replicas of a model group (docs/algorithms.md, "Saturation analysis").
 
 Comparisons allow ``EPSILON`` of floating-point noise so that the decimal arithmetic of the worked
 examples holds: ``0.80 - 0.70`` is ``0.10000000000000009`` in binary floating point, and an average
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from services.scaler.config import SaturationConfig
+from services.scaler.scaling_config import ScalingConfig
 
 EPSILON: Final = 1e-9
 
@@ -38,7 +38,7 @@ class Analysis:
         return self.trigger != ""
 
 
-def analyze(loads: Sequence[tuple[float, float]], config: SaturationConfig) -> Analysis:
+def analyze(loads: Sequence[tuple[float, float]], config: ScalingConfig) -> Analysis:
     """Analyse replicas given as ``(kv_cache_usage, waiting)`` pairs (valid values only)."""
     kv_threshold = config.kv_cache_threshold
     q_threshold = config.queue_length_threshold
@@ -90,7 +90,7 @@ def _ceil(value: float) -> int:
     return math.ceil(value - EPSILON)
 
 
-def needed_replicas(analysis: Analysis, config: SaturationConfig) -> int | None:
+def needed_replicas(analysis: Analysis, config: ScalingConfig) -> int | None:
     """Replicas needed for the average load to sit below the triggers again (None if undefined).
 
     ``max(ceil(sum(kv) / (kvCacheThreshold - kvSpareTrigger)),
@@ -107,8 +107,8 @@ def needed_replicas(analysis: Analysis, config: SaturationConfig) -> int | None:
     return max(terms) if terms else None
 
 
-def scale_up_step(analysis: Analysis, config: SaturationConfig, current: int) -> tuple[int | None, int]:
-    """``(needed, step)`` for a scale-up from ``current`` replicas (ALGORITHMS.md, "Step size")."""
+def scale_up_step(analysis: Analysis, config: ScalingConfig, current: int) -> tuple[int | None, int]:
+    """``(needed, step)`` for a scale-up from ``current`` replicas (docs/algorithms.md, "Step size")."""
     needed = needed_replicas(analysis, config)
     if config.scale_up_step == "one" or needed is None:
         return needed, 1

@@ -29,17 +29,17 @@ import nats.errors
 from nats.aio.client import Client
 
 from services.scaler import configsource
-from services.scaler import metrics as m
+from services.scaler import telemetry as m
 from services.scaler.actions import Action, Event, FetchAction, ScaleAction, StatusAction, Tick
 from services.scaler.actuation import KubeActuator, conditions_payload
-from services.scaler.config import ConfigSet, apply_configmap
 from services.scaler.machine import Scaler
+from services.scaler.scaling_config import ConfigSet, apply_configmap
 from services.scaler.settings import ScalerSettings
 from shared import kube, messages, natsio, streams
 from shared.lifecycle import Runtime
 from shared.messages import Decision, MetricsSnapshot, Target, TargetDeleted
 from shared.observability import count_rejected
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 
 log = logging.getLogger("wva.scaler")
 
@@ -76,7 +76,7 @@ class Shell:
 
     # ------------------------------------------------------------------ inputs
 
-    async def follow(self, kind: Kind, decoder: messages.Decoder[Any], start: streams.Start, check: str) -> None:
+    async def follow(self, kind: SubjectKind, decoder: messages.Decoder[Any], start: streams.Start, check: str) -> None:
         follower = streams.Follower(self.runtime.js, self.subjects.wildcard(kind), start=start)
         self.runtime.health.set(check, follower.caught_up.is_set)
         async for msg in follower:
@@ -264,9 +264,9 @@ async def main(runtime: Runtime) -> None:
     try:
         runtime.health.set("config", False)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(shell.follow(Kind.TARGETS, messages.targets_decoder, "last_per_subject", "targets"))
-            tg.create_task(shell.follow(Kind.METRICS, messages.metrics_decoder, "last_per_subject", "metrics"))
-            tg.create_task(shell.follow(Kind.INVALIDATE, messages.events_decoder, "new", "invalidations"))
+            tg.create_task(shell.follow(SubjectKind.TARGETS, messages.targets_decoder, "last_per_subject", "targets"))
+            tg.create_task(shell.follow(SubjectKind.METRICS, messages.metrics_decoder, "last_per_subject", "metrics"))
+            tg.create_task(shell.follow(SubjectKind.INVALIDATE, messages.events_decoder, "new", "invalidations"))
             tg.create_task(shell.run_core())
             tg.create_task(shell.run_actuator())
             tg.create_task(shell.tick())

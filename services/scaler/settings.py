@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from services.scaler.config import SaturationConfig, ScaleToZeroConfig
-from shared import config
-from shared.config import ConfigError, Settings, setting
+from services.scaler.scaling_config import ScaleToZeroConfig, ScalingConfig
+from shared.settings import Settings, SettingsError, choice, duration, optional_path, positive_int, setting
 
 MODES = ("scale", "hpa", "dry-run")
 
@@ -14,24 +13,24 @@ MODES = ("scale", "hpa", "dry-run")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ScalerSettings(Settings):
     scaler_mode: str = setting(
-        "WVA_SCALER_MODE", "scale", config.choice(*MODES), "scale: patch deployments/scale; hpa: export gauges only; dry-run"
+        "WVA_SCALER_MODE", "scale", choice(*MODES), "scale: patch deployments/scale; hpa: export gauges only; dry-run"
     )
     reconcile_interval: float = setting(
-        "WVA_RECONCILE_INTERVAL", 30.0, config.duration, "periodic re-evaluation (staleness, stabilization)"
+        "WVA_RECONCILE_INTERVAL", 30.0, duration, "periodic re-evaluation (staleness, stabilization)"
     )
     fetch_interval: float = setting(
-        "WVA_FETCH_INTERVAL", 15.0, config.duration, "the fetcher's interval; staleness defaults to 3x this"
+        "WVA_FETCH_INTERVAL", 15.0, duration, "the fetcher's interval; staleness defaults to 3x this"
     )
     stale_after: float | None = setting(
-        "WVA_STALE_AFTER", None, config.duration, "a snapshot older than this is not acted on (default 3x fetch interval)"
+        "WVA_STALE_AFTER", None, duration, "a snapshot older than this is not acted on (default 3x fetch interval)"
     )
     scale_down_stabilization: float = setting(
-        "WVA_SCALE_DOWN_STABILIZATION", 120.0, config.duration, "scale down only after being safe this long"
+        "WVA_SCALE_DOWN_STABILIZATION", 120.0, duration, "scale down only after being safe this long"
     )
     scale_up_step: str = setting(
-        "WVA_SCALE_UP_STEP", "proportional", config.choice("proportional", "one"), "replicas added per scale-up"
+        "WVA_SCALE_UP_STEP", "proportional", choice("proportional", "one"), "replicas added per scale-up"
     )
-    max_scale_up_step: int = setting("WVA_MAX_SCALE_UP_STEP", 4, config.positive_int, "cap of a proportional step")
+    max_scale_up_step: int = setting("WVA_MAX_SCALE_UP_STEP", 4, positive_int, "cap of a proportional step")
     config_namespace: str = setting(
         "WVA_CONFIG_NAMESPACE", "wva-system", str, "namespace of the saturation-scaling-config ConfigMap"
     )
@@ -39,25 +38,25 @@ class ScalerSettings(Settings):
         "WVA_CONFIG_MAP_NAME", "saturation-scaling-config", str, "name of the saturation ConfigMap"
     )
     saturation_config: str | None = setting(
-        "WVA_SATURATION_CONFIG", None, config.optional_path, "YAML file to use instead of the ConfigMap"
+        "WVA_SATURATION_CONFIG", None, optional_path, "YAML file to use instead of the ConfigMap"
     )
     fetch_request_timeout: float = setting(
-        "WVA_FETCH_REQUEST_TIMEOUT", 2.0, config.duration, "how long to wait for the fetcher after an invalidation"
+        "WVA_FETCH_REQUEST_TIMEOUT", 2.0, duration, "how long to wait for the fetcher after an invalidation"
     )
-    kubeconfig: str | None = setting("KUBECONFIG", None, config.optional_path, "kubeconfig (default: in-cluster)")
+    kubeconfig: str | None = setting("KUBECONFIG", None, optional_path, "kubeconfig (default: in-cluster)")
 
     def validate(self) -> None:
         super().validate()
         if self.reconcile_interval <= 0:
-            raise ConfigError(f"WVA_RECONCILE_INTERVAL={self.reconcile_interval:g}s: must be > 0")
+            raise SettingsError(f"WVA_RECONCILE_INTERVAL={self.reconcile_interval:g}s: must be > 0")
         if self.stale_after is not None and self.stale_after <= 0:
-            raise ConfigError(f"WVA_STALE_AFTER={self.stale_after:g}s: must be > 0")
+            raise SettingsError(f"WVA_STALE_AFTER={self.stale_after:g}s: must be > 0")
         self.saturation_base()  # the thresholds these settings give must be valid too
 
-    def saturation_base(self) -> SaturationConfig:
+    def saturation_base(self) -> ScalingConfig:
         """The configuration in force where the ConfigMap does not say otherwise."""
         stale = self.stale_after if self.stale_after is not None else 3 * self.fetch_interval
-        base = SaturationConfig(
+        base = ScalingConfig(
             scale_up_step="one" if self.scale_up_step == "one" else "proportional",
             max_scale_up_step=self.max_scale_up_step,
             scale_down_stabilization_seconds=self.scale_down_stabilization,
@@ -66,5 +65,5 @@ class ScalerSettings(Settings):
         )
         errors = base.validate()
         if errors:
-            raise ConfigError("; ".join(errors))
+            raise SettingsError("; ".join(errors))
         return base

@@ -9,18 +9,19 @@ from contextlib import asynccontextmanager
 
 from nats.aio.client import Client
 
-from shared import config, natsio
-from shared.config import ConfigError, Settings
+import shared.settings
+from shared import natsio
+from shared.settings import Settings, SettingsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, Settings)
+    shared.settings.add_arguments(parser, Settings)
 
 
 def load_settings(args: argparse.Namespace) -> Settings | None:
     try:
-        return config.load(Settings, args)
-    except ConfigError as exc:
+        return shared.settings.load(Settings, args)
+    except SettingsError as exc:
         print(f"wva: {exc}", file=sys.stderr)
         return None
 

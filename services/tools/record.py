@@ -20,10 +20,10 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from services.tools import connection, subscription
-from shared import config, messages, streams
-from shared.config import Settings
+from shared import messages, streams
 from shared.observability import count_rejected
-from shared.subjects import Kind, Subjects
+from shared.settings import Settings, duration
+from shared.subjects import SubjectKind, Subjects
 
 HELP = "record targets, snapshots, invalidations and decisions to a JSONL file for `wva replay`"
 
@@ -57,10 +57,10 @@ async def record(settings: Settings, out: Path, *, since: float, follow: bool, d
     async with connection.connected(settings, "record") as nc:
         js = nc.jetstream()
         followers = [
-            streams.Follower(js, subjects.wildcard(Kind.TARGETS)),
-            streams.Follower(js, subjects.wildcard(Kind.METRICS)),
-            streams.Follower(js, subjects.wildcard(Kind.INVALIDATE), start="since", since=start),
-            streams.Follower(js, subjects.wildcard(Kind.DECISIONS), start="since", since=start),
+            streams.Follower(js, subjects.wildcard(SubjectKind.TARGETS)),
+            streams.Follower(js, subjects.wildcard(SubjectKind.METRICS)),
+            streams.Follower(js, subjects.wildcard(SubjectKind.INVALIDATE), start="since", since=start),
+            streams.Follower(js, subjects.wildcard(SubjectKind.DECISIONS), start="since", since=start),
         ]
 
         def keep(msg: Msg) -> None:
@@ -86,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     try:
-        since, duration = config.duration(args.since), config.duration(args.duration)
+        since, length = duration(args.since), duration(args.duration)
     except ValueError as exc:
         print(f"wva record: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(record(settings, Path(args.out), since=since, follow=args.follow, duration=duration))
+        return asyncio.run(record(settings, Path(args.out), since=since, follow=args.follow, duration=length))
     return 130

@@ -10,10 +10,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from shared import streams
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 
 # Kinds kept in streams; wva.fetch is request/reply only and has no history.
-STORED_KINDS = (Kind.TARGETS, Kind.METRICS, Kind.INVALIDATE, Kind.DECISIONS)
+STORED_KINDS = (SubjectKind.TARGETS, SubjectKind.METRICS, SubjectKind.INVALIDATE, SubjectKind.DECISIONS)
 
 
 def stored_filters(subjects: Subjects, subject: str) -> list[str]:

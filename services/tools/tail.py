@@ -13,7 +13,7 @@ import sys
 from typing import TextIO
 
 from services.tools import connection, formatting, subscription
-from shared.config import Settings
+from shared.settings import Settings
 from shared.subjects import Subjects
 
 HELP = "print wva's NATS messages as they arrive, one readable line each"

@@ -20,9 +20,9 @@ from rich.table import Table
 from services.tools import connection, subscription
 from shared import messages as m
 from shared import streams
-from shared.config import Settings
 from shared.observability import count_rejected
-from shared.subjects import Kind, Subjects
+from shared.settings import Settings
+from shared.subjects import SubjectKind, Subjects
 
 HELP = "live table of every VA: replicas, KV usage, queue, snapshot age, last decision"
 
@@ -112,7 +112,7 @@ async def top(settings: Settings, *, once: bool, out: TextIO | None = None, widt
     console = Console(file=out, width=width)
     async with connection.connected(settings, "top") as nc:
         js = nc.jetstream()
-        followers = [streams.Follower(js, subjects.wildcard(k)) for k in (Kind.TARGETS, Kind.METRICS, Kind.DECISIONS)]
+        followers = [streams.Follower(js, subjects.wildcard(k)) for k in (SubjectKind.TARGETS, SubjectKind.METRICS, SubjectKind.DECISIONS)]
         async with subscription.warm(followers, lambda msg: state.apply(msg.data)):
             if once:
                 console.print(render(state, time.time()))

@@ -1,7 +1,7 @@
 """What changed between the last published target of a VA and its current one (pure).
 
 - :func:`same_content` tells whether a new ``Target`` needs publishing (``at`` is ignored).
-- :func:`reasons` names the invalidations the change implies (DESIGN.md §5):
+- :func:`reasons` names the invalidations the change implies (docs/design.md §5):
 
   ``va_deleted``        the VA is gone (or no longer managed by this installation)
   ``target_changed``    the VA's spec changed, it points at another Deployment, or its Deployment

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+import shared.settings
 from services.watcher.settings import WatcherSettings
-from shared import config, lifecycle
+from shared import lifecycle
 
 HELP = """Watch VariantAutoscalings and their Deployments, ReplicaSets and Pods; publish a Target per VA
 on <prefix>.targets.<ns>.<va> and Invalidation events on <prefix>.invalidate.<ns>.<va>."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, WatcherSettings)
+    shared.settings.add_arguments(parser, WatcherSettings)
 
 
 def run(args: argparse.Namespace) -> int:

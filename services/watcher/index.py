@@ -12,33 +12,33 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
-from services.watcher import model, targets
-from services.watcher.model import ObjectKey, VAKey
-from shared.messages import Target
+from services.watcher import kubeobjects, targets
+from services.watcher.kubeobjects import ObjectKey
+from shared.messages import Target, VAKey
 
-Kind = Literal["va", "deployment", "replicaset", "pod"]
-KINDS: tuple[Kind, ...] = ("va", "deployment", "replicaset", "pod")
-Info: TypeAlias = model.VariantAutoscaling | model.Deployment | model.ReplicaSet | model.Pod
+ObjectKind = Literal["va", "deployment", "replicaset", "pod"]
+KINDS: tuple[ObjectKind, ...] = ("va", "deployment", "replicaset", "pod")
+Info: TypeAlias = kubeobjects.VariantAutoscaling | kubeobjects.Deployment | kubeobjects.ReplicaSet | kubeobjects.Pod
 
 
-def convert(kind: Kind, obj: Mapping[str, Any]) -> Info:
+def convert(kind: ObjectKind, obj: Mapping[str, Any]) -> Info:
     """The one place where a Kubernetes dict becomes our type."""
     if kind == "va":
-        return model.variant_autoscaling(obj)
+        return kubeobjects.variant_autoscaling(obj)
     if kind == "deployment":
-        return model.deployment(obj)
+        return kubeobjects.deployment(obj)
     if kind == "replicaset":
-        return model.replica_set(obj)
-    return model.pod(obj)
+        return kubeobjects.replica_set(obj)
+    return kubeobjects.pod(obj)
 
 
 class ClusterIndex:
     def __init__(self, *, controller_instance: str | None = None) -> None:
         self.controller_instance = controller_instance
-        self.vas: dict[VAKey, model.VariantAutoscaling] = {}
-        self.deployments: dict[ObjectKey, model.Deployment] = {}
-        self.replicasets: dict[ObjectKey, model.ReplicaSet] = {}
-        self.pods: dict[ObjectKey, model.Pod] = {}
+        self.vas: dict[VAKey, kubeobjects.VariantAutoscaling] = {}
+        self.deployments: dict[ObjectKey, kubeobjects.Deployment] = {}
+        self.replicasets: dict[ObjectKey, kubeobjects.ReplicaSet] = {}
+        self.pods: dict[ObjectKey, kubeobjects.Pod] = {}
         self._vas_by_deployment: defaultdict[ObjectKey, set[VAKey]] = defaultdict(set)
         self._deployment_by_uid: dict[str, ObjectKey] = {}
         self._rs_by_uid: dict[str, ObjectKey] = {}
@@ -47,13 +47,13 @@ class ClusterIndex:
 
     # ---------------------------------------------------------------- writes
 
-    def upsert(self, kind: Kind, info: Info) -> set[VAKey]:
+    def upsert(self, kind: ObjectKind, info: Info) -> set[VAKey]:
         return self._put(kind, info.namespace, info.name, info)
 
-    def delete(self, kind: Kind, namespace: str, name: str) -> set[VAKey]:
+    def delete(self, kind: ObjectKind, namespace: str, name: str) -> set[VAKey]:
         return self._put(kind, namespace, name, None)
 
-    def replace(self, kind: Kind, namespace: str | None, infos: Iterable[Info]) -> set[VAKey]:
+    def replace(self, kind: ObjectKind, namespace: str | None, infos: Iterable[Info]) -> set[VAKey]:
         """Make the index hold exactly ``infos`` for ``kind`` in ``namespace`` (None: all), as after a list."""
         fresh = {(i.namespace, i.name): i for i in infos}
         affected: set[VAKey] = set()
@@ -63,8 +63,8 @@ class ClusterIndex:
             affected |= self.upsert(kind, info)
         return affected
 
-    def _table(self, kind: Kind) -> dict[Any, Any]:
-        tables: dict[Kind, dict[Any, Any]] = {
+    def _table(self, kind: ObjectKind) -> dict[Any, Any]:
+        tables: dict[ObjectKind, dict[Any, Any]] = {
             "va": self.vas,
             "deployment": self.deployments,
             "replicaset": self.replicasets,
@@ -72,22 +72,22 @@ class ClusterIndex:
         }
         return tables[kind]
 
-    def _put(self, kind: Kind, namespace: str, name: str, info: Info | None) -> set[VAKey]:
+    def _put(self, kind: ObjectKind, namespace: str, name: str, info: Info | None) -> set[VAKey]:
         key = ObjectKey((namespace, name))
         if kind == "va":
-            assert info is None or isinstance(info, model.VariantAutoscaling)
+            assert info is None or isinstance(info, kubeobjects.VariantAutoscaling)
             return self._put_va(VAKey(key), info)
         if kind == "deployment":
-            assert info is None or isinstance(info, model.Deployment)
+            assert info is None or isinstance(info, kubeobjects.Deployment)
             return self._put_deployment(key, info)
         if kind == "replicaset":
-            assert info is None or isinstance(info, model.ReplicaSet)
+            assert info is None or isinstance(info, kubeobjects.ReplicaSet)
             return self._put_replicaset(key, info)
-        assert info is None or isinstance(info, model.Pod)
+        assert info is None or isinstance(info, kubeobjects.Pod)
         return self._put_pod(key, info)
 
-    def _put_va(self, key: VAKey, va: model.VariantAutoscaling | None) -> set[VAKey]:
-        if va is not None and not model.manages(va.labels, self.controller_instance):
+    def _put_va(self, key: VAKey, va: kubeobjects.VariantAutoscaling | None) -> set[VAKey]:
+        if va is not None and not kubeobjects.manages(va.labels, self.controller_instance):
             va = None  # no longer ours: for this installation it is as good as deleted
         old = self.vas.pop(key, None)
         if old is not None and old.deployment is not None:
@@ -100,7 +100,7 @@ class ClusterIndex:
                 self._vas_by_deployment[va.deployment].add(key)
         return {key} if old is not None or va is not None else set()
 
-    def _put_deployment(self, key: ObjectKey, d: model.Deployment | None) -> set[VAKey]:
+    def _put_deployment(self, key: ObjectKey, d: kubeobjects.Deployment | None) -> set[VAKey]:
         old = self.deployments.pop(key, None)
         if old is not None:
             self._deployment_by_uid.pop(old.uid, None)
@@ -109,7 +109,7 @@ class ClusterIndex:
             self._deployment_by_uid[d.uid] = key
         return set(self._vas_by_deployment.get(key, ()))
 
-    def _put_replicaset(self, key: ObjectKey, rs: model.ReplicaSet | None) -> set[VAKey]:
+    def _put_replicaset(self, key: ObjectKey, rs: kubeobjects.ReplicaSet | None) -> set[VAKey]:
         old = self.replicasets.pop(key, None)
         affected: set[VAKey] = set()
         if old is not None:
@@ -124,7 +124,7 @@ class ClusterIndex:
             affected |= self._vas_of_deployment_uid(rs.owner_uid)
         return affected
 
-    def _put_pod(self, key: ObjectKey, p: model.Pod | None) -> set[VAKey]:
+    def _put_pod(self, key: ObjectKey, p: kubeobjects.Pod | None) -> set[VAKey]:
         old = self.pods.pop(key, None)
         affected: set[VAKey] = set()
         if old is not None:
@@ -158,8 +158,8 @@ class ClusterIndex:
     def vas_in(self, namespace: str | None) -> set[VAKey]:
         return {k for k in self.vas if namespace is None or k[0] == namespace}
 
-    def pods_of(self, d: model.Deployment) -> list[model.Pod]:
-        found: list[model.Pod] = []
+    def pods_of(self, d: kubeobjects.Deployment) -> list[kubeobjects.Pod]:
+        found: list[kubeobjects.Pod] = []
         for rs_key in self._rs_by_owner.get(d.uid, ()):
             rs = self.replicasets[rs_key]
             found.extend(self.pods[k] for k in self._pods_by_owner.get(rs.uid, ()))

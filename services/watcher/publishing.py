@@ -27,9 +27,8 @@ import msgspec
 import nats.errors
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from services.watcher import metrics
-from services.watcher.model import VAKey
-from shared.messages import Invalidation, kind_of
+from services.watcher import telemetry
+from shared.messages import Invalidation, VAKey, kind_of
 
 log = logging.getLogger("wva.watcher.publishing")
 
@@ -71,7 +70,7 @@ class Outbox:
         entries.append(_Entry(slot, subject, message, next(self._ids)))
         self._idle.clear()
         self._wakeup.set()
-        metrics.OUTBOX_PENDING.set(self.pending)
+        telemetry.OUTBOX_PENDING.set(self.pending)
 
     @property
     def pending(self) -> int:
@@ -96,7 +95,7 @@ class Outbox:
                     await self._flush()
             if not self._pending:
                 self._idle.set()
-            metrics.OUTBOX_PENDING.set(self.pending)
+            telemetry.OUTBOX_PENDING.set(self.pending)
 
     async def _flush(self) -> None:
         semaphore = asyncio.Semaphore(_CONCURRENCY)
@@ -112,21 +111,21 @@ class Outbox:
                 if not isinstance(failure, TRANSIENT):
                     raise failure
             if failures:
-                metrics.PUBLISH_FAILURES.inc(len(failures))
+                telemetry.PUBLISH_FAILURES.inc(len(failures))
                 raise PublishFailed(f"{len(failures)} VA(s) not published: {failures[0]!r}")
 
     async def _flush_key(self, key: VAKey) -> None:
         while entries := self._pending.get(key):
             entry = entries[0]
             await self._publish(entry.subject, entry.message, entry.msg_id)
-            metrics.PUBLISHED.labels(kind=kind_of(entry.message)).inc()
+            telemetry.PUBLISHED.labels(kind=kind_of(entry.message)).inc()
             # While we awaited, a newer message of the same slot may have replaced this one.
             current = self._pending.get(key)
             if current is not None and entry in current:
                 current.remove(entry)
             if current is not None and not current:
                 del self._pending[key]
-            metrics.OUTBOX_PENDING.set(self.pending)
+            telemetry.OUTBOX_PENDING.set(self.pending)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

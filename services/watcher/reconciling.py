@@ -23,17 +23,17 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from services.watcher import changes, metrics
-from services.watcher.index import ClusterIndex, Kind, convert
-from services.watcher.model import VAKey, object_key
+from services.watcher import changes, telemetry
+from services.watcher.index import ClusterIndex, ObjectKind, convert
+from services.watcher.kubeobjects import object_key
 from services.watcher.publishing import Outbox
 from shared import subjects as subjects_mod
-from shared.messages import Invalidation, InvalidationReason, Target, TargetDeleted, utcnow
+from shared.messages import Invalidation, InvalidationReason, Target, TargetDeleted, VAKey, utcnow
 from shared.subjects import Subjects
 
 log = logging.getLogger("wva.watcher")
 
-StreamId = tuple[Kind, str | None]
+StreamId = tuple[ObjectKind, str | None]
 
 
 class Reconciler:
@@ -62,7 +62,7 @@ class Reconciler:
 
     # ---------------------------------------------------------------- sink of the watches
 
-    def listed(self, kind: Kind, namespace: str | None, items: list[dict[str, Any]], *, expired: bool) -> None:
+    def listed(self, kind: ObjectKind, namespace: str | None, items: list[dict[str, Any]], *, expired: bool) -> None:
         affected = self.index.replace(kind, namespace, [convert(kind, obj) for obj in items])
         stream = (kind, namespace)
         if stream in self._unlisted:
@@ -75,8 +75,8 @@ class Reconciler:
         in_scope = self.index.vas_in(namespace) | {k for k in self.published if namespace is None or k[0] == namespace}
         self._mark(affected | in_scope, republish=True, relist=expired)
 
-    def changed(self, kind: Kind, event_type: str, obj: dict[str, Any]) -> None:
-        metrics.EVENTS.labels(kind=kind, type=event_type).inc()
+    def changed(self, kind: ObjectKind, event_type: str, obj: dict[str, Any]) -> None:
+        telemetry.EVENTS.labels(kind=kind, type=event_type).inc()
         if event_type == "DELETED":
             affected = self.index.delete(kind, *object_key(obj))
         else:
@@ -113,7 +113,7 @@ class Reconciler:
                 self._reconcile_one(key, at=at, relist=key in relist, republish=key in republish)
             except subjects_mod.SubjectError as exc:  # Kubernetes names always encode; say so if not
                 log.error("cannot publish VA %s/%s: %s", key[0], key[1], exc)
-        metrics.MANAGED_VAS.set(len(self.index.vas))
+        telemetry.MANAGED_VAS.set(len(self.index.vas))
 
     def _reconcile_one(self, key: VAKey, *, at: Any, relist: bool, republish: bool) -> None:
         namespace, name = key
@@ -126,11 +126,11 @@ class Reconciler:
             if old is not None:
                 self.outbox.put(key, self.subjects.targets(namespace, name), TargetDeleted(namespace=namespace, name=name, at=at))
                 del self.published[key]
-                metrics.TARGETS_PUBLISHED.inc()
+                telemetry.TARGETS_PUBLISHED.inc()
         elif republish or not changes.same_content(old, new):
             self.outbox.put(key, self.subjects.targets(namespace, name), new)
             self.published[key] = new
-            metrics.TARGETS_PUBLISHED.inc()
+            telemetry.TARGETS_PUBLISHED.inc()
         basis = new or old
         assert basis is not None or not reasons
         for reason in reasons:
@@ -147,7 +147,7 @@ class Reconciler:
                     template_hash=basis.template_hash,
                 ),
             )
-            metrics.INVALIDATIONS.labels(reason=reason).inc()
+            telemetry.INVALIDATIONS.labels(reason=reason).inc()
             log.info(
                 "invalidated %s/%s: %s",
                 namespace,

@@ -15,15 +15,14 @@ import msgspec
 from nats.js import JetStreamContext
 
 from services.watcher import index as index_mod
-from services.watcher import model, watching
-from services.watcher.model import VAKey
+from services.watcher import kubeobjects, watching
 from services.watcher.publishing import Outbox
 from services.watcher.reconciling import Reconciler
 from services.watcher.settings import WatcherSettings
 from shared import kube, messages, natsio, streams
 from shared.lifecycle import Runtime
-from shared.messages import Target
-from shared.subjects import Kind, Subjects
+from shared.messages import Target, VAKey
+from shared.subjects import SubjectKind, Subjects
 
 log = logging.getLogger("wva.watcher")
 
@@ -43,7 +42,7 @@ async def read_published(
 ) -> dict[VAKey, Target] | None:
     """The last target of every VA in scope on the targets stream; None when it could not be read."""
     found: dict[VAKey, Target] = {}
-    follower = streams.Follower(js, subjects.wildcard(Kind.TARGETS), start="last_per_subject")
+    follower = streams.Follower(js, subjects.wildcard(SubjectKind.TARGETS), start="last_per_subject")
 
     async def consume() -> None:
         async for msg in follower:
@@ -117,7 +116,7 @@ async def main(runtime: Runtime) -> None:
                 give_up_after=settings.watch_give_up,
                 page_size=settings.list_page_size,
             )
-            for resource in watching.resources(api, va_label_selector=model.va_label_selector(settings.controller_instance))
+            for resource in watching.resources(api, va_label_selector=kubeobjects.va_label_selector(settings.controller_instance))
             for ns in namespaces
         ]
         runtime.extras["watches"] = watches

@@ -1,4 +1,4 @@
-"""The watcher's settings (DESIGN.md §8): every one has a default, an environment variable and a flag."""
+"""The watcher's settings (docs/design.md §8): every one has a default, an environment variable and a flag."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import dataclasses
 import re
 
 from shared import subjects
-from shared.config import (
-    ConfigError,
+from shared.settings import (
     Settings,
+    SettingsError,
     csv,
     duration,
     optional_path,
@@ -64,24 +64,24 @@ class WatcherSettings(Settings):
             try:
                 subjects.validate_namespace(namespace)
             except subjects.InvalidName as exc:
-                raise ConfigError(f"WVA_WATCH_NAMESPACES: {exc}") from None
+                raise SettingsError(f"WVA_WATCH_NAMESPACES: {exc}") from None
         if len(set(self.watch_namespaces)) != len(self.watch_namespaces):
-            raise ConfigError(f"WVA_WATCH_NAMESPACES lists a namespace twice: {','.join(self.watch_namespaces)}")
+            raise SettingsError(f"WVA_WATCH_NAMESPACES lists a namespace twice: {','.join(self.watch_namespaces)}")
         if self.controller_instance is not None and (
             len(self.controller_instance) > 63 or not _LABEL_VALUE.match(self.controller_instance)
         ):
-            raise ConfigError(
+            raise SettingsError(
                 f"WVA_CONTROLLER_INSTANCE={self.controller_instance!r} is not a valid label value "
                 "(at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
             )
         if self.watch_timeout < 1:
-            raise ConfigError(f"WVA_WATCH_TIMEOUT={self.watch_timeout:g}s: must be at least 1s")
+            raise SettingsError(f"WVA_WATCH_TIMEOUT={self.watch_timeout:g}s: must be at least 1s")
         if not 0 < self.watch_backoff_min <= self.watch_backoff_max:
-            raise ConfigError(
+            raise SettingsError(
                 f"WVA_WATCH_BACKOFF_MIN ({self.watch_backoff_min:g}s) must be positive and at most "
                 f"WVA_WATCH_BACKOFF_MAX ({self.watch_backoff_max:g}s)"
             )
         if self.publish_backoff_max <= 0:
-            raise ConfigError("WVA_PUBLISH_BACKOFF_MAX must be positive")
+            raise SettingsError("WVA_PUBLISH_BACKOFF_MAX must be positive")
         if self.publish_timeout <= 0:
-            raise ConfigError("WVA_PUBLISH_TIMEOUT must be positive")
+            raise SettingsError("WVA_PUBLISH_TIMEOUT must be positive")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from services.watcher import model
+from services.watcher import kubeobjects
 from shared.messages import PodRef, ScaleTarget, Target
 
 
 def build(
-    va: model.VariantAutoscaling,
-    deployment: model.Deployment | None,
-    pods: Iterable[model.Pod],
+    va: kubeobjects.VariantAutoscaling,
+    deployment: kubeobjects.Deployment | None,
+    pods: Iterable[kubeobjects.Pod],
     *,
     at: datetime,
 ) -> Target:

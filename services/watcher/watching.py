@@ -39,8 +39,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from services.watcher import metrics
-from services.watcher.index import Kind
+from services.watcher import telemetry
+from services.watcher.index import ObjectKind
 from shared import kube
 
 log = logging.getLogger("wva.watcher.watching")
@@ -50,16 +50,16 @@ _QUICK_END: Final = 1.0  # a stream that ends sooner than this, empty, waits a l
 
 
 class Sink(Protocol):
-    def listed(self, kind: Kind, namespace: str | None, items: list[dict[str, Any]], *, expired: bool) -> None: ...
+    def listed(self, kind: ObjectKind, namespace: str | None, items: list[dict[str, Any]], *, expired: bool) -> None: ...
 
-    def changed(self, kind: Kind, event_type: str, obj: dict[str, Any]) -> None: ...
+    def changed(self, kind: ObjectKind, event_type: str, obj: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Resource:
     """A kind of object and the kubernetes-asyncio calls that list (and watch) it."""
 
-    kind: Kind
+    kind: ObjectKind
     list_all: ListCall
     list_namespaced: ListCall  # first positional argument: the namespace
     label_selector: str | None = None
@@ -154,7 +154,7 @@ class ResourceWatch:
                         await self._list(expired=expired)
                         expired = False
                     outcome = await self._stream()
-            metrics.WATCH_RESTARTS.labels(kind=self.resource.kind, reason=outcome).inc()
+            telemetry.WATCH_RESTARTS.labels(kind=self.resource.kind, reason=outcome).inc()
             if outcome == "expired":
                 log.info(
                     "watch of %s in %s expired (410 Gone): re-listing",
@@ -235,7 +235,7 @@ class ResourceWatch:
 
     def _on_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        metrics.WATCH_RESTARTS.labels(kind=self.resource.kind, reason="error").inc()
+        telemetry.WATCH_RESTARTS.labels(kind=self.resource.kind, reason="error").inc()
         log.warning(
             "watch of %s in %s failed (attempt %d), retrying after backoff: %s",
             self.resource.kind,

@@ -1,6 +1,6 @@
 """Write the replay scenarios of this directory: ``python -m tests.replay.make_replays``.
 
-The events are built here; the expected decisions are written down by hand from ALGORITHMS.md (the
+The events are built here; the expected decisions are written down by hand from docs/algorithms.md (the
 arithmetic is in the comments and in each file's notes), never taken from the scaler's output. The
 files are committed; ``test_replay.py`` checks that the scaler still produces exactly these decisions.
 Defaults throughout: kvCacheThreshold 0.80, queueLengthThreshold 5, kvSpareTrigger 0.10,

@@ -19,8 +19,8 @@ import pytest
 from nats.aio.client import Client
 
 from shared import messages, natsio, streams
-from shared.config import Settings
-from shared.subjects import Kind, Subjects
+from shared.settings import Settings
+from shared.subjects import SubjectKind, Subjects
 from tests.fixtures.servers import NatsServer
 from tests.integration.deploy import natsconf
 
@@ -167,10 +167,10 @@ async def test_each_service_publishes_its_own_subjects_and_reads_what_it_follows
         await natsio.publish(scaler.jetstream(), S.decisions(NS, VA), decision())
 
         reads = {
-            "watcher": [Kind.TARGETS],
-            "fetcher": [Kind.TARGETS, Kind.INVALIDATE],
-            "scaler": [Kind.TARGETS, Kind.METRICS, Kind.INVALIDATE],
-            "tools": [Kind.TARGETS, Kind.METRICS, Kind.INVALIDATE, Kind.DECISIONS],
+            "watcher": [SubjectKind.TARGETS],
+            "fetcher": [SubjectKind.TARGETS, SubjectKind.INVALIDATE],
+            "scaler": [SubjectKind.TARGETS, SubjectKind.METRICS, SubjectKind.INVALIDATE],
+            "tools": [SubjectKind.TARGETS, SubjectKind.METRICS, SubjectKind.INVALIDATE, SubjectKind.DECISIONS],
         }
         clients = {"watcher": watcher, "fetcher": fetcher, "scaler": scaler, "tools": tools}
         for user, kinds in reads.items():
@@ -264,7 +264,7 @@ async def test_fetch_request_reply_between_scaler_and_fetcher_only(secured_nats:
         async def answer(msg: nats.aio.msg.Msg) -> None:
             await msg.respond(messages.encode(snapshot()))
 
-        await fetcher.subscribe(S.wildcard(Kind.FETCH), queue="wva-fetcher", cb=answer)
+        await fetcher.subscribe(S.wildcard(SubjectKind.FETCH), queue="wva-fetcher", cb=answer)
         await fetcher.flush()
         request = messages.FetchRequest(namespace=NS, name=VA, at=messages.utcnow(), fresh=True)
         reply = await scaler.request(S.fetch(NS, VA), messages.encode(request), timeout=2)

@@ -22,9 +22,9 @@ from services.scaler.settings import ScalerSettings
 from services.watcher import service as watcher_service
 from services.watcher.settings import WatcherSettings
 from shared import kube, lifecycle, messages, natsio
-from shared.config import Settings
 from shared.lifecycle import Runtime
-from shared.subjects import Kind, Subjects
+from shared.settings import Settings
+from shared.subjects import SubjectKind, Subjects
 from tests.integration.deploy import natsconf
 from tests.unit.deploy import manifests
 from tests.unit.deploy.manifests import DEPLOY
@@ -158,7 +158,7 @@ async def _run_scaler(tmp_path: Path, kube_api: KubeApiEmulator, kubeconfig: Pat
         async def on_decision(msg: Msg) -> None:
             decisions.append(messages.events_decoder.decode(msg.data))  # type: ignore[arg-type]
 
-        await tools.subscribe(S.wildcard(Kind.DECISIONS), cb=on_decision)
+        await tools.subscribe(S.wildcard(SubjectKind.DECISIONS), cb=on_decision)
         settings = as_user(
             ScalerSettings,
             srv,
@@ -256,7 +256,7 @@ async def test_watcher_uses_exactly_its_rbac(
         async def on_target(msg: Msg) -> None:
             targets.append(messages.targets_decoder.decode(msg.data))
 
-        await tools.subscribe(S.wildcard(Kind.TARGETS), cb=on_target)
+        await tools.subscribe(S.wildcard(SubjectKind.TARGETS), cb=on_target)
         settings = as_user(WatcherSettings, srv, "watcher", kubeconfig=str(kubeconfig))
         runtimes: list[Runtime] = []
 

@@ -10,7 +10,7 @@ import aiohttp
 from nats.aio.client import Client
 
 from shared import messages, natsio, streams
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 from tests.fixtures.servers import PrometheusServer
 
 S = Subjects()
@@ -29,7 +29,7 @@ class Snapshots:
             self.by_va.setdefault((decoded.namespace, decoded.name), []).append(decoded)
             self.changed.set()
 
-        await nc.subscribe(S.wildcard(Kind.METRICS), cb=on)
+        await nc.subscribe(S.wildcard(SubjectKind.METRICS), cb=on)
 
     def last(self, namespace: str, name: str) -> messages.MetricsMessage | None:
         got = self.by_va.get((namespace, name))

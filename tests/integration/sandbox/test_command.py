@@ -45,7 +45,7 @@ async def test_runs_the_cluster_until_sigterm(tmp_path: Path, capsys: pytest.Cap
 
 
 async def test_with_services_a_bad_interval_is_reported_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    # The whole run (services included) is tested in tests/integration/sandbox_pipeline.
+    # The whole run (services included) is tested in tests/e2e.
     assert await command.serve(parse("--fetch-interval", "soon")) == 2
     assert "--fetch-interval" in capsys.readouterr().err
 

@@ -15,11 +15,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from services.sandbox.kubeapi import KubeApiEmulator
-from services.scaler import metrics as scaler_metrics
 from services.scaler import service
+from services.scaler import telemetry as scaler_metrics
 from services.scaler.settings import ScalerSettings
 from shared import kube, lifecycle, messages, natsio, streams
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 from tests.fixtures.servers import NatsServer
 
 S = Subjects()
@@ -176,12 +176,12 @@ async def test_saturation_scales_the_cheapest_variant_and_reports_everywhere(set
         assert isinstance(decision, messages.Decision)
         decisions.append(decision)
 
-    sub = await cluster.nc.subscribe(S.wildcard(Kind.DECISIONS), cb=on_decision)
+    sub = await cluster.nc.subscribe(S.wildcard(SubjectKind.DECISIONS), cb=on_decision)
     async with running_scaler(settings()):
         cheap = await cluster.target("cheap", cost=40)
         pricey = await cluster.target("pricey", cost=80)
         await cluster.snapshot(pricey, [0.79])
-        await cluster.snapshot(cheap, [0.78])  # ALGORITHMS.md: average spare 0.015 -> scale up A
+        await cluster.snapshot(cheap, [0.78])  # docs/algorithms.md: average spare 0.015 -> scale up A
 
         assert await eventually(lambda: _eq(cluster.replicas("cheap"), 2))
         assert await cluster.replicas("pricey") == 1
@@ -253,7 +253,7 @@ async def test_invalidation_asks_the_fetcher_and_bad_messages_are_skipped(setup:
         requests.append(request)
         await msg.respond(b"garbage reply")  # counted, not fatal
 
-    sub = await cluster.nc.subscribe(S.wildcard(Kind.FETCH), cb=fetcher)
+    sub = await cluster.nc.subscribe(S.wildcard(SubjectKind.FETCH), cb=fetcher)
     rejected = scaler_metrics.FETCH_REQUESTS.labels(outcome="bad_reply")
     before = rejected._value.get()
     async with running_scaler(settings()):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from shared import config, lifecycle, messages, natsio, streams
-from shared.config import Settings
+from shared import lifecycle, messages, natsio, streams
 from shared.lifecycle import Runtime
-from shared.subjects import Kind, Subjects
+from shared.settings import Settings, load
+from shared.subjects import SubjectKind, Subjects
 from tests.fixtures.servers import NatsServer, free_port, nats_server_binary
 
 S = Subjects()
@@ -51,7 +51,7 @@ async def test_follower_replays_last_value_per_subject_then_live(nats_client: Cl
         await natsio.publish(js, S.targets("llm", "a"), target("a", replicas))
     await natsio.publish(js, S.targets("llm", "b.x"), target("b.x", 7))
 
-    follower = streams.Follower(js, S.wildcard(Kind.TARGETS))
+    follower = streams.Follower(js, S.wildcard(SubjectKind.TARGETS))
     received: list[messages.Target] = []
 
     async def consume() -> None:
@@ -73,7 +73,7 @@ async def test_follower_replays_last_value_per_subject_then_live(nats_client: Cl
 async def test_follower_on_empty_stream_is_caught_up_at_once(nats_client: Client) -> None:
     js = nats_client.jetstream()
     await streams.ensure(js, S, SPEC)
-    follower = streams.Follower(js, S.wildcard(Kind.METRICS))
+    follower = streams.Follower(js, S.wildcard(SubjectKind.METRICS))
 
     async def consume() -> None:
         async for _ in follower:
@@ -117,7 +117,7 @@ async def test_wrong_password_fails_at_once_with_a_clear_error(tmp_path: Path) -
 
 
 async def test_service_without_nats_retries_then_exits_non_zero(caplog: pytest.LogCaptureFixture) -> None:
-    settings = config.load(
+    settings = load(
         Settings,
         environ={
             "WVA_NATS_URL": f"nats://127.0.0.1:{free_port()}",

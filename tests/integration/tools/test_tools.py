@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from services.tools import record, tail, top
 from shared import messages as m
 from shared import natsio, streams
-from shared.config import Settings
+from shared.settings import Settings
 from shared.subjects import Subjects
 from tests.fixtures.servers import NatsServer
 

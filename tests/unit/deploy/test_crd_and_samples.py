@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from services.scaler import metrics as scaler_metrics
+from services.scaler import telemetry as scaler_metrics
 from shared import kube
 from tests.unit.deploy import manifests
 from tests.unit.deploy.manifests import DEPLOY

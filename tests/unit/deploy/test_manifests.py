@@ -14,8 +14,8 @@ import yaml
 from services.fetcher.settings import FetcherSettings
 from services.scaler.settings import ScalerSettings
 from services.watcher.settings import WatcherSettings
-from shared import config, natsio
-from shared.config import Settings
+from shared import natsio
+from shared.settings import Settings, load
 from tests.unit.deploy import manifests
 from tests.unit.deploy.manifests import DEPLOY, SERVICES
 
@@ -154,7 +154,7 @@ def test_each_service_environment_loads_with_its_own_settings(build: str, servic
     known = {f.metadata["env"] for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in env if k not in known)
     assert not unknown, f"wva {service} does not read {unknown}"
-    settings = config.load(cls, environ=env)  # raises ConfigError naming a bad value
+    settings = load(cls, environ=env)  # raises SettingsError naming a bad value
     assert settings.nats_user == f"wva-{service}"
     if build == "overlays/hpa" and service == "scaler":
         assert isinstance(settings, ScalerSettings) and settings.scaler_mode == "hpa"
@@ -227,12 +227,12 @@ def test_services_and_service_monitor_select_the_pods_metrics_port() -> None:
 
 
 def test_saturation_configmap_is_the_one_the_scaler_reads_and_is_valid() -> None:
-    from services.scaler.config import ConfigSet, apply_configmap
+    from services.scaler.scaling_config import ConfigSet, apply_configmap
 
     docs = manifests.build(DEPLOY / "base")
     user_secrets = {"wva-nats-scaler": {"user": "wva-scaler", "password": "p"}}
     env = environment(docs, manifests.one(docs, "Deployment", "wva-scaler"), user_secrets=user_secrets)
-    scaler = config.load(ScalerSettings, environ=env)
+    scaler = load(ScalerSettings, environ=env)
     cm = manifests.one(docs, "ConfigMap", scaler.config_map_name)
     assert cm["metadata"]["namespace"] == scaler.config_namespace
     base = scaler.saturation_base()

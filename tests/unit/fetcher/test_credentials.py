@@ -18,7 +18,7 @@ from services.fetcher import credentials
 from services.fetcher.collector import QueryError
 from services.fetcher.prometheus import PrometheusCollector
 from services.fetcher.settings import FetcherSettings
-from shared import config
+from shared.settings import SettingsError, load
 
 OK = {"status": "success", "data": {"resultType": "vector", "result": []}}
 
@@ -66,7 +66,7 @@ async def test_the_token_from_the_file_is_sent_and_re_read_after_rotation(serve,
     recorder, url = await serve()
     token = tmp_path / "token"
     token.write_text("first-token\n")
-    settings = config.load(
+    settings = load(
         FetcherSettings, environ={"WVA_PROMETHEUS_URL": url, "WVA_PROMETHEUS_TOKEN_FILE": str(token)}
     )
     collector = PrometheusCollector(settings)
@@ -119,8 +119,8 @@ def test_an_unusable_token_file_is_a_start_up_error_naming_the_setting(
     path = tmp_path / "token"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(config.ConfigError, match="WVA_PROMETHEUS_TOKEN_FILE") as err:
-        config.load(FetcherSettings, environ={"WVA_PROMETHEUS_TOKEN_FILE": str(path)})
+    with pytest.raises(SettingsError, match="WVA_PROMETHEUS_TOKEN_FILE") as err:
+        load(FetcherSettings, environ={"WVA_PROMETHEUS_TOKEN_FILE": str(path)})
     assert why in str(err.value) and str(path) in str(err.value)
 
 
@@ -136,8 +136,8 @@ def test_an_unusable_token_file_is_a_start_up_error_naming_the_setting(
     ],
 )
 def test_contradictory_or_missing_tls_and_token_settings_are_rejected(env: dict[str, str], named: str) -> None:
-    with pytest.raises(config.ConfigError, match=named):
-        config.load(FetcherSettings, environ=env)
+    with pytest.raises(SettingsError, match=named):
+        load(FetcherSettings, environ=env)
 
 
 # ------------------------------------------------------------------------------------------ TLS
@@ -169,7 +169,7 @@ async def test_tls_is_verified_by_default_against_the_ca_when_given_and_skipped_
     tls.load_cert_chain(cert, key)
     recorder, url = await serve(tls=tls)
 
-    default = PrometheusCollector(config.load(FetcherSettings, environ={"WVA_PROMETHEUS_URL": url}))
+    default = PrometheusCollector(load(FetcherSettings, environ={"WVA_PROMETHEUS_URL": url}))
     try:
         with pytest.raises(QueryError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             await _ask(default)
@@ -178,7 +178,7 @@ async def test_tls_is_verified_by_default_against_the_ca_when_given_and_skipped_
     assert recorder.authorization == []  # no request got through an unverified connection
 
     for env in ({"WVA_PROMETHEUS_CA": str(cert)}, {"WVA_PROMETHEUS_INSECURE_SKIP_VERIFY": "true"}):
-        collector = PrometheusCollector(config.load(FetcherSettings, environ={"WVA_PROMETHEUS_URL": url, **env}))
+        collector = PrometheusCollector(load(FetcherSettings, environ={"WVA_PROMETHEUS_URL": url, **env}))
         try:
             await _ask(collector)
         finally:

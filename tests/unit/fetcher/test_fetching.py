@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from services.fetcher import cache as caching
-from services.fetcher.collector import Collection, PodSample, Validation, assemble, pod_key, va_key
+from services.fetcher.collector import Collection, PodSample, Validation, assemble, pod_key
 from services.fetcher.fetching import Fetcher
 from services.fetcher.tracking import Tracker
-from shared.messages import MetricsSnapshot, PodRef, ReplicaMetrics, Target
+from shared.messages import MetricsSnapshot, PodRef, ReplicaMetrics, Target, va_key
 
 
 def target(name: str, *, model: str = "m", pods: tuple[str, ...] = ("p",)) -> Target:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from services.fetcher import metrics
+from services.fetcher import telemetry
 from services.fetcher.collector import QueryError
 from services.fetcher.prometheus import PrometheusCollector
 from services.fetcher.settings import FetcherSettings
@@ -58,7 +58,7 @@ async def test_transient_errors_are_retried(fake: tuple[FakePrometheus, str], tr
     server, url = fake
     server.answers = [transient, transient]
     collector, sent = await _query(url)
-    retries = metrics.QUERY_RETRIES.labels(backend=collector.name)
+    retries = telemetry.QUERY_RETRIES.labels(backend=collector.name)
     before = retries._value.get()
     try:
         loop = asyncio.get_running_loop()

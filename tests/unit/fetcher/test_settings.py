@@ -11,19 +11,19 @@ import pytest
 from services import cli
 from services.fetcher import factory
 from services.fetcher.settings import COLLECTORS, FetcherSettings
-from shared import config
+from shared.settings import SettingsError, load
 
 
 def test_defaults_are_the_designs() -> None:
-    s = config.load(FetcherSettings, environ={})
+    s = load(FetcherSettings, environ={})
     assert (s.cache_enabled, s.cache_ttl, s.cache_cleanup_interval, s.fetch_interval) == (True, 30.0, 300.0, 15.0)
     assert s.collector == "prometheus" and s.query_mode == "batched" and s.rate_window == 60.0
     assert s.prometheus_insecure_skip_verify is False  # TLS verification on by default
 
 
 def test_ttl_shorter_than_fetch_interval_is_rejected_naming_both() -> None:
-    with pytest.raises(config.ConfigError) as err:
-        config.load(FetcherSettings, environ={"WVA_CACHE_TTL": "10s", "WVA_FETCH_INTERVAL": "15s"})
+    with pytest.raises(SettingsError) as err:
+        load(FetcherSettings, environ={"WVA_CACHE_TTL": "10s", "WVA_FETCH_INTERVAL": "15s"})
     assert "WVA_CACHE_TTL" in str(err.value) and "WVA_FETCH_INTERVAL" in str(err.value)
 
 
@@ -35,7 +35,7 @@ def test_ttl_shorter_than_fetch_interval_is_rejected_naming_both() -> None:
     ],
 )
 def test_ttl_check_only_applies_when_both_are_on(env: dict[str, str]) -> None:
-    config.load(FetcherSettings, environ=env)
+    load(FetcherSettings, environ=env)
 
 
 @pytest.mark.parametrize(
@@ -49,8 +49,8 @@ def test_ttl_check_only_applies_when_both_are_on(env: dict[str, str]) -> None:
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
-    with pytest.raises(config.ConfigError, match=named):
-        config.load(FetcherSettings, environ=env)
+    with pytest.raises(SettingsError, match=named):
+        load(FetcherSettings, environ=env)
 
 
 def test_every_selectable_collector_has_a_backend() -> None:

@@ -12,7 +12,7 @@ def v(name: str, cost: float, current: int, *, min_replicas: int = 1, max_replic
 
 
 def test_scale_up_goes_to_cheapest() -> None:
-    # ALGORITHMS.md: A (cost 40) and B (cost 80), +1 on A.
+    # docs/algorithms.md: A (cost 40) and B (cost 80), +1 on A.
     assert distribute_scale_up([v("b", 80, 1), v("a", 40, 1)], 1) == {"a": 1}
 
 
@@ -36,7 +36,7 @@ def test_scale_up_places_what_fits() -> None:
 
 
 def test_scale_down_from_most_expensive_above_floor() -> None:
-    # ALGORITHMS.md: A one replica, B two -> -1 on B.
+    # docs/algorithms.md: A one replica, B two -> -1 on B.
     assert choose_scale_down([v("a", 40, 1), v("b", 80, 2)]) == v("b", 80, 2)
     # A more expensive variant at its floor is skipped.
     assert choose_scale_down([v("a", 40, 3), v("b", 80, 2, min_replicas=2)]) == v("a", 40, 3)
@@ -47,7 +47,7 @@ def test_scale_down_tie_goes_to_highest_name() -> None:
 
 
 def test_scale_down_never_below_one_even_with_min_zero() -> None:
-    # ALGORITHMS.md: one replica each -> hold, neither is above max(minReplicas, 1).
+    # docs/algorithms.md: one replica each -> hold, neither is above max(minReplicas, 1).
     assert choose_scale_down([v("a", 40, 1, min_replicas=0), v("b", 80, 1, min_replicas=0)]) is None
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from services.scaler import reasons
 from services.scaler.actions import Condition, Event, FetchAction, ScaleAction, Tick
-from services.scaler.config import ConfigSet, SaturationConfig, ScaleToZeroConfig
 from services.scaler.machine import PENDING_EXPIRY_SECONDS, Scaler
+from services.scaler.scaling_config import ConfigSet, ScaleToZeroConfig, ScalingConfig
 from shared.messages import Problem, TargetDeleted
 
 from .builders import (
@@ -33,7 +33,7 @@ def conditions_of(scaler: Scaler, actions: list[object], name: str) -> dict[str,
     return {c.type: c for c in found[-1].conditions}
 
 
-# ---------------------------------------------------------------- ALGORITHMS.md two-variant examples
+# ---------------------------------------------------------------- docs/algorithms.md two-variant examples
 
 
 def test_two_variants_saturating_scale_up_on_cheaper() -> None:
@@ -338,7 +338,7 @@ def test_groups_are_per_namespace_and_model() -> None:
 
 # ---------------------------------------------------------------- scale to zero
 
-STZ = ConfigSet(default=SaturationConfig(scale_to_zero=ScaleToZeroConfig(enabled=True, retention_seconds=600)))
+STZ = ConfigSet(default=ScalingConfig(scale_to_zero=ScaleToZeroConfig(enabled=True, retention_seconds=600)))
 
 
 def test_scale_to_zero_after_the_retention_window() -> None:

@@ -1,20 +1,20 @@
-"""The V1 saturation analysis against every worked example of ALGORITHMS.md, and the step sizes."""
+"""The V1 saturation analysis against every worked example of docs/algorithms.md, and the step sizes."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.scaler.config import SaturationConfig
 from services.scaler.saturation import analyze, needed_replicas, scale_up_step
+from services.scaler.scaling_config import ScalingConfig
 
-DEFAULTS = SaturationConfig()
+DEFAULTS = ScalingConfig()
 
 
 def kv_only(*kv: float) -> list[tuple[float, float]]:
     return [(k, 0.0) for k in kv]
 
 
-# ALGORITHMS.md "Worked examples (defaults, one variant, queue 0 everywhere)".
+# docs/algorithms.md "Worked examples (defaults, one variant, queue 0 everywhere)".
 @pytest.mark.parametrize(
     ("kv", "avg_spare_kv", "outcome"),
     [
@@ -74,7 +74,7 @@ def test_scale_down_checks_queue_too() -> None:
     assert not a.scale_down_safe
 
 
-# Two variants of one model (ALGORITHMS.md): the analysis pools every replica of the group.
+# Two variants of one model (docs/algorithms.md): the analysis pools every replica of the group.
 def test_two_variant_examples_pool_the_replicas() -> None:
     up = analyze(kv_only(0.79, 0.78), DEFAULTS)  # A at 0.79, B at 0.78
     assert up.avg_spare_kv == pytest.approx(0.015)
@@ -89,7 +89,7 @@ def test_two_variant_examples_pool_the_replicas() -> None:
     assert one_each.scale_down_safe  # safe; the hold comes from the variants' bounds (see test_choice)
 
 
-# ALGORITHMS.md "Step size".
+# docs/algorithms.md "Step size".
 @pytest.mark.parametrize(
     ("loads", "needed", "step"),
     [
@@ -106,24 +106,24 @@ def test_proportional_step_examples(loads: list[tuple[float, float]], needed: in
 
 def test_step_cap_is_configurable() -> None:
     a = analyze([(0.0, 10.0), (0.0, 10.0)], DEFAULTS)
-    assert scale_up_step(a, SaturationConfig(max_scale_up_step=10), current=2) == (10, 8)
+    assert scale_up_step(a, ScalingConfig(max_scale_up_step=10), current=2) == (10, 8)
 
 
 def test_step_is_at_least_one() -> None:
     # queueSpareTrigger 0: one replica with 5 waiting is saturated, yet ceil(5 / 5) = 1 = current.
-    cfg = SaturationConfig(queue_spare_trigger=0.0)
+    cfg = ScalingConfig(queue_spare_trigger=0.0)
     a = analyze([(0.0, 5.0)], cfg)
     assert a.trigger == "saturated"
     assert scale_up_step(a, cfg, current=1) == (1, 1)
 
 
 def test_step_one_mode_adds_one() -> None:
-    cfg = SaturationConfig(scale_up_step="one")
+    cfg = ScalingConfig(scale_up_step="one")
     a = analyze(kv_only(0.95, 0.95, 0.95, 0.95), cfg)
     assert scale_up_step(a, cfg, current=4) == (6, 1)
 
 
 def test_needed_skips_a_zero_room_term() -> None:
-    cfg = SaturationConfig(queue_length_threshold=3.0, queue_spare_trigger=3.0)
+    cfg = ScalingConfig(queue_length_threshold=3.0, queue_spare_trigger=3.0)
     a = analyze(kv_only(0.95, 0.95), cfg)
     assert needed_replicas(a, cfg) == 3  # ceil(1.9 / 0.70); the queue term would divide by zero

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from shared import subjects
-from shared.subjects import Kind, Subjects
+from shared.subjects import SubjectKind, Subjects
 
 S = Subjects()
 
@@ -17,8 +17,8 @@ S = Subjects()
         ("a", "0"),
     ],
 )
-@pytest.mark.parametrize("kind", list(Kind))
-def test_build_parse_round_trip(kind: Kind, namespace: str, name: str) -> None:
+@pytest.mark.parametrize("kind", list(SubjectKind))
+def test_build_parse_round_trip(kind: SubjectKind, namespace: str, name: str) -> None:
     subject = S.build(kind, namespace, name)
     assert "." not in subject.split(".", 3)[3]  # the name is one token
     assert S.parse(subject) == subjects.SubjectRef(kind, namespace, name)
@@ -67,7 +67,7 @@ def test_custom_prefix_and_stream_names() -> None:
     subject = team.targets("ns", "v.1")
     assert subject == "team-a.wva.targets.ns.v_1"
     assert team.parse(subject).name == "v.1"
-    assert team.wildcard(Kind.METRICS) == "team-a.wva.metrics.>"
+    assert team.wildcard(SubjectKind.METRICS) == "team-a.wva.metrics.>"
     assert team.wildcard() == "team-a.wva.>"
     assert team.stream_name("TARGETS") == "TEAM_A_WVA_TARGETS"
     assert Subjects().stream_name("EVENTS") == "WVA_EVENTS"

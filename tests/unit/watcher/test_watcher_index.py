@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from services.watcher.index import ClusterIndex, convert
-from services.watcher.model import VAKey
+from services.watcher.kubeobjects import VAKey
 from services.watcher.publishing import Outbox
 from services.watcher.reconciling import Reconciler
 from shared import kube

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import msgspec
 import nats.errors
 
-from services.watcher.model import VAKey
+from services.watcher.kubeobjects import VAKey
 from services.watcher.publishing import Outbox
 from shared.messages import Invalidation, Target, TargetDeleted
 

@@ -8,21 +8,21 @@ import pytest
 
 from services.watcher import command
 from services.watcher.settings import WatcherSettings
-from shared import config
+from shared.settings import SettingsError, load
 
 
 def test_environment_and_flags() -> None:
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     args = parser.parse_args(["--kubeconfig", "/tmp/kc", "--watch-backoff-max", "10s"])
-    settings = config.load(
+    settings = load(
         WatcherSettings, args, {"WVA_WATCH_NAMESPACES": "team-a, team-b", "WVA_CONTROLLER_INSTANCE": "blue"}
     )
     assert settings.watch_namespaces == ("team-a", "team-b")
     assert settings.controller_instance == "blue"
     assert settings.kubeconfig == "/tmp/kc"
     assert settings.watch_backoff_max == 10.0
-    defaults = config.load(WatcherSettings, None, {"KUBECONFIG": "/etc/kc"})
+    defaults = load(WatcherSettings, None, {"KUBECONFIG": "/etc/kc"})
     assert (defaults.watch_namespaces, defaults.controller_instance, defaults.kubeconfig) == ((), None, "/etc/kc")
 
 
@@ -37,8 +37,8 @@ def test_environment_and_flags() -> None:
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
-    with pytest.raises(config.ConfigError, match=named):
-        config.load(WatcherSettings, None, env)
+    with pytest.raises(SettingsError, match=named):
+        load(WatcherSettings, None, env)
 
 
 def test_the_command_exits_2_on_a_bad_setting(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from services.tools import tail, top
 from shared import messages as m
 from shared import natsio, streams
-from shared.config import Settings
+from shared.settings import Settings
 from shared.subjects import Subjects
 from tests.fixtures.sandbox import CI_FETCH_INTERVAL, CI_STABILIZATION, SandboxRun
 from tests.fixtures.servers import NatsServer

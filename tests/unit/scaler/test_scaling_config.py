@@ -1,14 +1,14 @@
-"""SaturationConfig defaults and validation, and the WVA-compatible ConfigMap."""
+"""ScalingConfig defaults and validation, and the WVA-compatible ConfigMap."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.scaler.config import (
-    ConfigError,
+from services.scaler.scaling_config import (
     ConfigSet,
-    SaturationConfig,
     ScaleToZeroConfig,
+    ScalingConfig,
+    ScalingConfigError,
     apply_configmap,
     parse_config,
     parse_configmap,
@@ -16,7 +16,7 @@ from services.scaler.config import (
 
 
 def test_defaults_match_algorithms_md() -> None:
-    c = SaturationConfig()
+    c = ScalingConfig()
     assert (c.kv_cache_threshold, c.queue_length_threshold, c.kv_spare_trigger, c.queue_spare_trigger) == (
         0.80,
         5,
@@ -43,7 +43,7 @@ def test_parse_uses_wva_key_names() -> None:
             "scaleToZero": {"enabled": True, "retentionSeconds": 300},
         }
     )
-    assert c == SaturationConfig(
+    assert c == ScalingConfig(
         kv_cache_threshold=0.75,
         queue_length_threshold=10,
         kv_spare_trigger=0.15,
@@ -79,7 +79,7 @@ def test_parse_uses_wva_key_names() -> None:
     ],
 )
 def test_invalid_values_name_their_key(data: dict[str, object], key: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ScalingConfigError) as info:
         parse_config(data)
     assert key in str(info.value)
     assert str(info.value).startswith("default: ")
@@ -87,10 +87,10 @@ def test_invalid_values_name_their_key(data: dict[str, object], key: str) -> Non
 
 def test_all_errors_of_a_kind_are_reported_at_once() -> None:
     # Type errors and unknown keys together; value ranges are checked once every value has a type.
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ScalingConfigError) as info:
         parse_config({"kvCacheThreshold": "x", "queueSpareTrigger": "y", "bogus": 1})
     assert len(info.value.errors) == 3
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ScalingConfigError) as info:
         parse_config({"kvCacheThreshold": 2, "queueSpareTrigger": -1})
     assert len(info.value.errors) == 2
 
@@ -98,7 +98,7 @@ def test_all_errors_of_a_kind_are_reported_at_once() -> None:
 def test_wva_only_keys_are_accepted_with_a_warning() -> None:
     warnings: list[str] = []
     c = parse_config({"kvCacheThreshold": 0.8, "enableLimiter": True, "analyzerName": ""}, warnings=warnings)
-    assert c == SaturationConfig()
+    assert c == ScalingConfig()
     assert len(warnings) == 2
     assert "enableLimiter" in warnings[0]
 
@@ -139,7 +139,7 @@ def test_configmap_default_and_overrides() -> None:
 
 def test_configmap_without_default_uses_builtin_defaults() -> None:
     configs = parse_configmap({"m#ns": "kvCacheThreshold: 0.9\n"})
-    assert configs.default == SaturationConfig()
+    assert configs.default == ScalingConfig()
     assert configs.resolve("ns", "m").kv_cache_threshold == 0.9
 
 
@@ -154,7 +154,7 @@ def test_configmap_without_default_uses_builtin_defaults() -> None:
     ],
 )
 def test_configmap_errors(data: dict[str, str], fragment: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ScalingConfigError) as info:
         parse_configmap(data)
     assert fragment in str(info.value)
 

@@ -3,12 +3,12 @@
 A settings class is a frozen dataclass whose fields are declared with :func:`setting`. The same
 declaration gives the default, the environment variable, the CLI flag (``--fetch-interval`` for
 ``fetch_interval``) and the parser. Precedence: flag > environment > default. A bad value raises
-:class:`ConfigError` naming the setting and the value, and the service stops with that message.
+:class:`SettingsError` naming the setting and the value, and the service stops with that message.
 
 Exceptions::
 
     ValueError
-    └── ConfigError
+    └── SettingsError
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ T = TypeVar("T")
 S = TypeVar("S", bound="Settings")
 
 
-class ConfigError(ValueError):
+class SettingsError(ValueError):
     """A setting with a value that cannot be used."""
 
 
@@ -164,11 +164,11 @@ class Settings:
     )
 
     def validate(self) -> None:
-        """Cross-field checks; subclasses extend it. Raise :class:`ConfigError`."""
+        """Cross-field checks; subclasses extend it. Raise :class:`SettingsError`."""
         if self.nats_tls_cert and not self.nats_tls_key:
-            raise ConfigError("WVA_NATS_TLS_CERT is set but WVA_NATS_TLS_KEY is not: mTLS needs both")
+            raise SettingsError("WVA_NATS_TLS_CERT is set but WVA_NATS_TLS_KEY is not: mTLS needs both")
         if self.nats_user and self.nats_password is None:
-            raise ConfigError("WVA_NATS_USER is set but WVA_NATS_PASSWORD is not")
+            raise SettingsError("WVA_NATS_USER is set but WVA_NATS_PASSWORD is not")
 
 
 def _flag(name: str) -> str:
@@ -192,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
 
 
 def load(cls: type[S], args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> S:
-    """Build ``cls`` from flags, then environment, then defaults; validate; raise :class:`ConfigError`."""
+    """Build ``cls`` from flags, then environment, then defaults; validate; raise :class:`SettingsError`."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -208,8 +208,8 @@ def load(cls: type[S], args: argparse.Namespace | None = None, environ: Mapping[
             values[f.name] = meta["parse"](raw)
         except (ValueError, subjects.SubjectError) as exc:
             if meta.get("secret"):  # the parser's message may quote the value
-                raise ConfigError(f"{source}=***: invalid value") from None
-            raise ConfigError(f"{source}={raw!r}: {exc}") from None
+                raise SettingsError(f"{source}=***: invalid value") from None
+            raise SettingsError(f"{source}={raw!r}: {exc}") from None
     settings = cls(**values)
     settings.validate()
     return settings

@@ -5,19 +5,18 @@ import dataclasses
 
 import pytest
 
-from shared import config
-from shared.config import ConfigError, Settings
+from shared.settings import Settings, SettingsError, add_arguments, duration, load, positive_int, setting
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"), [("15s", 15.0), ("5m", 300.0), ("1h", 3600.0), ("250ms", 0.25), ("2", 2.0), ("1.5s", 1.5)]
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert config.duration(text) == seconds
+    assert duration(text) == seconds
 
 
 def test_defaults() -> None:
-    s = config.load(Settings, environ={})
+    s = load(Settings, environ={})
     assert s.nats_url == "nats://127.0.0.1:4222"
     assert s.subject_prefix == "wva"
     assert s.http_addr == "0.0.0.0:8080"
@@ -41,32 +40,32 @@ def test_defaults() -> None:
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        config.load(Settings, environ=env)
+    with pytest.raises(SettingsError) as err:
+        load(Settings, environ=env)
     assert message in str(err.value)
 
 
 def test_secrets_are_not_echoed() -> None:
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class WithSecret(Settings):
-        port: int = config.setting("WVA_TEST_PORT", 1, config.positive_int, secret=True)
+        port: int = setting("WVA_TEST_PORT", 1, positive_int, secret=True)
 
-    with pytest.raises(ConfigError) as err:
-        config.load(WithSecret, environ={"WVA_TEST_PORT": "hunter2"})
+    with pytest.raises(SettingsError) as err:
+        load(WithSecret, environ={"WVA_TEST_PORT": "hunter2"})
     assert "hunter2" not in str(err.value)
 
 
 def test_flag_beats_environment_beats_default() -> None:
     parser = argparse.ArgumentParser()
-    config.add_arguments(parser, Settings)
+    add_arguments(parser, Settings)
     args = parser.parse_args(["--log-level", "debug"])
     env = {"WVA_LOG_LEVEL": "warning", "WVA_LOG_FORMAT": "json"}
-    s = config.load(Settings, args, environ=env)
+    s = load(Settings, args, environ=env)
     assert s.log_level == "debug"  # flag
     assert s.log_format == "json"  # environment
     assert s.subject_prefix == "wva"  # default
-    with pytest.raises(ConfigError, match="--log-level='loud'"):
-        config.load(Settings, parser.parse_args(["--log-level", "loud"]), environ={})
+    with pytest.raises(SettingsError, match="--log-level='loud'"):
+        load(Settings, parser.parse_args(["--log-level", "loud"]), environ={})
 
 
 def test_every_setting_has_an_env_var_and_help() -> None:
@@ -78,8 +77,8 @@ def test_every_setting_has_an_env_var_and_help() -> None:
 def test_help_text_with_a_percent_sign_renders() -> None:
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class WithPercent(Settings):
-        spread: float = config.setting("WVA_TEST_SPREAD", 0.5, float, "spread by up to 50% of the timeout")
+        spread: float = setting("WVA_TEST_SPREAD", 0.5, float, "spread by up to 50% of the timeout")
 
     parser = argparse.ArgumentParser()
-    config.add_arguments(parser, WithPercent)
+    add_arguments(parser, WithPercent)
     assert "up to 50% of the timeout" in parser.format_help()

@@ -32,7 +32,7 @@ ScaleUpStep = Literal["proportional", "one"]
 DEFAULT_KEY: Final = "default"
 
 
-class ConfigError(ValueError):
+class ScalingConfigError(ValueError):
     """Invalid saturation configuration. ``errors`` holds one message per problem, each naming its key."""
 
     def __init__(self, errors: list[str] | tuple[str, ...]) -> None:
@@ -47,8 +47,8 @@ class ScaleToZeroConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SaturationConfig:
-    """V1 saturation thresholds plus wva's step, stability and scale-to-zero settings (ALGORITHMS.md)."""
+class ScalingConfig:
+    """V1 saturation thresholds plus wva's step, stability and scale-to-zero settings (docs/algorithms.md)."""
 
     kv_cache_threshold: float = 0.80
     queue_length_threshold: float = 5.0
@@ -92,7 +92,7 @@ class SaturationConfig:
         return errors
 
 
-DEFAULT_CONFIG: Final = SaturationConfig()
+DEFAULT_CONFIG: Final = ScalingConfig()
 
 # YAML key -> dataclass field, for the numeric settings.
 _FLOAT_KEYS: Final[Mapping[str, str]] = {
@@ -132,13 +132,13 @@ def _number(where: str, key: str, value: object, errors: list[str]) -> float | N
 def parse_config(
     data: Mapping[str, object],
     *,
-    base: SaturationConfig = DEFAULT_CONFIG,
+    base: ScalingConfig = DEFAULT_CONFIG,
     where: str = DEFAULT_KEY,
     warnings: list[str] | None = None,
-) -> SaturationConfig:
+) -> ScalingConfig:
     """Overlay the keys present in ``data`` onto ``base`` and validate the result.
 
-    Raises :class:`ConfigError` naming every bad key (prefixed with ``where``). ``model_id`` and
+    Raises :class:`ScalingConfigError` naming every bad key (prefixed with ``where``). ``model_id`` and
     ``namespace`` (override selectors) are ignored here; unused WVA keys are appended to ``warnings``.
     """
     errors: list[str] = []
@@ -170,11 +170,11 @@ def parse_config(
         else:
             errors.append(f"{where}: unknown key {key!r}")
     if errors:
-        raise ConfigError(errors)
+        raise ScalingConfigError(errors)
     config = replace(base, **changes)  # type: ignore[arg-type]  # keys checked above
     problems = config.validate()
     if problems:
-        raise ConfigError([f"{where}: {p}" for p in problems])
+        raise ScalingConfigError([f"{where}: {p}" for p in problems])
     return config
 
 
@@ -204,12 +204,12 @@ def _parse_scale_to_zero(
 class ConfigSet:
     """The configuration in force: a default plus fully merged overrides, resolved by dict lookups."""
 
-    default: SaturationConfig = DEFAULT_CONFIG
-    by_model_namespace: Mapping[tuple[str, str], SaturationConfig] = field(default_factory=dict)
-    by_model: Mapping[str, SaturationConfig] = field(default_factory=dict)
-    by_namespace: Mapping[str, SaturationConfig] = field(default_factory=dict)
+    default: ScalingConfig = DEFAULT_CONFIG
+    by_model_namespace: Mapping[tuple[str, str], ScalingConfig] = field(default_factory=dict)
+    by_model: Mapping[str, ScalingConfig] = field(default_factory=dict)
+    by_namespace: Mapping[str, ScalingConfig] = field(default_factory=dict)
 
-    def resolve(self, namespace: str, model_id: str) -> SaturationConfig:
+    def resolve(self, namespace: str, model_id: str) -> ScalingConfig:
         if self.by_model_namespace:
             found = self.by_model_namespace.get((model_id, namespace))
             if found is not None:
@@ -255,10 +255,10 @@ def _selector(key: str, data: Mapping[str, object], errors: list[str]) -> tuple[
 
 
 def parse_configmap(
-    data: Mapping[str, str], *, base: SaturationConfig = DEFAULT_CONFIG, warnings: list[str] | None = None
+    data: Mapping[str, str], *, base: ScalingConfig = DEFAULT_CONFIG, warnings: list[str] | None = None
 ) -> ConfigSet:
     """Parse the ConfigMap's ``data`` on top of ``base`` (the service's settings); raises
-    :class:`ConfigError` listing every problem found."""
+    :class:`ScalingConfigError` listing every problem found."""
     errors: list[str] = []
     default = base
     if DEFAULT_KEY in data:
@@ -266,11 +266,11 @@ def parse_configmap(
         if loaded is not None:
             try:
                 default = parse_config(loaded, base=base, warnings=warnings)
-            except ConfigError as exc:
+            except ScalingConfigError as exc:
                 errors.extend(exc.errors)
-    by_pair: dict[tuple[str, str], SaturationConfig] = {}
-    by_model: dict[str, SaturationConfig] = {}
-    by_namespace: dict[str, SaturationConfig] = {}
+    by_pair: dict[tuple[str, str], ScalingConfig] = {}
+    by_model: dict[str, ScalingConfig] = {}
+    by_namespace: dict[str, ScalingConfig] = {}
     seen: dict[tuple[str, str], str] = {}
     for key in sorted(data):
         if key == DEFAULT_KEY:
@@ -287,7 +287,7 @@ def parse_configmap(
         seen[selector] = key
         try:
             config = parse_config(loaded, base=default, where=key, warnings=warnings)
-        except ConfigError as exc:
+        except ScalingConfigError as exc:
             errors.extend(exc.errors)
             continue
         model, namespace = selector
@@ -298,7 +298,7 @@ def parse_configmap(
         else:
             by_namespace[namespace] = config
     if errors:
-        raise ConfigError(errors)
+        raise ScalingConfigError(errors)
     return ConfigSet(default=default, by_model_namespace=by_pair, by_model=by_model, by_namespace=by_namespace)
 
 
@@ -313,7 +313,7 @@ class ConfigUpdate:
 
 
 def apply_configmap(
-    current: ConfigSet, data: Mapping[str, str] | None, *, base: SaturationConfig = DEFAULT_CONFIG
+    current: ConfigSet, data: Mapping[str, str] | None, *, base: ScalingConfig = DEFAULT_CONFIG
 ) -> ConfigUpdate:
     """Parse new ConfigMap data; on any error the ``current`` ConfigSet stays in force.
 
@@ -324,6 +324,6 @@ def apply_configmap(
     warnings: list[str] = []
     try:
         configs = parse_configmap(data, base=base, warnings=warnings)
-    except ConfigError as exc:
+    except ScalingConfigError as exc:
         return ConfigUpdate(configs=current, applied=False, errors=exc.errors, warnings=tuple(warnings))
     return ConfigUpdate(configs=configs, applied=True, warnings=tuple(warnings))

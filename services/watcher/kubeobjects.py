@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Final, NewType
 
 from shared import kube
-from shared.messages import Problem
+from shared.messages import Problem, VAKey, va_key
 
 ObjectKey = NewType("ObjectKey", tuple[str, str])  # (namespace, name) of any namespaced object
-VAKey = NewType("VAKey", tuple[str, str])  # (namespace, name) of a VariantAutoscaling
 
 DEFAULT_VARIANT_COST: Final = 10.0
 DEFAULT_MIN_REPLICAS: Final = 1
@@ -98,7 +97,7 @@ class VariantAutoscaling:
 
     @property
     def key(self) -> VAKey:
-        return VAKey((self.namespace, self.name))
+        return va_key(self.namespace, self.name)
 
     @property
     def deployment(self) -> ObjectKey | None:
