@@ -53,7 +53,7 @@ def test_valid_va_has_no_problems_and_takes_defaults() -> None:
     v = variantautoscaling.variant_autoscaling(va(labels={kube.ACCELERATOR_LABEL: "A100"}))
     assert v.problems == ()
     assert (v.variant_cost, v.min_replicas, v.max_replicas, v.accelerator) == (10.0, 1, None, "A100")
-    assert v.deployment == ("llm", "llama-a100")
+    assert v.deployment == "llama-a100"
     assert v.generation == 3
 
 
