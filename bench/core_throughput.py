@@ -22,9 +22,10 @@ import random
 import time
 from dataclasses import dataclass
 
+from services.scaler.machine import Scaler
+
 from bench import workload
 from bench.report import Table, fmt, ratio, stat
-from services.scaler.machine import Scaler
 from shared import messages
 
 HOT_SHARE = 0.02

@@ -23,7 +23,15 @@ ACTUATIONS: Final = Counter("wva_scaler_actuations_total", "Scale patches by out
 DECISIONS: Final = Counter("wva_scaler_decisions_total", "Decisions published, by reason", ["reason"])
 EVENTS: Final = Counter("wva_scaler_events_total", "Events handled by the core, by kind", ["kind"])
 FETCH_REQUESTS: Final = Counter("wva_scaler_fetch_requests_total", "Fresh-snapshot requests, by outcome", ["outcome"])
-CONFIG_RELOADS: Final = Counter("wva_scaler_config_reloads_total", "Saturation config loads, by outcome", ["outcome"])
+CONFIG_RELOADS: Final = Counter("wva_scaler_config_reloads_total", "Scaling config loads, by outcome", ["outcome"])
+WATCH_RESTARTS: Final = Counter(
+    "wva_scaler_watch_restarts_total",
+    "List-then-watch restarts of the ConfigMap and VariantAutoscalings, by kind and reason",
+    ["kind", "reason"],
+)
+INPUT_WARNINGS: Final = Counter(
+    "wva_scaler_input_warnings_total", "Inputs used with a correction (e.g. clock_skew: a future timestamp)", ["reason"]
+)
 
 
 class Gauges:
