@@ -106,8 +106,9 @@ class KubeActuator:
         )
         return ScaleResult("applied", previous=current)
 
-    async def write_status(self, namespace: str, name: str, status: VAStatus) -> bool:
-        """Merge-patch the VA's status subresource; False (logged) when it could not be written."""
+    async def write_status(self, namespace: str, name: str, status: VAStatus) -> bool | None:
+        """Merge-patch the VA's status subresource: True when written, None when the VA does not exist
+        (nothing to retry), False (logged) when it could not be written now."""
         body = {"status": msgspec.to_builtins(status)}
         try:
             async with asyncio.timeout(self._budget):
@@ -118,6 +119,12 @@ class KubeActuator:
                             _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # custom resources take no strategic merge
                             _request_timeout=kube.REQUEST_TIMEOUT,
                         )
+        except ApiException as exc:
+            if exc.status == 404:
+                log.info("no VA %s/%s to write a status to", namespace, name)
+                return None
+            log.warning("could not write VA status: %s", kube.describe(exc), extra={"namespace": namespace, "va": name})
+            return False
         except Exception as exc:  # a status that cannot be written is retried by the caller, never fatal
             log.warning("could not write VA status: %s", kube.describe(exc), extra={"namespace": namespace, "va": name})
             return False

@@ -234,7 +234,7 @@ class Shell:
                 status = self.statuses.pop(key, None)
                 if status is None:
                     continue
-                if not await self.actuator.write_status(key[0], key[1], status):
+                if await self.actuator.write_status(key[0], key[1], status) is False:
                     self.statuses.setdefault(key, status)  # unless a newer one arrived meanwhile
                     failed = True
             if failed:
@@ -262,7 +262,7 @@ async def main(runtime: Runtime) -> None:
     namespaces: list[str | None] = list(settings.watch_namespaces) or [None]
     api = await kube.api_client(settings.kubeconfig, long_lived_connections=len(namespaces) + 1)
     authority = authority_mod.Authority()
-    shell = Shell(runtime, settings, KubeActuator(api), authority)
+    shell = Shell(runtime, settings, KubeActuator(api, budget_seconds=settings.actuation_budget), authority)
     for check in ("config", "authority"):
         runtime.health.set(check, False)
     try:

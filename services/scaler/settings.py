@@ -53,6 +53,9 @@ class ScalerSettings(Settings):
     fetch_request_timeout: float = setting(
         "WVA_FETCH_REQUEST_TIMEOUT", 2.0, duration, "how long a nudge waits for the fetcher to answer"
     )
+    actuation_budget: float = setting(
+        "WVA_ACTUATION_BUDGET", 20.0, duration, "longest one scale step may take, retries included, before it fails"
+    )
     kubeconfig: str | None = setting("KUBECONFIG", None, optional_path, "kubeconfig (default: in-cluster)")
     # The same two settings as the watcher's: the scaler reads the VAs it may act on from the API.
     watch_namespaces: tuple[str, ...] = setting(
@@ -69,6 +72,8 @@ class ScalerSettings(Settings):
         super().validate()
         if self.reconcile_interval <= 0:
             raise SettingsError(f"WVA_RECONCILE_INTERVAL={self.reconcile_interval:g}s: must be > 0")
+        if self.actuation_budget <= 0:
+            raise SettingsError(f"WVA_ACTUATION_BUDGET={self.actuation_budget:g}s: must be > 0")
         if self.stale_after is not None and self.stale_after <= 0:
             raise SettingsError(f"WVA_STALE_AFTER={self.stale_after:g}s: must be > 0")
         self.scaling_base()  # the thresholds these settings give must be valid too
