@@ -35,10 +35,11 @@ INPUT_WARNINGS: Final = Counter(
 
 
 class Gauges:
-    """Remembers each VA's label set so that a deleted VA's series can be removed."""
+    """Remembers each VA's label sets so that a deleted VA's series can be removed."""
 
     def __init__(self) -> None:
         self._labels: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._scalings: dict[tuple[str, str], set[tuple[str, str, str, str]]] = {}
 
     def decided(self, decision: Decision) -> None:
         key = (decision.namespace, decision.name)
@@ -52,7 +53,9 @@ class Gauges:
         RATIO.labels(*labels).set(decision.desired / decision.current if decision.current else decision.desired)
         if decision.desired != decision.current and not decision.reason.startswith("hold_"):
             direction = "up" if decision.desired > decision.current else "down"
-            SCALING.labels(decision.name, decision.namespace, direction, decision.reason).inc()
+            scaling = (decision.name, decision.namespace, direction, decision.reason)
+            self._scalings.setdefault(key, set()).add(scaling)
+            SCALING.labels(*scaling).inc()
 
     def current(self, namespace: str, name: str, replicas: int) -> None:
         labels = self._labels.get((namespace, name))
@@ -63,6 +66,9 @@ class Gauges:
         labels = self._labels.pop((namespace, name), None)
         if labels is not None:
             self._remove(labels)
+        for scaling in self._scalings.pop((namespace, name), set()):
+            with contextlib.suppress(KeyError):
+                SCALING.remove(*scaling)
 
     @staticmethod
     def _remove(labels: tuple[str, str, str]) -> None:
