@@ -263,8 +263,12 @@ async def main(runtime: Runtime) -> None:
     api = await kube.api_client(settings.kubeconfig, long_lived_connections=len(namespaces) + 1)
     authority = authority_mod.Authority()
     shell = Shell(runtime, settings, KubeActuator(api, budget_seconds=settings.actuation_budget), authority)
-    for check in ("config", "authority"):
-        runtime.health.set(check, False)
+    actuating = settings.scaler_mode == "scale"
+    runtime.health.set("config", False)
+    if actuating:  # in hpa and dry-run modes nothing is patched, so no authority is needed (nor its RBAC)
+        runtime.health.set("authority", False)
+    else:
+        authority.synced.set()
     try:
         async with asyncio.TaskGroup() as tg:
             if settings.saturation_config:
@@ -273,17 +277,19 @@ async def main(runtime: Runtime) -> None:
                 tg.create_task(
                     configsource.watch_configmap(api, settings.config_namespace, settings.config_map_name, shell.on_config)
                 )
-            for watch in authority_mod.watches(
-                api, authority, namespaces=namespaces, label_selector=va_label_selector(settings.controller_instance)
-            ):
-                tg.create_task(watch.run(), name=f"scaler-authority-{watch.namespace or 'all'}")
+            if actuating:
+                for watch in authority_mod.watches(
+                    api, authority, namespaces=namespaces, label_selector=va_label_selector(settings.controller_instance)
+                ):
+                    tg.create_task(watch.run(), name=f"scaler-authority-{watch.namespace or 'all'}")
             tg.create_task(shell.run_core())
             tg.create_task(shell.run_actuator())
             tg.create_task(shell.run_publisher())
             tg.create_task(shell.run_status_writer())
             await shell.configured.wait()
             await authority.synced.wait()
-            runtime.health.set("authority", True)
+            if actuating:
+                runtime.health.set("authority", True)
             await shell.started()
             tg.create_task(shell.follow(SubjectKind.TARGETS, messages.targets_decoder, "last_per_subject", "targets"))
             tg.create_task(shell.follow(SubjectKind.METRICS, messages.metrics_decoder, "last_per_subject", "metrics"))
