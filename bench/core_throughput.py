@@ -1,10 +1,11 @@
 """Benchmark 4: snapshots per second through the scaler's pure core, at 10 / 1,000 / 10,000 VAs.
 
-The core (``services.scaler.machine.Scaler``) is fed a warm installation (every VA has a target and
+The core (``services.scaler.core.Scaler``) is fed a warm installation (every VA has a target and
 a snapshot), then a stream of fresh snapshots in random VA order: 98 % calm loads (no trigger, the
 common case) and 2 % saturated ones (a scale-up). Per repetition and size, three passes over the
 same kind of stream, each with fresh timestamps: decode only (``metrics_decoder``, the shell's first
-step), handle only (pre-decoded), and decode + handle (what the shell's core task does per message).
+step), handle only (pre-decoded), and decode + handle (what the shell's core task does per message). A scale step is answered with ``ScaleApplied`` at
+once, as a shell whose PATCH succeeds does.
 Sizes are interleaved within each repetition so they share the machine's noise; the ratio to the
 smallest size says whether the cost per snapshot grows with the number of VAs (it should not: a
 snapshot re-evaluates its own group only).
@@ -24,7 +25,9 @@ from dataclasses import dataclass
 
 from bench import workload
 from bench.report import Table, fmt, ratio, stat
-from services.scaler.machine import Scaler
+from services.scaler.actions import ScaleAction
+from services.scaler.core import Scaler
+from services.scaler.events import ScaleApplied
 from shared import messages
 
 HOT_SHARE = 0.02
@@ -70,21 +73,30 @@ def _time_decode(data: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
+def _handle(core: Scaler, event: messages.MetricsSnapshot, now: float) -> int:
+    """One snapshot through the core, and the outcome of each step it asks for; how many actions."""
+    actions = core.handle(event, now)
+    count = len(actions)
+    for a in actions:
+        if isinstance(a, ScaleAction):
+            count += len(core.handle(ScaleApplied(a.namespace, a.name, a.replicas), now))
+    return count
+
+
 def _time_handle(s: _Setup, events: list[messages.MetricsSnapshot]) -> tuple[float, int]:
-    handle = s.core.handle
     actions = 0
     t0 = time.perf_counter()
     for e in events:
-        actions += len(handle(e, e.collected_at.timestamp() + 0.05))
+        actions += _handle(s.core, e, e.collected_at.timestamp() + 0.05)
     return time.perf_counter() - t0, actions
 
 
 def _time_both(s: _Setup, data: list[bytes]) -> float:
-    decode, handle = messages.metrics_decoder.decode, s.core.handle
+    decode = messages.metrics_decoder.decode
     now = s.clock + 0.05
     t0 = time.perf_counter()
     for b in data:
-        handle(decode(b), now)
+        _handle(s.core, decode(b), now)  # type: ignore[arg-type]
     return time.perf_counter() - t0
 
 
@@ -180,12 +192,12 @@ def _profile(s: _Setup, events: int) -> Table:
             calls_per_snapshot=nc / events,
         )
     # Named hot-path functions, whatever their rank: decode, digest, conditions, the decision.
-    wanted = ("decode", "_digest", "_conditions", "_metrics_check", "_decide", "_act", "analyze")
+    wanted = ("decode", "digest", "conditions", "check", "_decide", "_act", "analyze", "recommend", "status")
     for (file, line, func), (_cc, _nc, _tt, ct, _callers) in sorted(
         entries.items(), key=lambda kv: -kv[1][3]
     ):
         if func in wanted and (
-            "machine" in file or "saturation" in file or "messages" in file or "~" in file
+            "services/scaler" in file or "messages" in file or "~" in file
         ):
             table.notes.append(f"{_short(file)}:{line} {func}: {ct / total:.1%} of the time with callees")
     table.notes.append(

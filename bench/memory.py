@@ -58,7 +58,7 @@ def _child(component: str, n: int, trace: bool) -> dict[str, float]:
         return msg
 
     if component == "scaler":
-        from services.scaler.machine import Scaler
+        from services.scaler.core import Scaler
 
         core = Scaler()
 

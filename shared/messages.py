@@ -172,6 +172,21 @@ class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True):
     step: int = 0
     chosen_variant: str = ""
     bounded: bool = False  # the result was clamped by min/max replicas
+    recommended: int | None = None  # the analyzer's count for this VA, before pacing and bounds
+
+
+class Cursor(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the scaler was in its input streams when it decided, so a replay can feed exactly what
+    the live core had seen: the sequence of the last message consumed from each stream (0: none yet),
+    and where it began following them (``start_*``: the stream's last sequence then; up to it the
+    scaler read only the last value per subject of targets and metrics, and no invalidation)."""
+
+    targets: int = 0
+    metrics: int = 0
+    events: int = 0
+    start_targets: int = 0
+    start_metrics: int = 0
+    start_events: int = 0
 
 
 class Decision(_Base, frozen=True, kw_only=True, tag="decision.v1"):
@@ -184,9 +199,14 @@ class Decision(_Base, frozen=True, kw_only=True, tag="decision.v1"):
     reason: str  # a stable code, e.g. "scale_up_saturated", "hold_stale_metrics"
     detail: str = ""
     numbers: DecisionNumbers = msgspec.field(default_factory=DecisionNumbers)
-    # What made the scaler evaluate: "tick" (its periodic timer) or the kind of the event. A replay
-    # re-creates the ticks from this, so a recording replays to the same decisions.
+    # What made the scaler evaluate: "tick" (its periodic timer), "scale_applied"/"scale_failed" (an
+    # actuation outcome), "config" or the kind of the message. With ``cursor`` a replay re-creates the
+    # core's inputs in the order the live core saw them, so a recording replays to the same decisions.
     trigger: str = ""
+    cursor: Cursor = msgspec.field(default_factory=Cursor)
+    # What actuation did: "" (not actuated: hold, hpa/dry-run mode, paused), "applied", "no_op", or why
+    # it failed: "failed", "target_moved", "not_found", "refused" (the VA in the API does not allow it).
+    outcome: str = ""
 
 
 # ---------------------------------------------------------------- request/reply

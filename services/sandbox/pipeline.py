@@ -36,6 +36,10 @@ from typing import Final
 
 import aiohttp
 
+from shared import natsio, streams
+from shared.settings import Settings
+from shared.subjects import Subjects
+
 log = logging.getLogger(__name__)
 
 SERVICES: Final = ("watcher", "fetcher", "scaler")
@@ -190,10 +194,14 @@ class Pipeline:
 
     # -- start
 
-    async def start(self, *, timeout: float = 30.0) -> None:
-        """nats-server, then Prometheus, then the services, each ready before the next."""
+    async def start(self, *, timeout: float = 30.0, record: Path | None = None) -> None:
+        """nats-server, then `wva record` when asked, then Prometheus, then the services, each ready
+        before the next. The recorder starts before the services so that the recording holds every
+        message the scaler reads: `wva replay --check` then reproduces every decision."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         await self._start_nats(timeout)
+        if record is not None:
+            await self._start_recorder(record, timeout)
         if self.prometheus is not None:
             await self._start_prometheus(self.prometheus, timeout)
         for name in SERVICES:
@@ -325,6 +333,24 @@ class Pipeline:
         log.info("started %s (pid %s), log %s", child.name, child.pid, child.log_path)
 
     # -- extra tools (wva record)
+
+    async def _start_recorder(self, out: Path, timeout: float) -> None:
+        nc = await natsio.connect(Settings(nats_url=self.nats_url), name="wva-sandbox-setup")
+        try:
+            js = nc.jetstream()
+            subjects = Subjects()
+            await streams.ensure(js, subjects, streams.StreamSpec())
+            # The tool runs in this process's working directory, so a relative path means the same there.
+            self.start_tool("record", ["record", "--out", str(out), "--follow", "--since", "1h"])
+            names = [subjects.stream_name(s) for s in (streams.TARGETS, streams.METRICS, streams.EVENTS)]
+            deadline = time.monotonic() + timeout
+            # Following means one consumer on each stream (two on the events: invalidations, decisions).
+            while [(await js.stream_info(n)).state.consumer_count for n in names] < [1, 1, 2]:
+                if time.monotonic() > deadline:
+                    raise PipelineError(f"wva record did not start following in {timeout:g}s")
+                await asyncio.sleep(0.05)
+        finally:
+            await nc.close()
 
     def start_tool(self, name: str, args: list[str]) -> Child:
         """Run `wva <args>` against this pipeline's NATS, stopped with the rest."""

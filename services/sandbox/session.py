@@ -3,7 +3,7 @@
     code = await run(Options(scenario=path, ...), stop=stop_event)
 
 Order: nats-server, the emulated cluster (every pod ready), Prometheus if installed, watcher, fetcher
-and scaler (each ready), `wva record --follow` when asked; then the load plays for the scenario's
+and scaler (each ready), with `wva record --follow` started before the services when asked; then the load plays for the scenario's
 duration while the observer samples once a second. Everything is stopped in `finally` blocks, in
 reverse order, whatever happened. The exit code is 0 when no service crashed and every expectation
 was met, 1 otherwise, 2 when the run could not start, 130 when interrupted.
@@ -117,7 +117,7 @@ async def _run(
             async with cluster:
                 try:
                     boot = max((v.startup_seconds for _, v in spec.variants()), default=0.0)
-                    starting = asyncio.create_task(_start(pipe, cluster, boot), name="sandbox-start")
+                    starting = asyncio.create_task(_start(pipe, cluster, boot, options.record), name="sandbox-start")
                     waiting = asyncio.create_task(stop.wait(), name="sandbox-stop-wait")
                     done, _ = await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
                     waiting.cancel()
@@ -131,8 +131,6 @@ async def _run(
                     for line in pipe.describe():
                         say(line)
                     if options.record is not None:
-                        args = ["record", "--out", str(options.record.resolve()), "--follow", "--since", "1h"]
-                        pipe.start_tool("record", args)
                         say(f"recording to {options.record}")
                     started = True
                     crashed, interrupted = await _play(
@@ -167,14 +165,14 @@ async def _run(
     return 0 if summary.ok else 1
 
 
-async def _start(pipe: pipeline.Pipeline, cluster: clusters.Cluster, boot: float) -> None:
-    """The (started) cluster's pods ready, then nats-server, Prometheus and the services."""
+async def _start(pipe: pipeline.Pipeline, cluster: clusters.Cluster, boot: float, record: Path | None) -> None:
+    """The (started) cluster's pods ready, then nats-server, the recorder, Prometheus and the services."""
     try:
         async with asyncio.timeout(30.0 + boot):
             await cluster.wait_ready()
     except TimeoutError:
         log.warning("not every pod became ready in time; running anyway")
-    await pipe.start()
+    await pipe.start(record=record)
 
 
 async def _play(

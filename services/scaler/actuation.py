@@ -1,21 +1,25 @@
 """The scaler's Kubernetes edge: patch ``deployments/scale``, write VA status, record Events.
 
-Only this module (and the ConfigMap watch in ``configsource.py``) talks to the Kubernetes API.
+Only this module, ``authority.py`` and ``configsource.py`` talk to the Kubernetes API.
 
 Scaling is a read-check-write with optimistic concurrency: read the Deployment, refuse when its
 generation moved since the decision (someone else changed it; the next snapshot decides again),
 skip a no-op, then patch the scale subresource *with the resourceVersion just read*, so a concurrent
-writer makes the patch fail with 409 and the whole read-check-write is retried. 409, 429 and 5xx
-are retried with bounded, jittered backoff; other 4xx fail at once.
+writer makes the patch fail with 409 and the whole read-check-write is retried. Transient failures
+(:func:`shared.kube.is_transient`) are retried with bounded, jittered backoff; every request has a
+timeout and the whole attempt a time budget, so a hung API server delays one step by a bounded time.
+No exception of the client libraries leaves this module: every failure becomes an outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
+import msgspec
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from tenacity import (
@@ -26,7 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from services.scaler.actions import Condition, ScaleAction
+from services.scaler.actions import ScaleAction, VAStatus
 from shared import kube
 
 log = logging.getLogger("wva.scaler.actuation")
@@ -37,13 +41,6 @@ COMPONENT: Final = "wva-scaler"
 Outcome = Literal["applied", "no_op", "target_moved", "not_found", "failed"]
 
 
-def transient(exc: BaseException) -> bool:
-    """Worth retrying: conflicts, throttling, server errors and broken connections."""
-    if isinstance(exc, ApiException):
-        return exc.status in (409, 429) or (exc.status or 0) >= 500
-    return isinstance(exc, (OSError, TimeoutError))
-
-
 @dataclass(frozen=True, slots=True)
 class ScaleResult:
     outcome: Outcome
@@ -52,7 +49,7 @@ class ScaleResult:
 
     @property
     def applied(self) -> bool:
-        return self.outcome == "applied"
+        return self.outcome in ("applied", "no_op")
 
 
 class KubeActuator:
@@ -67,7 +64,7 @@ class KubeActuator:
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
-            retry=retry_if_exception(transient),
+            retry=retry_if_exception(kube.is_transient),
             stop=stop_after_attempt(self._attempts) | stop_after_delay(self._budget),
             wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
             reraise=True,
@@ -75,19 +72,22 @@ class KubeActuator:
 
     async def scale(self, action: ScaleAction) -> ScaleResult:
         try:
-            async for attempt in self._retrying():
-                with attempt:
-                    return await self._scale_once(action)
+            async with asyncio.timeout(self._budget):
+                async for attempt in self._retrying():
+                    with attempt:
+                        return await self._scale_once(action)
         except ApiException as exc:
             if exc.status == 404:
                 return ScaleResult("not_found", detail=f"deployment {action.namespace}/{action.deployment} not found")
-            return ScaleResult("failed", detail=f"HTTP {exc.status}: {exc.reason}")
-        except (OSError, TimeoutError) as exc:
-            return ScaleResult("failed", detail=f"API unreachable: {exc}")
+            return ScaleResult("failed", detail=kube.describe(exc))
+        except Exception as exc:  # any failure of the client libraries is an outcome, never a crash
+            return ScaleResult("failed", detail=f"API unreachable: {kube.describe(exc)}")
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
     async def _scale_once(self, action: ScaleAction) -> ScaleResult:
-        deployment = await self._apps.read_namespaced_deployment(action.deployment, action.namespace)
+        deployment = await self._apps.read_namespaced_deployment(
+            action.deployment, action.namespace, _request_timeout=kube.REQUEST_TIMEOUT
+        )
         meta, spec = deployment.metadata, deployment.spec
         current = spec.replicas if spec.replicas is not None else 1
         if meta.generation != action.expected_generation:
@@ -101,23 +101,32 @@ class KubeActuator:
         body = {"metadata": {"resourceVersion": meta.resource_version}, "spec": {"replicas": action.replicas}}
         # `_content_type` is accepted at run time but missing from the generated signatures.
         await self._apps.patch_namespaced_deployment_scale(
-            action.deployment, action.namespace, body, _content_type=MERGE_PATCH  # type: ignore[call-arg]
+            action.deployment, action.namespace, body, _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            _request_timeout=kube.REQUEST_TIMEOUT,
         )
         return ScaleResult("applied", previous=current)
 
-    async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
-        """Merge-patch the VA's status subresource; False (logged) when it could not be written."""
+    async def write_status(self, namespace: str, name: str, status: VAStatus) -> bool | None:
+        """Merge-patch the VA's status subresource: True when written, None when the VA does not exist
+        (nothing to retry), False (logged) when it could not be written now."""
+        body = {"status": msgspec.to_builtins(status)}
         try:
-            async for attempt in self._retrying():
-                with attempt:
-                    await self._custom.patch_namespaced_custom_object_status(
-                        kube.GROUP, kube.VERSION, namespace, kube.PLURAL, name, {"status": status},
-                        _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # custom resources take no strategic merge
-                    )
-        except (ApiException, OSError, TimeoutError) as exc:
-            log.warning(
-                "could not write VA status: %s", getattr(exc, "reason", exc), extra={"namespace": namespace, "va": name}
-            )
+            async with asyncio.timeout(self._budget):
+                async for attempt in self._retrying():
+                    with attempt:
+                        await self._custom.patch_namespaced_custom_object_status(
+                            kube.GROUP, kube.VERSION, namespace, kube.PLURAL, name, body,
+                            _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # custom resources take no strategic merge
+                            _request_timeout=kube.REQUEST_TIMEOUT,
+                        )
+        except ApiException as exc:
+            if exc.status == 404:
+                log.info("no VA %s/%s to write a status to", namespace, name)
+                return None
+            log.warning("could not write VA status: %s", kube.describe(exc), extra={"namespace": namespace, "va": name})
+            return False
+        except Exception as exc:  # a status that cannot be written is retried by the caller, never fatal
+            log.warning("could not write VA status: %s", kube.describe(exc), extra={"namespace": namespace, "va": name})
             return False
         return True
 
@@ -136,28 +145,8 @@ class KubeActuator:
             "count": 1,
         }
         try:
-            await self._core.create_namespaced_event(namespace, body)  # type: ignore[arg-type]  # dicts serialize as-is
-        except (ApiException, OSError, TimeoutError) as exc:
-            log.warning("could not record event: %s", getattr(exc, "reason", exc), extra={"namespace": namespace, "va": va})
-
-
-def conditions_payload(
-    conditions: tuple[Condition, ...], previous: list[dict[str, Any]], *, generation: int, now: datetime
-) -> list[dict[str, Any]]:
-    """metav1.Condition dicts; ``lastTransitionTime`` moves only when a condition's status changes."""
-    before = {c.get("type"): c for c in previous}
-    out = []
-    for c in conditions:
-        old = before.get(c.type)
-        changed = old is None or old.get("status") != c.status
-        out.append(
-            {
-                "type": c.type,
-                "status": c.status,
-                "reason": c.reason,
-                "message": c.message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now.isoformat().replace("+00:00", "Z") if changed else old["lastTransitionTime"],  # type: ignore[index]
-            }
-        )
-    return out
+            await self._core.create_namespaced_event(
+                namespace, body, _request_timeout=kube.REQUEST_TIMEOUT  # type: ignore[arg-type]  # dicts serialize as-is
+            )
+        except Exception as exc:  # best effort
+            log.warning("could not record event: %s", kube.describe(exc), extra={"namespace": namespace, "va": va})

@@ -1,4 +1,4 @@
-"""Cost-aware choice of variant, step distribution and bounds (docs/algorithms.md steps 5-6, "Bounds")."""
+"""Cost-aware choice of variant and step distribution (docs/algorithms.md, V1 steps 5-6)."""
 
 from __future__ import annotations
 
@@ -48,13 +48,19 @@ def distribute_scale_up(variants: Sequence[Variant], step: int) -> dict[str, int
     return added
 
 
-def choose_scale_down(variants: Sequence[Variant]) -> Variant | None:
-    """The most expensive variant (ties by highest name) above ``max(minReplicas, 1)``, if any;
-    variants that will act (not frozen) come first."""
-    eligible = [v for v in variants if v.current > max(v.min_replicas, 1)]
-    if not eligible:
-        return None
-    return max(eligible, key=lambda v: (not v.frozen, v.cost, v.name))
+def distribute_scale_down(variants: Sequence[Variant], count: int) -> dict[str, int]:
+    """Replicas to remove per variant: the most expensive first (ties by highest name), variants that
+    will act (not frozen) before frozen ones, each down to ``max(minReplicas, 1)`` at most."""
+    removed: dict[str, int] = {}
+    remaining = count
+    for variant in sorted(variants, key=lambda v: (not v.frozen, v.cost, v.name), reverse=True):
+        if remaining <= 0:
+            break
+        take = min(remaining, variant.current - max(variant.min_replicas, 1))
+        if take > 0:
+            removed[variant.name] = take
+            remaining -= take
+    return removed
 
 
 def cheapest(variants: Sequence[Variant]) -> Variant | None:
@@ -63,10 +69,3 @@ def cheapest(variants: Sequence[Variant]) -> Variant | None:
         if variant.max_replicas is None or variant.max_replicas >= 1:
             return variant
     return None
-
-
-def clamp(replicas: int, min_replicas: int, max_replicas: int | None) -> int:
-    """``replicas`` within ``[min_replicas, max_replicas]`` (a max below the min yields the min)."""
-    if max_replicas is not None and replicas > max_replicas:
-        replicas = max_replicas
-    return max(replicas, min_replicas)

@@ -1,21 +1,24 @@
-"""Where the saturation configuration comes from: the ConfigMap (watched) or a YAML file (polled).
+"""Where the scaling configuration comes from: the ConfigMap (watched) or a YAML file (polled).
 
 Both hand the raw ``data`` mapping (key -> YAML text, as in the ConfigMap) to a callback; parsing and
-"keep the last valid one" live in the pure ``config.apply_configmap``. ``None`` means the ConfigMap
-does not exist (defaults apply).
+"keep the last valid one" happen in the core (a ``ConfigData`` event, ``scaling_config.apply_configmap``).
+``None`` means the ConfigMap does not exist (defaults apply).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
-from kubernetes_asyncio import client, watch
-from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio import client
+
+from services.scaler import telemetry
+from shared import kube
+from shared.kubewatch import ListWatch
 
 log = logging.getLogger("wva.scaler.config")
 
@@ -51,44 +54,39 @@ async def poll_file(path: Path, on_data: OnData, *, interval: float = 5.0) -> No
         await asyncio.sleep(interval)
 
 
+class _ConfigMapSink:
+    """The one ConfigMap's data to ``on_data`` as the list-then-watch sees it (None: it is gone)."""
+
+    def __init__(self, on_data: OnData) -> None:
+        self._on_data = on_data
+
+    def listed(self, kind: str, namespace: str | None, items: list[dict[str, Any]], *, expired: bool) -> None:
+        self._on_data(_data(items[0]) if items else None)
+
+    def changed(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        self._on_data(None if event_type == "DELETED" else _data(obj))
+
+
+def _data(obj: dict[str, Any]) -> dict[str, str]:
+    data = kube.as_mapping(obj.get("data"))
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+
 async def watch_configmap(api: client.ApiClient, namespace: str, name: str, on_data: OnData) -> None:
-    """List, then watch one ConfigMap; re-list on 410, back off (bounded, jittered) on errors."""
+    """List, then watch, one ConfigMap (``fieldSelector=metadata.name=<name>``, which RBAC allows by
+    ``resourceNames``) with the shared list-then-watch loop and its error policy: transient failures
+    are retried; a 403 (the Role is missing) stops the scaler loudly instead of deciding without it."""
     core = client.CoreV1Api(api)
-    selector = f"metadata.name={name}"
-    backoff = 0.5
-    while True:
-        try:
-            listing = await core.list_namespaced_config_map(namespace, field_selector=selector)
-            items = listing.items or []
-            on_data(dict(items[0].data or {}) if items else None)
-            version = listing.metadata.resource_version
-            backoff = 0.5
-            while True:
-                async with watch.Watch() as w:
-                    async for event in w.stream(
-                        core.list_namespaced_config_map,
-                        namespace,
-                        field_selector=selector,
-                        resource_version=version,
-                        timeout_seconds=300,
-                        allow_watch_bookmarks=True,
-                    ):
-                        # raw_object: BOOKMARK events are not deserialized into V1ConfigMap.
-                        raw = event["raw_object"]
-                        version = raw["metadata"]["resourceVersion"]
-                        if event["type"] == "DELETED":
-                            on_data(None)
-                        elif event["type"] in ("ADDED", "MODIFIED"):
-                            on_data(dict(raw.get("data") or {}))
-        except ApiException as exc:
-            if exc.status == 410:
-                log.info("ConfigMap watch expired; re-listing")
-                continue
-            if exc.status in (401, 403):
-                log.error("not allowed to read ConfigMap %s/%s: %s", namespace, name, exc.reason)
-            else:
-                log.warning("ConfigMap watch failed (HTTP %s); retrying", exc.status)
-        except (OSError, TimeoutError) as exc:
-            log.warning("ConfigMap watch connection failed: %s; retrying", exc)
-        await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
-        backoff = min(backoff * 2, 30.0)
+
+    async def listing(**kwargs: Any) -> Any:
+        return await core.list_namespaced_config_map(namespace, **kwargs)
+
+    watch = ListWatch(
+        "configmap",
+        listing,
+        namespace,
+        _ConfigMapSink(on_data),
+        field_selector=f"metadata.name={name}",
+        on_restart=lambda kind, reason: telemetry.WATCH_RESTARTS.labels(kind=kind, reason=reason).inc(),
+    )
+    await watch.run()

@@ -22,6 +22,7 @@ HOLD_INVALIDATED: Final = "hold_invalidated"
 HOLD_METRICS_UNAVAILABLE: Final = "hold_metrics_unavailable"
 HOLD_PROBLEMS: Final = "hold_problems"
 HOLD_UNRESOLVED: Final = "hold_unresolved"
+HOLD_CONFLICT: Final = "hold_target_conflict"  # another VA names the same Deployment
 HOLD_STABILIZING: Final = "hold_stabilizing"
 HOLD_AT_BOUNDS: Final = "hold_at_bounds"
 
@@ -35,6 +36,7 @@ SCALE_UP_REASONS: Final = {
 HOLD_PRIORITY: Final = (
     HOLD_PROBLEMS,
     HOLD_UNRESOLVED,
+    HOLD_CONFLICT,
     HOLD_METRICS_UNAVAILABLE,
     HOLD_INVALIDATED,
     HOLD_STALE_METRICS,
@@ -47,6 +49,8 @@ OPTIMIZATION_READY: Final = "OptimizationReady"
 
 SCALE_TARGET_FOUND: Final = "ScaleTargetFound"
 SCALE_TARGET_NOT_FOUND: Final = "ScaleTargetNotFound"
+SCALE_TARGET_CONFLICT: Final = "ScaleTargetConflict"
+ACTUATION_REFUSED: Final = "ActuationRefused"  # the VA in the Kubernetes API does not allow the step
 METRICS_FOUND: Final = "MetricsFound"
 METRICS_MISSING: Final = "MetricsMissing"
 METRICS_STALE: Final = "MetricsStale"
@@ -54,3 +58,7 @@ PROMETHEUS_ERROR: Final = "PrometheusError"
 OPTIMIZATION_SUCCEEDED: Final = "OptimizationSucceeded"
 OPTIMIZATION_FAILED: Final = "OptimizationFailed"
 METRICS_UNAVAILABLE: Final = "MetricsUnavailable"
+
+# Holds that are about the VA's spec or target, not its metrics: OptimizationReady says OptimizationFailed.
+SPEC_HOLDS: Final = frozenset({HOLD_PROBLEMS, HOLD_UNRESOLVED, HOLD_CONFLICT})
+METRIC_HOLDS: Final = frozenset({HOLD_METRICS_UNAVAILABLE, HOLD_INVALIDATED, HOLD_STALE_METRICS})

@@ -1,27 +1,33 @@
-"""Replay recorded events through the scaler core and compare its decisions with expected ones.
+"""Replay events through the scaler core and compare its decisions with expected ones.
 
 File format (JSON Lines), one object per line, in time order::
 
     {"t": 15.0, "event": {"kind": "metrics.v1", ...}}      a wire message (shared.messages), or
     {"t": 20.0, "event": {"kind": "tick"}}                 a Tick
+    {"t": 20.1, "event": {"kind": "scale_applied", "namespace": "llm", "name": "a", "replicas": 3}}
+    {"t": 20.1, "event": {"kind": "scale_failed", "namespace": "llm", "name": "a", "replicas": 3,
+                          "outcome": "failed", "detail": "HTTP 500"}}
     {"t": 15.0, "expect": {"name": "a", "desired": 3, "reason": "scale_up_saturated"}}
     {"note": "free text"}                                  ignored; explains the scenario
 
-``t`` is the time in float seconds passed to the core as ``now``. An ``expect`` line names a subset
-of a Decision's fields (usually namespace, name, desired, reason); expectations list every decision
-the events produce, in order, each with the ``t`` of the event that produced it.
+``t`` is the time in float seconds passed to the core as ``now``. A line may carry ``"seq"``, the
+message's stream sequence (recordings do; see ``recording.py``). An ``expect`` line names a subset of
+a Decision's fields; expectations list every decision the events produce, in order, each with the ``t``
+of the event that produced it. A ``ScaleAction`` whose outcome no later line gives is applied at once,
+as a shell whose PATCH succeeds would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from services.scaler.actions import Event, Tick
-from services.scaler.machine import Scaler
+from services.scaler.actions import Action, ScaleAction
+from services.scaler.core import Scaler
+from services.scaler.events import Event, ScaleApplied, ScaleFailed, Tick
 from services.scaler.scaling_config import ConfigSet, ScalingConfig
 from shared.messages import (
     Decision,
@@ -36,7 +42,7 @@ from shared.messages import (
     peek_kind,
 )
 
-_EVENT_TYPES = (Target, TargetDeleted, MetricsSnapshot, MetricsDeleted, Invalidation)
+_WIRE_EVENTS = (Target, TargetDeleted, MetricsSnapshot, MetricsDeleted, Invalidation)
 
 
 class ReplayError(ValueError):
@@ -48,9 +54,26 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True):
     event: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty when absent
     expect: dict[str, Any] | None = None
     note: str | None = None
+    seq: int | None = None
+
+
+class _Applied(msgspec.Struct, forbid_unknown_fields=True, tag="scale_applied", tag_field="kind"):
+    namespace: str
+    name: str
+    replicas: int
+    outcome: Literal["applied", "no_op"] = "applied"
+
+
+class _Failed(msgspec.Struct, forbid_unknown_fields=True, tag="scale_failed", tag_field="kind"):
+    namespace: str
+    name: str
+    replicas: int
+    outcome: Literal["failed", "target_moved", "not_found", "refused"] = "failed"
+    detail: str = ""
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
+_outcome_decoder = msgspec.json.Decoder(_Applied | _Failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +84,20 @@ class Expectation:
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    t: float
+    event: Event
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Script:
-    events: list[tuple[float, Event]]
+    steps: list[Step]
     expectations: list[Expectation]
 
 
 def parse(lines: Iterable[str | bytes]) -> Script:
-    events: list[tuple[float, Event]] = []
+    steps: list[Step] = []
     expectations: list[Expectation] = []
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
@@ -85,8 +115,8 @@ def parse(lines: Iterable[str | bytes]) -> Script:
         if line.expect is not None:
             expectations.append(Expectation(t=line.t, fields=line.expect, line=number))
             continue
-        events.append((line.t, _event(number, line.event)))
-    return Script(events=events, expectations=expectations)
+        steps.append(Step(t=line.t, event=_event(number, line.event), seq=line.seq))
+    return Script(steps=steps, expectations=expectations)
 
 
 def _event(number: int, raw: msgspec.Raw) -> Event:
@@ -96,21 +126,62 @@ def _event(number: int, raw: msgspec.Raw) -> Event:
         raise ReplayError(f"line {number}: {exc}") from None
     if kind == "tick":
         return Tick()
+    if kind in ("scale_applied", "scale_failed"):
+        try:
+            outcome = _outcome_decoder.decode(raw)
+        except msgspec.MsgspecError as exc:
+            raise ReplayError(f"line {number}: {exc}") from None
+        if isinstance(outcome, _Applied):
+            return ScaleApplied(outcome.namespace, outcome.name, outcome.replicas, outcome.outcome)
+        return ScaleFailed(outcome.namespace, outcome.name, outcome.replicas, outcome.outcome, outcome.detail)
     try:
         message = any_decoder.decode(raw)
     except MessageError as exc:
         raise ReplayError(f"line {number}: {exc}") from None
-    if not isinstance(message, _EVENT_TYPES):
+    if not isinstance(message, _WIRE_EVENTS):
         raise ReplayError(f"line {number}: {type(message).__name__} is not a scaler input")
     return message
 
 
-def _configs(config: ConfigSet | ScalingConfig | None) -> ConfigSet:
+def configs(config: ConfigSet | ScalingConfig | None) -> ConfigSet:
     if config is None:
         return ConfigSet()
     if isinstance(config, ScalingConfig):
         return ConfigSet(default=config)
     return config
+
+
+def run(
+    steps: Sequence[Step], config: ConfigSet | ScalingConfig | None = None, *, mode: ScalerMode = "scale"
+) -> list[Decision]:
+    """Every Decision a fresh core emits for ``steps``, in order."""
+    scaler = Scaler(configs=configs(config), mode=mode)
+    scheduled: dict[tuple[str, str, int], int] = {}  # outcomes still to come, by (namespace, VA, replicas)
+    for step in steps:
+        if isinstance(step.event, ScaleApplied | ScaleFailed):
+            key = (step.event.namespace, step.event.name, step.event.replicas)
+            scheduled[key] = scheduled.get(key, 0) + 1
+    produced: list[Decision] = []
+    for step in steps:
+        if isinstance(step.event, ScaleApplied | ScaleFailed):
+            key = (step.event.namespace, step.event.name, step.event.replicas)
+            scheduled[key] -= 1
+        actions = scaler.handle(step.event, step.t, seq=step.seq)
+        while actions:
+            produced.extend(a for a in actions if isinstance(a, Decision))
+            actions = _apply_unscheduled(scaler, actions, scheduled, step.t)
+    return produced
+
+
+def _apply_unscheduled(
+    scaler: Scaler, actions: Sequence[Action], scheduled: dict[tuple[str, str, int], int], now: float
+) -> list[Action]:
+    """Apply at once every ScaleAction whose outcome is not among the steps to come."""
+    more: list[Action] = []
+    for action in actions:
+        if isinstance(action, ScaleAction) and scheduled.get((action.namespace, action.name, action.replicas), 0) <= 0:
+            more.extend(scaler.handle(ScaleApplied(action.namespace, action.name, action.replicas), now))
+    return more
 
 
 def run_replay(
@@ -120,15 +191,7 @@ def run_replay(
     mode: ScalerMode = "scale",
 ) -> list[Decision]:
     """Every Decision a fresh core emits for the events of ``lines``, in order."""
-    return _run(parse(lines).events, config, mode)
-
-
-def _run(events: list[tuple[float, Event]], config: ConfigSet | ScalingConfig | None, mode: ScalerMode) -> list[Decision]:
-    scaler = Scaler(configs=_configs(config), mode=mode)
-    produced: list[Decision] = []
-    for now, event in events:
-        produced.extend(a for a in scaler.handle(event, now) if isinstance(a, Decision))
-    return produced
+    return run(parse(lines).steps, config, mode=mode)
 
 
 def _matches(decision: Decision, fields: dict[str, Any]) -> list[str]:
@@ -143,23 +206,16 @@ def _matches(decision: Decision, fields: dict[str, Any]) -> list[str]:
     return wrong
 
 
-def check(
-    lines: Iterable[str | bytes],
-    config: ConfigSet | ScalingConfig | None = None,
-    *,
-    mode: ScalerMode = "scale",
-) -> list[str]:
-    """Differences between the decisions produced and those expected; empty when they agree."""
-    script = parse(lines)
-    produced = _run(script.events, config, mode)
+def compare(produced: Sequence[Decision], expectations: Sequence[Expectation]) -> list[str]:
+    """Differences between decisions and expectations, in order; empty when they agree."""
     at = [d.at.timestamp() for d in produced]
     problems: list[str] = []
-    for i in range(max(len(produced), len(script.expectations))):
-        if i >= len(script.expectations):
+    for i in range(max(len(produced), len(expectations))):
+        if i >= len(expectations):
             d = produced[i]
             problems.append(f"decision #{i} at t={at[i]:g} not expected: {d.name} desired {d.desired} {d.reason}")
             continue
-        exp = script.expectations[i]
+        exp = expectations[i]
         if i >= len(produced):
             problems.append(f"decision #{i} (line {exp.line}, t={exp.t:g}) expected, not produced: {exp.fields}")
             continue
@@ -169,3 +225,14 @@ def check(
         if wrong:
             problems.append(f"decision #{i} (line {exp.line}, t={exp.t:g}): " + "; ".join(wrong))
     return problems
+
+
+def check(
+    lines: Iterable[str | bytes],
+    config: ConfigSet | ScalingConfig | None = None,
+    *,
+    mode: ScalerMode = "scale",
+) -> list[str]:
+    """Differences between the decisions produced and those expected; empty when they agree."""
+    script = parse(lines)
+    return compare(run(script.steps, config, mode=mode), script.expectations)

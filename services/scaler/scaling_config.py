@@ -13,6 +13,7 @@ merge. Without a ``default`` key the built-in defaults below apply (WVA would us
 
 Keys keep WVA's names: ``kvCacheThreshold``, ``queueLengthThreshold``, ``kvSpareTrigger``,
 ``queueSpareTrigger``; wva adds ``scaleUpStep`` (``proportional`` | ``one``), ``maxScaleUpStep``,
+``scaleDownStep`` (``one`` | ``proportional``),
 ``scaleDownStabilizationSeconds``, ``staleAfterSeconds`` and ``scaleToZero: {enabled,
 retentionSeconds}``. WVA keys that wva does not use (``analyzerName``, ``enableLimiter`` …) are
 accepted and reported as warnings; any other key is an error, so a typo never passes silently.
@@ -28,6 +29,7 @@ from typing import Final, Literal
 import yaml
 
 ScaleUpStep = Literal["proportional", "one"]
+ScaleDownStep = Literal["one", "proportional"]
 
 DEFAULT_KEY: Final = "default"
 
@@ -56,6 +58,7 @@ class ScalingConfig:
     queue_spare_trigger: float = 3.0
     scale_up_step: ScaleUpStep = "proportional"
     max_scale_up_step: int = 4
+    scale_down_step: ScaleDownStep = "one"
     scale_down_stabilization_seconds: float = 120.0
     stale_after_seconds: float = 45.0
     scale_to_zero: ScaleToZeroConfig = field(default_factory=ScaleToZeroConfig)
@@ -63,11 +66,14 @@ class ScalingConfig:
     def validate(self) -> list[str]:
         """Problems with this configuration, each naming its key (empty when valid)."""
         errors: list[str] = []
-        for key, value in (("kvCacheThreshold", self.kv_cache_threshold), ("kvSpareTrigger", self.kv_spare_trigger)):
-            if not 0.0 <= value <= 1.0:
-                errors.append(f"{key} must be in [0, 1], got {value}")
+        # A threshold of 0 makes every replica saturated, so an idle model would grow forever.
+        if not 0.0 < self.kv_cache_threshold <= 1.0:
+            errors.append(f"kvCacheThreshold must be in (0, 1], got {self.kv_cache_threshold}")
+        if not 0.0 <= self.kv_spare_trigger <= 1.0:
+            errors.append(f"kvSpareTrigger must be in [0, 1], got {self.kv_spare_trigger}")
+        if not self.queue_length_threshold > 0.0:
+            errors.append(f"queueLengthThreshold must be > 0, got {self.queue_length_threshold}")
         for key, value in (
-            ("queueLengthThreshold", self.queue_length_threshold),
             ("queueSpareTrigger", self.queue_spare_trigger),
             ("scaleDownStabilizationSeconds", self.scale_down_stabilization_seconds),
             ("scaleToZero.retentionSeconds", self.scale_to_zero.retention_seconds),
@@ -80,6 +86,8 @@ class ScalingConfig:
             errors.append(f"maxScaleUpStep must be >= 1, got {self.max_scale_up_step}")
         if self.scale_up_step not in ("proportional", "one"):
             errors.append(f"scaleUpStep must be 'proportional' or 'one', got {self.scale_up_step!r}")
+        if self.scale_down_step not in ("proportional", "one"):
+            errors.append(f"scaleDownStep must be 'one' or 'proportional', got {self.scale_down_step!r}")
         if self.kv_cache_threshold < self.kv_spare_trigger:
             errors.append(
                 f"kvCacheThreshold ({self.kv_cache_threshold}) must be >= kvSpareTrigger ({self.kv_spare_trigger})"
@@ -153,11 +161,11 @@ def parse_config(
                 errors.append(f"{where}: maxScaleUpStep must be an integer, got {value!r}")
             else:
                 changes["max_scale_up_step"] = value
-        elif key == "scaleUpStep":
+        elif key in ("scaleUpStep", "scaleDownStep"):
             if value not in ("proportional", "one"):
-                errors.append(f"{where}: scaleUpStep must be 'proportional' or 'one', got {value!r}")
+                errors.append(f"{where}: {key} must be 'proportional' or 'one', got {value!r}")
             else:
-                changes["scale_up_step"] = value
+                changes["scale_up_step" if key == "scaleUpStep" else "scale_down_step"] = value
         elif key == "scaleToZero":
             stz = _parse_scale_to_zero(where, value, base.scale_to_zero, errors)
             if stz is not None:

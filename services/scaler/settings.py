@@ -1,11 +1,21 @@
-"""Scaler settings (``WVA_…`` / flags), and the base saturation configuration they give."""
+"""Scaler settings (``WVA_…`` / flags), and the base scaling configuration they give."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from services.scaler.scaling_config import ScaleToZeroConfig, ScalingConfig
-from shared.settings import Settings, SettingsError, choice, duration, optional_path, positive_int, setting
+from shared.settings import (
+    Settings,
+    SettingsError,
+    choice,
+    csv,
+    duration,
+    optional_path,
+    optional_str,
+    positive_int,
+    setting,
+)
 
 MODES = ("scale", "hpa", "dry-run")
 
@@ -41,19 +51,34 @@ class ScalerSettings(Settings):
         "WVA_SATURATION_CONFIG", None, optional_path, "YAML file to use instead of the ConfigMap"
     )
     fetch_request_timeout: float = setting(
-        "WVA_FETCH_REQUEST_TIMEOUT", 2.0, duration, "how long to wait for the fetcher after an invalidation"
+        "WVA_FETCH_REQUEST_TIMEOUT", 2.0, duration, "how long a nudge waits for the fetcher to answer"
+    )
+    actuation_budget: float = setting(
+        "WVA_ACTUATION_BUDGET", 20.0, duration, "longest one scale step may take, retries included, before it fails"
     )
     kubeconfig: str | None = setting("KUBECONFIG", None, optional_path, "kubeconfig (default: in-cluster)")
+    # The same two settings as the watcher's: the scaler reads the VAs it may act on from the API.
+    watch_namespaces: tuple[str, ...] = setting(
+        "WVA_WATCH_NAMESPACES", (), csv, "namespaces whose VAs may be actuated, comma-separated (empty: all)"
+    )
+    controller_instance: str | None = setting(
+        "WVA_CONTROLLER_INSTANCE",
+        None,
+        optional_str,
+        "act only on VAs labelled wva.llmd.ai/controller-instance=<this> (unset: only VAs without the label)",
+    )
 
     def validate(self) -> None:
         super().validate()
         if self.reconcile_interval <= 0:
             raise SettingsError(f"WVA_RECONCILE_INTERVAL={self.reconcile_interval:g}s: must be > 0")
+        if self.actuation_budget <= 0:
+            raise SettingsError(f"WVA_ACTUATION_BUDGET={self.actuation_budget:g}s: must be > 0")
         if self.stale_after is not None and self.stale_after <= 0:
             raise SettingsError(f"WVA_STALE_AFTER={self.stale_after:g}s: must be > 0")
-        self.saturation_base()  # the thresholds these settings give must be valid too
+        self.scaling_base()  # the thresholds these settings give must be valid too
 
-    def saturation_base(self) -> ScalingConfig:
+    def scaling_base(self) -> ScalingConfig:
         """The configuration in force where the ConfigMap does not say otherwise."""
         stale = self.stale_after if self.stale_after is not None else 3 * self.fetch_interval
         base = ScalingConfig(

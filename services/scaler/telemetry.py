@@ -23,14 +23,23 @@ ACTUATIONS: Final = Counter("wva_scaler_actuations_total", "Scale patches by out
 DECISIONS: Final = Counter("wva_scaler_decisions_total", "Decisions published, by reason", ["reason"])
 EVENTS: Final = Counter("wva_scaler_events_total", "Events handled by the core, by kind", ["kind"])
 FETCH_REQUESTS: Final = Counter("wva_scaler_fetch_requests_total", "Fresh-snapshot requests, by outcome", ["outcome"])
-CONFIG_RELOADS: Final = Counter("wva_scaler_config_reloads_total", "Saturation config loads, by outcome", ["outcome"])
+CONFIG_RELOADS: Final = Counter("wva_scaler_config_reloads_total", "Scaling config loads, by outcome", ["outcome"])
+WATCH_RESTARTS: Final = Counter(
+    "wva_scaler_watch_restarts_total",
+    "List-then-watch restarts of the ConfigMap and VariantAutoscalings, by kind and reason",
+    ["kind", "reason"],
+)
+INPUT_WARNINGS: Final = Counter(
+    "wva_scaler_input_warnings_total", "Inputs used with a correction (e.g. clock_skew: a future timestamp)", ["reason"]
+)
 
 
 class Gauges:
-    """Remembers each VA's label set so that a deleted VA's series can be removed."""
+    """Remembers each VA's label sets so that a deleted VA's series can be removed."""
 
     def __init__(self) -> None:
         self._labels: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._scalings: dict[tuple[str, str], set[tuple[str, str, str, str]]] = {}
 
     def decided(self, decision: Decision) -> None:
         key = (decision.namespace, decision.name)
@@ -44,7 +53,9 @@ class Gauges:
         RATIO.labels(*labels).set(decision.desired / decision.current if decision.current else decision.desired)
         if decision.desired != decision.current and not decision.reason.startswith("hold_"):
             direction = "up" if decision.desired > decision.current else "down"
-            SCALING.labels(decision.name, decision.namespace, direction, decision.reason).inc()
+            scaling = (decision.name, decision.namespace, direction, decision.reason)
+            self._scalings.setdefault(key, set()).add(scaling)
+            SCALING.labels(*scaling).inc()
 
     def current(self, namespace: str, name: str, replicas: int) -> None:
         labels = self._labels.get((namespace, name))
@@ -55,6 +66,9 @@ class Gauges:
         labels = self._labels.pop((namespace, name), None)
         if labels is not None:
             self._remove(labels)
+        for scaling in self._scalings.pop((namespace, name), set()):
+            with contextlib.suppress(KeyError):
+                SCALING.remove(*scaling)
 
     @staticmethod
     def _remove(labels: tuple[str, str, str]) -> None:

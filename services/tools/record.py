@@ -1,7 +1,7 @@
 """``wva record --out FILE``: write what wva saw and decided to a JSONL file that ``wva replay`` reads.
 
-Each line is ``{"t": <seconds since the epoch, when NATS stored it>, "subject": …, "event": <payload>}``,
-in time order: the last target and snapshot of every VA, then invalidations and decisions from the
+Each line is ``{"t": <seconds since the epoch, when NATS stored it>, "subject": …, "stream": "targets" |
+"metrics" | "events", "seq": <its sequence in that stream>, "event": <payload>}``, in time order: the last target and snapshot of every VA, then invalidations and decisions from the
 event log (``--since`` bounds how far back). Without ``--follow`` it stops once it has read everything
 stored; with it, it keeps recording until interrupted or ``--duration`` passes.
 """
@@ -43,9 +43,12 @@ def line(msg: Msg) -> dict[str, Any] | None:
     except messages.MessageError as exc:
         count_rejected("record", exc.reason)
         return None
+    stream = msg.metadata.stream.rpartition("_")[2].lower()  # WVA_TARGETS -> targets
     return {
         "t": msg.metadata.timestamp.timestamp(),
         "subject": msg.subject,
+        "stream": stream,
+        "seq": msg.metadata.sequence.stream,
         "event": json.loads(msg.data),
     }
 

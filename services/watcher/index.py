@@ -15,16 +15,17 @@ from typing import Any, Literal, TypeAlias
 from services.watcher import kubeobjects, targets
 from services.watcher.kubeobjects import ObjectKey
 from shared.messages import Target, VAKey
+from shared.variantautoscaling import VariantAutoscaling, manages, variant_autoscaling
 
 ObjectKind = Literal["va", "deployment", "replicaset", "pod"]
 KINDS: tuple[ObjectKind, ...] = ("va", "deployment", "replicaset", "pod")
-Info: TypeAlias = kubeobjects.VariantAutoscaling | kubeobjects.Deployment | kubeobjects.ReplicaSet | kubeobjects.Pod
+Info: TypeAlias = VariantAutoscaling | kubeobjects.Deployment | kubeobjects.ReplicaSet | kubeobjects.Pod
 
 
 def convert(kind: ObjectKind, obj: Mapping[str, Any]) -> Info:
     """The one place where a Kubernetes dict becomes our type."""
     if kind == "va":
-        return kubeobjects.variant_autoscaling(obj)
+        return variant_autoscaling(obj)
     if kind == "deployment":
         return kubeobjects.deployment(obj)
     if kind == "replicaset":
@@ -35,7 +36,7 @@ def convert(kind: ObjectKind, obj: Mapping[str, Any]) -> Info:
 class ClusterIndex:
     def __init__(self, *, controller_instance: str | None = None) -> None:
         self.controller_instance = controller_instance
-        self.vas: dict[VAKey, kubeobjects.VariantAutoscaling] = {}
+        self.vas: dict[VAKey, VariantAutoscaling] = {}
         self.deployments: dict[ObjectKey, kubeobjects.Deployment] = {}
         self.replicasets: dict[ObjectKey, kubeobjects.ReplicaSet] = {}
         self.pods: dict[ObjectKey, kubeobjects.Pod] = {}
@@ -75,7 +76,7 @@ class ClusterIndex:
     def _put(self, kind: ObjectKind, namespace: str, name: str, info: Info | None) -> set[VAKey]:
         key = ObjectKey((namespace, name))
         if kind == "va":
-            assert info is None or isinstance(info, kubeobjects.VariantAutoscaling)
+            assert info is None or isinstance(info, VariantAutoscaling)
             return self._put_va(VAKey(key), info)
         if kind == "deployment":
             assert info is None or isinstance(info, kubeobjects.Deployment)
@@ -86,18 +87,20 @@ class ClusterIndex:
         assert info is None or isinstance(info, kubeobjects.Pod)
         return self._put_pod(key, info)
 
-    def _put_va(self, key: VAKey, va: kubeobjects.VariantAutoscaling | None) -> set[VAKey]:
-        if va is not None and not kubeobjects.manages(va.labels, self.controller_instance):
+    def _put_va(self, key: VAKey, va: VariantAutoscaling | None) -> set[VAKey]:
+        if va is not None and not manages(va.labels, self.controller_instance):
             va = None  # no longer ours: for this installation it is as good as deleted
         old = self.vas.pop(key, None)
-        if old is not None and old.deployment is not None:
-            self._vas_by_deployment[old.deployment].discard(key)
-            if not self._vas_by_deployment[old.deployment]:
-                del self._vas_by_deployment[old.deployment]
+        old_deployment = _deployment_of(old)
+        if old_deployment is not None:
+            self._vas_by_deployment[old_deployment].discard(key)
+            if not self._vas_by_deployment[old_deployment]:
+                del self._vas_by_deployment[old_deployment]
         if va is not None:
             self.vas[key] = va
-            if va.deployment is not None:
-                self._vas_by_deployment[va.deployment].add(key)
+            deployment = _deployment_of(va)
+            if deployment is not None:
+                self._vas_by_deployment[deployment].add(key)
         return {key} if old is not None or va is not None else set()
 
     def _put_deployment(self, key: ObjectKey, d: kubeobjects.Deployment | None) -> set[VAKey]:
@@ -170,5 +173,13 @@ class ClusterIndex:
         va = self.vas.get(key)
         if va is None:
             return None
-        d = self.deployments.get(va.deployment) if va.deployment is not None else None
+        deployment = _deployment_of(va)
+        d = self.deployments.get(deployment) if deployment is not None else None
         return targets.build(va, d, self.pods_of(d) if d is not None else (), at=at)
+
+
+def _deployment_of(va: VariantAutoscaling | None) -> ObjectKey | None:
+    """The key of the Deployment a VA scales, when it names one."""
+    if va is None or va.deployment is None:
+        return None
+    return ObjectKey((va.namespace, va.deployment))

@@ -15,7 +15,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from services.watcher import index as index_mod
-from services.watcher import kubeobjects, watching
+from services.watcher import watching
 from services.watcher.publishing import Outbox
 from services.watcher.reconciling import Reconciler
 from services.watcher.settings import WatcherSettings
@@ -23,6 +23,7 @@ from shared import kube, messages, natsio, streams
 from shared.lifecycle import Runtime
 from shared.messages import Target, VAKey
 from shared.subjects import SubjectKind, Subjects
+from shared.variantautoscaling import va_label_selector
 
 log = logging.getLogger("wva.watcher")
 
@@ -105,20 +106,13 @@ async def main(runtime: Runtime) -> None:
     runtime.extras["outbox"] = outbox
     api = await kube.api_client(settings.kubeconfig, long_lived_connections=len(index_mod.KINDS) * len(namespaces))
     async with api:
-        watches = [
-            watching.ResourceWatch(
-                resource,
-                ns,
-                reconciler,
-                timeout_seconds=settings.watch_timeout,
-                backoff_min=settings.watch_backoff_min,
-                backoff_max=settings.watch_backoff_max,
-                give_up_after=settings.watch_give_up,
-                page_size=settings.list_page_size,
-            )
-            for resource in watching.resources(api, va_label_selector=kubeobjects.va_label_selector(settings.controller_instance))
-            for ns in namespaces
-        ]
+        watches = watching.watches(
+            api,
+            reconciler,
+            settings,
+            namespaces=namespaces,
+            va_label_selector=va_label_selector(settings.controller_instance),
+        )
         runtime.extras["watches"] = watches
         log.info(
             "watching %s in %s",
@@ -134,7 +128,7 @@ async def main(runtime: Runtime) -> None:
             tg.create_task(outbox.run(), name="watcher-outbox")
             tg.create_task(reconciler.run(), name="watcher-reconciler")
             for w in watches:
-                tg.create_task(w.run(), name=f"watch-{w.resource.kind}-{w.namespace or 'all'}")
+                tg.create_task(w.run(), name=f"watch-{w.kind}-{w.namespace or 'all'}")
             await reconciler.synced.wait()
             await outbox.wait_idle()
             runtime.health.set("synced", True)

@@ -7,10 +7,11 @@ from datetime import datetime
 
 from services.watcher import kubeobjects
 from shared.messages import PodRef, ScaleTarget, Target
+from shared.variantautoscaling import VariantAutoscaling
 
 
 def build(
-    va: kubeobjects.VariantAutoscaling,
+    va: VariantAutoscaling,
     deployment: kubeobjects.Deployment | None,
     pods: Iterable[kubeobjects.Pod],
     *,

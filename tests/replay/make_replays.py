@@ -83,9 +83,13 @@ class Writer:
         payload = json.loads(encode(message)) if message is not None else {"kind": "tick"}
         self.lines.append(json.dumps({"t": t, "event": payload}, separators=(",", ":")))
 
-    def expect(self, t: float, *decisions: tuple[str, int, str]) -> None:
+    def outcome(self, t: float, kind: str, name: str, replicas: int, **fields: Any) -> None:
+        payload = {"kind": kind, "namespace": NS, "name": name, "replicas": replicas, **fields}
+        self.lines.append(json.dumps({"t": t, "event": payload}, separators=(",", ":")))
+
+    def expect(self, t: float, *decisions: tuple[str, int, str], **extra: Any) -> None:
         for name, desired, reason in decisions:
-            fields: dict[str, Any] = {"namespace": NS, "name": name, "desired": desired, "reason": reason}
+            fields: dict[str, Any] = {"namespace": NS, "name": name, "desired": desired, "reason": reason, **extra}
             self.lines.append(json.dumps({"t": t, "expect": fields}))
 
     def save(self, filename: str) -> None:
@@ -109,10 +113,14 @@ def burst_two_variants() -> Writer:
         "a +2 up to its max 3, then b +2."
     )
     w.event(15, snap("a", 15, [0.95], [12]))
+    w.note(
+        "Each decision is published once its step has landed (the replay applies steps at once), then the "
+        "group decides again: both variants now have a desired count not reached yet."
+    )
     w.expect(15, ("a", 3, "scale_up_spare_kv_low"), ("b", 3, "scale_up_spare_kv_low"))
-    w.note("b's snapshot of the same instant: both variants now have a desired count not reached yet.")
-    w.event(15, snap("b", 15, [0.90], [8]))
     w.expect(15, ("a", 3, "hold_transition"), ("b", 3, "hold_transition"))
+    w.note("b's snapshot of the same instant changes nothing: still in transition.")
+    w.event(15, snap("b", 15, [0.90], [8]))
     w.note("t=20: the Deployments moved to generation 2; the snapshots are of generation 1.")
     w.event(20, target("a", 20, cost=40, replicas=3, ready=1, gen=2, max_r=3))
     w.expect(20, ("a", 3, "hold_invalidated"), ("b", 3, "hold_invalidated"))
@@ -163,16 +171,20 @@ def scale_down_after_stabilization() -> Writer:
     for t in (120, 150, 180, 210, 229):
         w.event(t, snap("a", t, [0.20, 0.25]))
         w.event(t, snap("b", t, [0.15, 0.10]))
-    w.note("t=229: safe for 119 s, still stabilizing. t=230: 120 s: -1 on b, the most expensive above 1.")
+    w.note(
+        "t=229: -1 on b recommended since 110, for 119 s: still stabilizing. t=230: recommended for the whole "
+        "120 s window: -1 on b, the most expensive above 1. a's decision is published at once, b's once its "
+        "step has landed; then the group waits for b to reach 1."
+    )
     w.event(230, snap("a", 230, [0.20, 0.25]))
     w.expect(230, ("a", 2, "scale_down_spare_capacity"), ("b", 1, "scale_down_spare_capacity"))
-    w.event(230, snap("b", 230, [0.15, 0.10]))
     w.expect(230, ("a", 2, "hold_transition"), ("b", 1, "hold_transition"))
+    w.event(230, snap("b", 230, [0.15, 0.10]))
     w.event(240, target("b", 240, cost=80, replicas=1, gen=2))
     w.expect(240, ("a", 2, "hold_invalidated"), ("b", 1, "hold_invalidated"))
     w.note(
         "t=245: b's fresh snapshot: spare KV 0.60 0.55 0.65, average 0.60; load 0.20 -> 0.30, spare 0.50: "
-        "safe again, and a new window starts (each scale-down waits a full window)."
+        "safe again: -1 on a is recommended, and waits a full window from now (each scale-down does)."
     )
     w.event(245, snap("b", 245, [0.15], gen=2))
     w.expect(245, ("a", 2, "hold_stabilizing"), ("b", 1, "hold_stabilizing"))
@@ -181,23 +193,53 @@ def scale_down_after_stabilization() -> Writer:
 
 def invalidation_then_fresh_snapshot() -> Writer:
     w = Writer()
-    w.note("Invalidation: decisions hold until a snapshot collected after it arrives.")
+    w.note(
+        "Invalidation: decisions hold until a snapshot of the Deployment's new generation arrives; clocks "
+        "of other processes order nothing."
+    )
     w.event(0, target("a", 0, cost=40, replicas=2))
     w.expect(0, ("a", 2, "hold_metrics_unavailable"))
     w.event(0, snap("a", 0, [0.65, 0.72]))
     w.expect(0, ("a", 2, "hold_no_trigger"))
-    w.event(10, Invalidation(namespace=NS, name="a", at=dt(10), reason="target_changed", deployment_generation=1))
+    w.note("t=10: the Deployment's pod template changed: generation 2.")
+    w.event(10, Invalidation(namespace=NS, name="a", at=dt(10), reason="template_changed", deployment_generation=2))
     w.expect(10, ("a", 2, "hold_invalidated"))
-    w.note("t=12: a snapshot collected at t=8, before the invalidation, shows saturation: not acted on.")
-    w.event(12, snap("a", 8, [0.85, 0.90]))
-    w.note("t=14: collected after the invalidation: all saturated, needed ceil(1.75 / 0.70) = 3, step 1.")
-    w.event(14, snap("a", 14, [0.85, 0.90]))
+    w.note("t=12: a snapshot collected at t=12 but of generation 1 (the fetcher still had the old target): not acted on.")
+    w.event(12, snap("a", 12, [0.85, 0.90]))
+    w.event(13, target("a", 13, cost=40, replicas=2, gen=2))
+    w.note(
+        "t=14: a snapshot of generation 2: all saturated, needed ceil(1.75 / 0.70) = 3, step 1. Its decision "
+        "follows the step; then the group waits for it."
+    )
+    w.event(14, snap("a", 14, [0.85, 0.90], gen=2))
     w.expect(14, ("a", 3, "scale_up_saturated"))
+    w.expect(14, ("a", 3, "hold_transition"))
     w.event(20)
-    w.expect(20, ("a", 3, "hold_transition"))
     w.note("t=60: the last snapshot (t=14) is 46 s old, older than 45 s: stale.")
     w.event(60)
     w.expect(60, ("a", 3, "hold_stale_metrics"))
+    return w
+
+
+def failed_step_then_retry() -> Writer:
+    w = Writer()
+    w.note(
+        "A failed PATCH is an event: the decision says it was not applied, the next attempt waits a 5 s "
+        "backoff, and a replay reproduces all of it."
+    )
+    w.event(0, target("a", 0, cost=40, replicas=1, max_r=5))
+    w.expect(0, ("a", 1, "hold_metrics_unavailable"))
+    w.note("t=1: one replica at KV 0.90: saturated; needed ceil(0.90 / 0.70) = 2, step 1 -> 2.")
+    w.event(1, snap("a", 1, [0.90]))
+    w.outcome(1.2, "scale_failed", "a", 2, outcome="failed", detail="HTTP 503 Service Unavailable")
+    w.expect(1.2, ("a", 2, "scale_up_saturated"), applied=False, outcome="failed")
+    w.note("t=3: still saturated, but within the backoff (until 6.2): no second attempt, nothing new to say.")
+    w.event(3, snap("a", 3, [0.90]))
+    w.note("t=7: the backoff is over: the step is tried again and lands.")
+    w.event(7, snap("a", 7, [0.90]))
+    w.outcome(7.1, "scale_applied", "a", 2)
+    w.expect(7.1, ("a", 2, "scale_up_saturated"), applied=True, outcome="applied")
+    w.expect(7.1, ("a", 2, "hold_transition"))
     return w
 
 
@@ -205,6 +247,7 @@ SCENARIOS = {
     "burst_two_variants.jsonl": burst_two_variants,
     "scale_down_after_stabilization.jsonl": scale_down_after_stabilization,
     "invalidation_then_fresh_snapshot.jsonl": invalidation_then_fresh_snapshot,
+    "failed_step_then_retry.jsonl": failed_step_then_retry,
 }
 
 

@@ -33,6 +33,9 @@ class Match:
         return self.method is None or self.method.upper() == method.upper()
 
 
+RESET = 0  # a FailureRule with this status drops the connection instead of answering
+
+
 @dataclass(kw_only=True)
 class FailureRule:
     match: Match
@@ -85,6 +88,13 @@ class Faults:
             message=message or f"injected fault: {status}",
             retry_after=retry_after if retry_after is not None else (1 if status == 429 else None),
         )
+        self.failures.append(rule)
+        return rule
+
+    def reset(self, *, times: int = 1, path: str | None = None, verb: str | None = None) -> FailureRule:
+        """Close the connection of the next `times` matching requests without answering (the client
+        sees its library's own disconnect error, e.g. aiohttp's ServerDisconnectedError)."""
+        rule = FailureRule(match=Match(path=path, verb=verb), status=RESET, remaining=times, message="connection reset")
         self.failures.append(rule)
         return rule
 

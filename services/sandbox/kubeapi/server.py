@@ -17,7 +17,7 @@ from aiohttp import web
 
 from services.sandbox.kubeapi import discovery, errors, patching, routing, tables
 from services.sandbox.kubeapi import selectors as sel
-from services.sandbox.kubeapi.faults import Faults
+from services.sandbox.kubeapi.faults import RESET, Faults
 from services.sandbox.kubeapi.resources import DEPLOYMENTS, ResourceType
 from services.sandbox.kubeapi.store import Change, Store, Subscription
 
@@ -119,6 +119,10 @@ class ApiServer:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 rule = self.faults.failure_for(path=path, verb=route.verb, method=request.method)
+                if rule is not None and rule.status == RESET:
+                    if request.transport is not None:
+                        request.transport.close()
+                    return web.Response(status=500)  # never sent: the connection is gone
                 if rule is not None:
                     headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else None
                     return status_response(errors.ApiError(rule.status, rule.message), headers)

@@ -235,7 +235,7 @@ def test_saturation_configmap_is_the_one_the_scaler_reads_and_is_valid() -> None
     scaler = load(ScalerSettings, environ=env)
     cm = manifests.one(docs, "ConfigMap", scaler.config_map_name)
     assert cm["metadata"]["namespace"] == scaler.config_namespace
-    base = scaler.saturation_base()
+    base = scaler.scaling_base()
     update = apply_configmap(ConfigSet(default=base), cm["data"], base=base)
     assert update.applied and not update.errors and not update.warnings
     loaded = yaml.safe_load(cm["data"]["default"])

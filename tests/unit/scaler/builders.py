@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from services.scaler.actions import Action, Event, FetchAction, ScaleAction, StatusAction
-from services.scaler.machine import Scaler
+from services.scaler.actions import Action, FetchAction, ScaleAction, StatusAction
+from services.scaler.core import Scaler
+from services.scaler.events import Event, ScaleApplied
 from shared.messages import (
     AllocationMetrics,
     Decision,
@@ -39,6 +40,7 @@ def target(
     generation: int = 1,
     model: str = MODEL,
     ns: str = NS,
+    deployment: str | None = None,
     paused: bool = False,
     dry_run: bool = False,
     resolved: bool = True,
@@ -54,7 +56,7 @@ def target(
         accelerator="H100",
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        scale_target=ScaleTarget(name=f"{name}-deploy"),
+        scale_target=ScaleTarget(name=deployment or f"{name}-deploy"),
         resolved=resolved,
         deployment_generation=generation,
         spec_replicas=replicas,
@@ -100,10 +102,16 @@ def invalidation(
     return Invalidation(namespace=NS, name=name, at=dt(at), reason=reason, deployment_generation=generation)
 
 
-def feed(scaler: Scaler, events: Sequence[tuple[float, Event]]) -> list[Action]:
+def feed(scaler: Scaler, events: Sequence[tuple[float, Event]], *, apply: bool = True) -> list[Action]:
+    """Every action of the events in order. ``apply``: answer each ScaleAction with ScaleApplied at
+    once, as a shell whose PATCH succeeds does (its actions follow the ScaleAction's)."""
     actions: list[Action] = []
     for now, event in events:
-        actions.extend(scaler.handle(event, now))
+        pending = scaler.handle(event, now)
+        while pending:
+            actions.extend(pending)
+            outcomes = [a for a in pending if isinstance(a, ScaleAction)] if apply else []
+            pending = [r for a in outcomes for r in scaler.handle(ScaleApplied(a.namespace, a.name, a.replicas), now)]
     return actions
 
 

@@ -1,10 +1,11 @@
-"""Cost-aware choice of variant, step distribution and bounds."""
+"""Cost-aware choice of variant, step distribution (both ways) and bounds."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.scaler.choice import Variant, cheapest, choose_scale_down, clamp, distribute_scale_up
+from services.scaler.bounds import clamp
+from services.scaler.choice import Variant, cheapest, distribute_scale_down, distribute_scale_up
 
 
 def v(name: str, cost: float, current: int, *, min_replicas: int = 1, max_replicas: int | None = None) -> Variant:
@@ -37,18 +38,24 @@ def test_scale_up_places_what_fits() -> None:
 
 def test_scale_down_from_most_expensive_above_floor() -> None:
     # docs/algorithms.md: A one replica, B two -> -1 on B.
-    assert choose_scale_down([v("a", 40, 1), v("b", 80, 2)]) == v("b", 80, 2)
+    assert distribute_scale_down([v("a", 40, 1), v("b", 80, 2)], 1) == {"b": 1}
     # A more expensive variant at its floor is skipped.
-    assert choose_scale_down([v("a", 40, 3), v("b", 80, 2, min_replicas=2)]) == v("a", 40, 3)
+    assert distribute_scale_down([v("a", 40, 3), v("b", 80, 2, min_replicas=2)], 1) == {"a": 1}
+
+
+def test_several_replicas_go_from_the_most_expensive_first_down_to_their_floors() -> None:
+    variants = [v("a", 40, 3), v("b", 80, 3, min_replicas=2)]
+    assert distribute_scale_down(variants, 2) == {"b": 1, "a": 1}
+    assert distribute_scale_down(variants, 9) == {"b": 1, "a": 2}
 
 
 def test_scale_down_tie_goes_to_highest_name() -> None:
-    assert choose_scale_down([v("alpha", 10, 2), v("zeta", 10, 2)]) == v("zeta", 10, 2)
+    assert distribute_scale_down([v("alpha", 10, 2), v("zeta", 10, 2)], 1) == {"zeta": 1}
 
 
 def test_scale_down_never_below_one_even_with_min_zero() -> None:
     # docs/algorithms.md: one replica each -> hold, neither is above max(minReplicas, 1).
-    assert choose_scale_down([v("a", 40, 1, min_replicas=0), v("b", 80, 1, min_replicas=0)]) is None
+    assert distribute_scale_down([v("a", 40, 1, min_replicas=0), v("b", 80, 1, min_replicas=0)], 1) == {}
 
 
 def test_cheapest_skips_variants_that_cannot_run() -> None:
@@ -72,4 +79,4 @@ def test_a_paused_cheapest_variant_does_not_stall_its_group() -> None:
     assert distribute_scale_up([paused], 1) == {"a": 1}
     big_paused = Variant(name="z", cost=99, min_replicas=1, max_replicas=None, current=3, frozen=True)
     cheap_active = Variant(name="c", cost=5, min_replicas=1, max_replicas=None, current=3)
-    assert choose_scale_down([big_paused, cheap_active]) == cheap_active
+    assert distribute_scale_down([big_paused, cheap_active], 1) == {"c": 1}

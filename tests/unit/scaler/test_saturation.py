@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.scaler.saturation import analyze, needed_replicas, scale_up_step
+from services.scaler.analyzers.saturation import analyze, needed_replicas, scale_up_step
 from services.scaler.scaling_config import ScalingConfig
 
 DEFAULTS = ScalingConfig()

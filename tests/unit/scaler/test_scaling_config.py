@@ -76,6 +76,10 @@ def test_parse_uses_wva_key_names() -> None:
         ({"scaleToZero": {"retentionSeconds": -1}}, "scaleToZero.retentionSeconds"),
         ({"scaleToZero": {"retention": 5}}, "scaleToZero.retention"),
         ({"kvCacheTreshold": 0.9}, "kvCacheTreshold"),
+        # A zero threshold saturates every replica: an idle model would grow forever.
+        ({"kvCacheThreshold": 0, "kvSpareTrigger": 0}, "kvCacheThreshold must be in (0, 1], got 0"),
+        ({"queueLengthThreshold": 0, "queueSpareTrigger": 0}, "queueLengthThreshold must be > 0, got 0"),
+        ({"scaleDownStep": "all"}, "scaleDownStep"),
     ],
 )
 def test_invalid_values_name_their_key(data: dict[str, object], key: str) -> None:

@@ -10,11 +10,10 @@ from typing import Any
 import msgspec
 
 from services.watcher.index import ClusterIndex, convert
-from services.watcher.kubeobjects import VAKey
 from services.watcher.publishing import Outbox
 from services.watcher.reconciling import Reconciler
 from shared import kube
-from shared.messages import Invalidation, Target, TargetDeleted
+from shared.messages import Invalidation, Target, TargetDeleted, VAKey
 from shared.subjects import Subjects
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from services.watcher import kubeobjects, targets
-from shared import kube
+from shared import kube, variantautoscaling
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -41,7 +41,7 @@ def va(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
     ],
 )
 def test_variant_cost_parsing(raw: Any, cost: float, problem: bool) -> None:
-    parsed, found = kubeobjects.parse_variant_cost(raw)
+    parsed, found = variantautoscaling.parse_variant_cost(raw)
     assert parsed == cost
     assert (found is not None) == problem
     if found is not None:
@@ -50,10 +50,10 @@ def test_variant_cost_parsing(raw: Any, cost: float, problem: bool) -> None:
 
 
 def test_valid_va_has_no_problems_and_takes_defaults() -> None:
-    v = kubeobjects.variant_autoscaling(va(labels={kube.ACCELERATOR_LABEL: "A100"}))
+    v = variantautoscaling.variant_autoscaling(va(labels={kube.ACCELERATOR_LABEL: "A100"}))
     assert v.problems == ()
     assert (v.variant_cost, v.min_replicas, v.max_replicas, v.accelerator) == (10.0, 1, None, "A100")
-    assert v.deployment == ("llm", "llama-a100")
+    assert v.deployment == "llama-a100"
     assert v.generation == 3
 
 
@@ -74,18 +74,18 @@ def test_valid_va_has_no_problems_and_takes_defaults() -> None:
     ],
 )
 def test_invalid_va_names_each_field(spec: dict[str, Any], fields: list[str]) -> None:
-    v = kubeobjects.variant_autoscaling(va(spec))
+    v = variantautoscaling.variant_autoscaling(va(spec))
     assert [p.field for p in v.problems] == fields
     assert all(p.message for p in v.problems)
 
 
 def test_min_greater_than_max_message_has_the_numbers() -> None:
-    (problem,) = kubeobjects.variant_autoscaling(va({"minReplicas": 3, "maxReplicas": 2})).problems
+    (problem,) = variantautoscaling.variant_autoscaling(va({"minReplicas": 3, "maxReplicas": 2})).problems
     assert "3" in problem.message and "2" in problem.message
 
 
 def test_non_deployment_target_does_not_resolve() -> None:
-    v = kubeobjects.variant_autoscaling(va({"scaleTargetRef": {"kind": "StatefulSet", "name": "llama-a100"}}))
+    v = variantautoscaling.variant_autoscaling(va({"scaleTargetRef": {"kind": "StatefulSet", "name": "llama-a100"}}))
     d = kubeobjects.deployment(deployment_dict())
     t = targets.build(v, d, [], at=AT)
     assert not t.resolved
@@ -93,7 +93,7 @@ def test_non_deployment_target_does_not_resolve() -> None:
 
 
 def test_flags_from_annotations_and_labels() -> None:
-    v = kubeobjects.variant_autoscaling(
+    v = variantautoscaling.variant_autoscaling(
         va(
             annotations={kube.PAUSED_ANNOTATION: "true", kube.DRY_RUN_ANNOTATION: "false"},
             labels={kube.CONTROLLER_INSTANCE_LABEL: "blue"},
@@ -113,7 +113,7 @@ def test_flags_from_annotations_and_labels() -> None:
     ],
 )
 def test_controller_instance_scoping(labels: dict[str, str], instance: str | None, managed: bool) -> None:
-    assert kubeobjects.manages(labels, instance) is managed
+    assert variantautoscaling.manages(labels, instance) is managed
 
 
 def pod_dict(*, annotations: dict[str, str] | None = None, ports: list[dict[str, Any]] | None = None, ip: str = "10.0.0.7") -> dict[str, Any]:
@@ -170,7 +170,7 @@ def test_deployment_template_hash_follows_the_template_only() -> None:
 
 
 def test_target_carries_deployment_and_member_pods_sorted() -> None:
-    v = kubeobjects.variant_autoscaling(va({"variantCost": "3.5", "minReplicas": 2, "maxReplicas": 6}))
+    v = variantautoscaling.variant_autoscaling(va({"variantCost": "3.5", "minReplicas": 2, "maxReplicas": 6}))
     d = kubeobjects.deployment(deployment_dict())
     ready = kubeobjects.pod(pod_dict())
     other = kubeobjects.pod({**pod_dict(), "metadata": {**pod_dict()["metadata"], "name": "a"}, "status": {"phase": "Pending"}})
@@ -187,7 +187,7 @@ def test_target_carries_deployment_and_member_pods_sorted() -> None:
 
 
 def test_target_without_deployment_is_unresolved() -> None:
-    t = targets.build(kubeobjects.variant_autoscaling(va()), None, [], at=AT)
+    t = targets.build(variantautoscaling.variant_autoscaling(va()), None, [], at=AT)
     assert not t.resolved
     assert (t.spec_replicas, t.template_hash, t.pods) == (0, "", ())
     assert t.scale_target.name == "llama-a100"

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 import msgspec
 import nats.errors
 
-from services.watcher.kubeobjects import VAKey
 from services.watcher.publishing import Outbox
-from shared.messages import Invalidation, Target, TargetDeleted
+from shared.messages import Invalidation, Target, TargetDeleted, VAKey
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 A, B = VAKey(("llm", "a")), VAKey(("llm", "b"))

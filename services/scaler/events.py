@@ -1,0 +1,65 @@
+"""What goes into the scaler core besides the wire messages: time passing, what actuation did, and the
+configuration. Each is an event, so a replay feeds the core exactly what the live shell fed it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.messages import Invalidation, MetricsDeleted, MetricsSnapshot, Target, TargetDeleted
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passes: re-evaluate every group (staleness, pacing, scale-to-zero windows) and nudge the
+    fetcher for snapshots that are missing."""
+
+
+AppliedOutcome = Literal["applied", "no_op"]
+FailedOutcome = Literal["failed", "target_moved", "not_found", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleApplied:
+    """The shell set the Deployment's replicas (``no_op``: they already were ``replicas``)."""
+
+    namespace: str
+    name: str  # the VA
+    replicas: int
+    outcome: AppliedOutcome = "applied"
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleFailed:
+    """The shell could not set the replicas. ``outcome`` says why in a word (``refused``: the
+    VariantAutoscaling in the API does not allow it), ``detail`` in a sentence without secrets."""
+
+    namespace: str
+    name: str
+    replicas: int
+    outcome: FailedOutcome
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The shell began following its input streams: their last sequences at that moment. Decisions
+    carry them (``Decision.cursor``) so a replay knows which messages the core read."""
+
+    targets: int
+    metrics: int
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigData:
+    """The scaling ConfigMap's ``data`` (key -> YAML text); None when there is no ConfigMap."""
+
+    data: Mapping[str, str] | None
+    source: str = "ConfigMap"
+
+
+Outcome = ScaleApplied | ScaleFailed
+Message = Target | TargetDeleted | MetricsSnapshot | MetricsDeleted | Invalidation
+Event = Message | Tick | ScaleApplied | ScaleFailed | ConfigData | Started

@@ -1,0 +1,77 @@
+"""Scale-down pacing as Kubernetes' HPA does it (docs/algorithms.md, "Scale-down pacing").
+
+The analyzer's recommendation (a count per variant) is remembered over the last
+``scaleDownStabilizationSeconds``; a variant gets the highest count recommended for it within that
+window, so a decrease happens only once it has been recommended for the whole window, and then by as
+much as the window allows. Scale-up is never delayed (the highest includes the newest).
+
+Until the memory covers a whole window (after a start, or a take-over) nothing is known about the
+earlier part of it, so the count a variant already has stands in for it: a fresh scaler delays a
+scale-down, it never speeds one up.
+
+Only *changes* of the recommendation are stored, each at the instant the core published a decision
+for it, so a replay rebuilds the same memory from the recorded decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from services.scaler.analyzers.saturation import EPSILON
+
+Counts = tuple[tuple[str, int], ...]  # (variant, count), sorted by variant
+
+
+@dataclass(slots=True)
+class Pacing:
+    since: float | None = None  # first recommendation remembered
+    changes: list[tuple[float, Counts]] = field(default_factory=list)
+
+    def remember(self, now: float, recommended: Mapping[str, int]) -> None:
+        counts = tuple(sorted(recommended.items()))
+        if self.since is None:
+            self.since = now
+        if not self.changes or self.changes[-1][1] != counts:
+            self.changes.append((now, counts))
+
+    def forget_before(self, cutoff: float) -> None:
+        """Drop changes no window ending at or after ``cutoff + window`` can see (all but the one in
+        force at ``cutoff``)."""
+        keep = 0
+        for i, (when, _) in enumerate(self.changes):
+            if when <= cutoff + EPSILON:
+                keep = i
+        del self.changes[:keep]
+
+    def highest(self, now: float, window: float, current: Mapping[str, int]) -> dict[str, int]:
+        """Per variant, the highest count recommended in ``[now - window, now]`` (``current`` stands in
+        for what the memory does not cover)."""
+        start = now - window
+        result: dict[str, int] = {}
+        if self.since is None or self.since > start + EPSILON:
+            result.update(current)
+        in_force: Counts | None = None
+        for when, counts in self.changes:
+            if when <= start + EPSILON:
+                in_force = counts
+                continue
+            _raise(result, counts)
+        if in_force is not None:
+            _raise(result, in_force)
+        return result
+
+    def lower_since(self, now: float, variant: str, count: int) -> float:
+        """Since when ``variant`` has been recommended at most ``count`` without a break (``now`` if
+        it is not now)."""
+        since = now
+        for when, counts in reversed(self.changes):
+            if dict(counts).get(variant, 0) > count:
+                break
+            since = when
+        return since
+
+
+def _raise(result: dict[str, int], counts: Sequence[tuple[str, int]]) -> None:
+    for name, n in counts:
+        result[name] = max(result.get(name, n), n)

@@ -1,0 +1,181 @@
+"""A recording (``wva record``) turned back into the exact inputs the live scaler core had, in order.
+
+Every recorded decision carries its ``cursor`` (the stream sequences the core had consumed, and where
+it began following) and its ``trigger``, so the replay feeds, before each evaluation, exactly the
+messages the live core had read by then — for targets and metrics only the last value per subject up to
+where it began, as its followers did — then the trigger itself at the decision's own instant: the
+message, a ``Tick``, the actuation outcome the decision reports, or the configuration. Messages that
+produced no decision are fed at the time NATS stored them; ticks that produced none changed nothing.
+
+A scaler that restarted during the recording began following at other sequences: each run is replayed
+by a fresh core, as it ran live.
+
+Lines that are not from a recording (no ``cursor``: hand-written scripts, older recordings) keep their
+order and times, and decisions become expectations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Tick
+from services.scaler.replay import Expectation, ReplayError, Step
+from shared.messages import (
+    Cursor,
+    Decision,
+    Invalidation,
+    MessageError,
+    MetricsDeleted,
+    MetricsSnapshot,
+    Target,
+    TargetDeleted,
+    any_decoder,
+)
+
+STREAMS: Final = ("targets", "metrics", "events")
+_LAST_VALUE: Final = ("targets", "metrics")
+_TRIGGERS: Final = {"target.v1": "targets", "target_deleted.v1": "targets", "metrics.v1": "metrics",
+                    "metrics_deleted.v1": "metrics", "invalidation.v1": "events"}  # fmt: skip
+COMPARED: Final = ("namespace", "name", "current", "desired", "reason", "applied", "outcome", "trigger")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One recorded message."""
+
+    t: float
+    subject: str
+    stream: str  # "targets" | "metrics" | "events" | "" (unknown: an older recording)
+    seq: int
+    message: Any  # a decoded wire message
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One live scaler's inputs and decisions: what a fresh core replays."""
+
+    steps: list[Step]
+    expectations: list[Expectation]
+
+
+def read(lines: Iterable[str]) -> list[Entry]:
+    entries: list[Entry] = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = msgspec.json.decode(raw)
+            message = any_decoder.decode(msgspec.json.encode(record["event"]))
+            entries.append(
+                Entry(
+                    t=float(record["t"]),
+                    subject=str(record.get("subject", "")),
+                    stream=str(record.get("stream", "")),
+                    seq=int(record.get("seq", 0)),
+                    message=message,
+                )
+            )
+        except (msgspec.MsgspecError, MessageError, KeyError, TypeError, ValueError) as exc:
+            raise ReplayError(f"line {number}: not a recording line: {exc}") from None
+    return entries
+
+
+def runs(entries: Sequence[Entry], config: Mapping[str, str] | None) -> list[Run]:
+    """The recording's scaler runs, each as steps and the decisions they must reproduce."""
+    decisions = sorted((e for e in entries if isinstance(e.message, Decision)), key=lambda e: e.seq)
+    inputs = [e for e in entries if not isinstance(e.message, Decision)]
+    if not decisions or any(e.stream not in STREAMS or e.seq <= 0 for e in entries):
+        raise ReplayError("the recording has no stream positions (recorded before wva kept them)")
+    by_start: dict[tuple[int, int, int], list[Entry]] = {}
+    for d in decisions:
+        c: Cursor = d.message.cursor
+        by_start.setdefault((c.start_targets, c.start_metrics, c.start_events), []).append(d)
+    return [_run(inputs, group, start, config) for start, group in by_start.items()]
+
+
+def _run(inputs: Sequence[Entry], decisions: Sequence[Entry], start: tuple[int, int, int], config: Mapping[str, str] | None) -> Run:
+    begin = dict(zip(STREAMS, start, strict=True))
+    queues = {stream: _consumed(inputs, stream, begin[stream]) for stream in STREAMS}
+    fed = dict.fromkeys(STREAMS, 0)  # index into each queue
+    steps: list[Step] = []
+    expectations: list[Expectation] = []
+    last = float("-inf")
+    evaluations: list[list[Entry]] = []
+    for d in decisions:
+        if evaluations and _same_evaluation(evaluations[-1][0].message, d.message):
+            evaluations[-1].append(d)
+        else:
+            evaluations.append([d])
+    for evaluation in evaluations:
+        decision: Decision = evaluation[0].message
+        at = decision.at.timestamp()
+        cursor = msgspec.structs.asdict(decision.cursor)
+        trigger_stream = _TRIGGERS.get(decision.trigger)
+        due: list[Entry] = []
+        for stream in STREAMS:
+            queue = queues[stream]
+            while fed[stream] < len(queue) and queue[fed[stream]].seq <= cursor[stream]:
+                due.append(queue[fed[stream]])
+                fed[stream] += 1
+        trigger_entry = None
+        if trigger_stream is not None:
+            trigger_entry = next((e for e in due if e.stream == trigger_stream and e.seq == cursor[trigger_stream]), None)
+            if trigger_entry is not None:
+                due.remove(trigger_entry)
+        for entry in sorted(due, key=lambda e: (e.t, STREAMS.index(e.stream), e.seq)):
+            last = min(max(last, entry.t), at)
+            steps.append(Step(t=last, event=entry.message, seq=entry.seq))
+        event = _trigger_event(decision, trigger_entry, config)
+        if event is not None:
+            steps.append(Step(t=at, event=event, seq=trigger_entry.seq if trigger_entry is not None else None))
+        last = max(last, at)
+        for d in evaluation:
+            expectations.append(Expectation(t=at, fields={k: getattr(d.message, k) for k in COMPARED}, line=0))
+    rest = [e for stream in STREAMS for e in queues[stream][fed[stream]:]]
+    for entry in sorted(rest, key=lambda e: (e.t, STREAMS.index(e.stream), e.seq)):
+        last = max(last, entry.t)
+        steps.append(Step(t=last, event=entry.message, seq=entry.seq))
+    return Run(steps=steps, expectations=expectations)
+
+
+def _consumed(inputs: Sequence[Entry], stream: str, begin: int) -> list[Entry]:
+    """What the live core read of ``stream``, in order: beyond ``begin`` every message; up to it only
+    the last value per subject (targets, metrics) or nothing (invalidations: followed from new)."""
+    mine = sorted((e for e in inputs if e.stream == stream and _scaler_input(e.message)), key=lambda e: e.seq)
+    if stream not in _LAST_VALUE:
+        return [e for e in mine if e.seq > begin]
+    last: dict[str, Entry] = {}
+    for e in mine:
+        if e.seq <= begin:
+            last[e.subject] = e
+    return sorted(last.values(), key=lambda e: e.seq) + [e for e in mine if e.seq > begin]
+
+
+def _scaler_input(message: object) -> bool:
+    return isinstance(message, Target | TargetDeleted | MetricsSnapshot | MetricsDeleted | Invalidation)
+
+
+def _same_evaluation(a: Decision, b: Decision) -> bool:
+    return a.at == b.at and a.trigger == b.trigger and a.cursor == b.cursor
+
+
+def _trigger_event(decision: Decision, entry: Entry | None, config: Mapping[str, str] | None) -> Event | None:
+    if entry is not None:
+        event: Event = entry.message
+        return event
+    if decision.trigger == "tick":
+        return Tick()
+    if decision.trigger == "config":
+        return ConfigData(config, source="replay")
+    if decision.trigger == "scale_applied":
+        return ScaleApplied(
+            decision.namespace, decision.name, decision.desired, "no_op" if decision.outcome == "no_op" else "applied"
+        )
+    if decision.trigger == "scale_failed":
+        detail = decision.detail.rpartition(f"; not applied ({decision.outcome}): ")[2]
+        return ScaleFailed(decision.namespace, decision.name, decision.desired, decision.outcome, detail)  # type: ignore[arg-type]
+    return None  # a message trigger whose message is not in the recording
