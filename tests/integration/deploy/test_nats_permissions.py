@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import nats
 import nats.errors
 import pytest
@@ -154,6 +155,14 @@ async def test_config_holds_no_password_and_the_server_only_bcrypt_hashes(secure
             )
     finally:
         await nc.close()
+
+
+async def test_monitoring_listens_on_the_loopback_interface_only(secured_nats: NatsServer) -> None:
+    (listen,) = re.findall(r"Starting http monitor on (\S+)", secured_nats.log_path.read_text())
+    host, port = listen.rsplit(":", 1)
+    assert host == "127.0.0.1", listen
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+        assert resp.status == 200  # what the probes ask, from inside the pod
 
 
 @pytest.mark.parametrize("user", ["watcher", "fetcher", "scaler"])
