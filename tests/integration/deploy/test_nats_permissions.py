@@ -9,10 +9,12 @@ callback) and never reaches anyone.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import nats
 import nats.errors
 import pytest
@@ -122,11 +124,17 @@ async def first(follower: streams.Follower) -> bytes:
     raise AssertionError("no message")
 
 
-async def test_config_is_valid_and_every_password_comes_from_the_environment(
-    secured_nats: NatsServer,
-) -> None:
+async def test_config_holds_no_password_and_the_server_only_bcrypt_hashes(secured_nats: NatsServer) -> None:
+    text = natsconf.CONF.read_text()
     assert set(natsconf.password_variables().values()) == set(natsconf.USERS)
-    assert "password: $" in natsconf.CONF.read_text() and "CHANGE-ME" not in natsconf.CONF.read_text()
+    assert "CHANGE-ME" not in text
+    hashes = dict(re.findall(r'(?m)^(\w+): "(\S+)"$', natsconf.auth_conf()))
+    assert hashes.keys() == natsconf.password_variables().keys()
+    for variable, user in natsconf.password_variables().items():
+        assert re.fullmatch(r"\$2[aby]\$11\$[./A-Za-z0-9]{53}", hashes[variable]), f"{user}: not bcrypt"
+        assert natsconf.password(user) not in natsconf.auth_conf()
+    # nats-server warns when any password in its configuration is plain text.
+    assert "Plaintext passwords detected" not in secured_nats.log_path.read_text()
     for credentials in ({"user": "wva-scaler", "password": "wrong"}, {}):
         nc = Client()
         try:
@@ -134,6 +142,27 @@ async def test_config_is_valid_and_every_password_comes_from_the_environment(
                 await nc.connect(secured_nats.url, allow_reconnect=False, connect_timeout=1, **credentials)
         finally:
             await nc.close()  # a refused connect leaves its socket open otherwise
+    # A user's hash is not its password: sending the hash itself is refused too.
+    nc = Client()
+    try:
+        with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+            await nc.connect(
+                secured_nats.url,
+                user="wva-scaler",
+                password=hashes["SCALER_PASSWORD_BCRYPT"],
+                allow_reconnect=False,
+                connect_timeout=1,
+            )
+    finally:
+        await nc.close()
+
+
+async def test_monitoring_listens_on_the_loopback_interface_only(secured_nats: NatsServer) -> None:
+    (listen,) = re.findall(r"Starting http monitor on (\S+)", secured_nats.log_path.read_text())
+    host, port = listen.rsplit(":", 1)
+    assert host == "127.0.0.1", listen
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+        assert resp.status == 200  # what the probes ask, from inside the pod
 
 
 @pytest.mark.parametrize("user", ["watcher", "fetcher", "scaler"])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,18 @@ SETTINGS: dict[str, type[Settings]] = {
     "fetcher": FetcherSettings,
     "scaler": ScalerSettings,
 }
-BUILDS = ["base", "nats", "overlays/default", "overlays/existing-nats", "overlays/hpa", "samples"]
-# Secrets the user brings (docs/deployment.md); everything else a build references must be in the build.
+BUILDS = [
+    "base",
+    "nats",
+    "overlays/default",
+    "overlays/existing-nats",
+    "overlays/hpa",
+    "overlays/scrape",
+    "overlays/tls",
+    "samples",
+]
+# Secrets the user brings (docs/deployment.md); everything else a build references must be in the build
+# (as a Secret, or as the secretName of a cert-manager Certificate in it).
 USER_SECRETS = {"wva-prometheus", "hf-token"}
 EXTERNAL_NATS_SECRETS = {f"wva-nats-{s}" for s in SERVICES}
 
@@ -60,9 +71,11 @@ def test_every_file_a_kustomization_names_exists(directory: Path) -> None:
     named = list(k.get("resources", []))
     named += [p["path"] for p in k.get("patches", []) if "path" in p]
     for generator in k.get("configMapGenerator", []) + k.get("secretGenerator", []):
-        named += [f.split("=", 1)[-1] for f in generator.get("files", [])]
+        named += [f.split("=", 1)[-1] for f in generator.get("files", []) + generator.get("envs", [])]
+    # In a checkout whose credentials were generated (docs/deployment.md), as the builds below.
+    rendered = manifests.rendered_deploy() / directory.relative_to(DEPLOY)
     for name in named:
-        target = (directory / name).resolve()
+        target = (rendered / name).resolve()
         assert target.exists(), f"{_rel(directory)}/kustomization.yaml names {name}, which does not exist"
         if target.is_dir():
             assert (target / "kustomization.yaml").exists(), f"{name} is a directory without a kustomization"
@@ -86,10 +99,20 @@ def test_kustomize_output_validates_and_has_no_duplicates(build: str) -> None:
             )
 
 
+def _volume_references(volume: dict[str, Any]) -> list[tuple[str, str]]:
+    """(kind, name) of each ConfigMap and Secret a volume reads, projected sources included."""
+    sources = [volume, *volume.get("projected", {}).get("sources", [])]
+    found = [("ConfigMap", s["configMap"]["name"]) for s in sources if "configMap" in s]
+    found += [("Secret", s["secret"]["secretName"]) for s in sources if "secretName" in s.get("secret", {})]
+    found += [("Secret", s["secret"]["name"]) for s in sources if "name" in s.get("secret", {})]
+    return found
+
+
 @pytest.mark.parametrize("build", BUILDS)
 def test_everything_a_pod_references_is_in_the_build(build: str) -> None:
     docs = manifests.build(DEPLOY / build)
     present = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    present |= {("Secret", c["spec"]["secretName"]) for c in manifests.find(docs, "Certificate")}
     external = USER_SECRETS | (
         EXTERNAL_NATS_SECRETS if build in ("base", "overlays/existing-nats") else set()
     )
@@ -98,9 +121,12 @@ def test_everything_a_pod_references_is_in_the_build(build: str) -> None:
         if "serviceAccountName" in pod:
             assert ("ServiceAccount", pod["serviceAccountName"]) in present
         for volume in pod.get("volumes", []):
-            if "configMap" in volume:
-                assert ("ConfigMap", volume["configMap"]["name"]) in present, volume
+            for reference in _volume_references(volume):
+                assert reference in present, f"{workload['metadata']['name']}: {volume}"
         for c in pod["containers"]:
+            mounted = {m["name"] for m in c.get("volumeMounts", [])}
+            claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+            assert mounted <= {v["name"] for v in pod.get("volumes", [])} | claims, c["name"]
             for source in c.get("envFrom", []):
                 assert ("ConfigMap", source["configMapRef"]["name"]) in present, source
             for var in c.get("env", []):
@@ -136,7 +162,7 @@ def environment(
         ref = var["valueFrom"]["secretKeyRef"]
         found = manifests.find(docs, "Secret", ref["name"])
         if found:
-            env[var["name"]] = found[0]["stringData"][ref["key"]]
+            env[var["name"]] = base64.b64decode(found[0]["data"][ref["key"]]).decode()
         elif ref["name"] in given:
             env[var["name"]] = given[ref["name"]][ref["key"]]
         else:
@@ -144,12 +170,16 @@ def environment(
     return env
 
 
-@pytest.mark.parametrize("build", ["overlays/default", "overlays/hpa", "overlays/existing-nats"])
+@pytest.mark.parametrize(
+    "build", ["overlays/default", "overlays/hpa", "overlays/scrape", "overlays/tls", "overlays/existing-nats"]
+)
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_environment_loads_with_its_own_settings(build: str, service: str) -> None:
     docs = manifests.build(DEPLOY / build)
     user_secrets = {f"wva-nats-{service}": {"user": f"wva-{service}", "password": "secret"}}
     env = environment(docs, manifests.one(docs, "Deployment", f"wva-{service}"), user_secrets=user_secrets)
+    if build != "overlays/existing-nats":  # the generated credentials, read from the build's Secret
+        assert env["WVA_NATS_PASSWORD"] == manifests.credentials()[service]["password"]
     cls = SETTINGS[service]
     known = {f.metadata["env"] for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in env if k not in known)
@@ -158,6 +188,10 @@ def test_each_service_environment_loads_with_its_own_settings(build: str, servic
     assert settings.nats_user == f"wva-{service}"
     if build == "overlays/hpa" and service == "scaler":
         assert isinstance(settings, ScalerSettings) and settings.scaler_mode == "hpa"
+    if build == "overlays/scrape" and service == "fetcher":
+        assert isinstance(settings, FetcherSettings) and settings.collector == "scrape"
+    if build == "overlays/tls":
+        assert settings.nats_url.startswith("tls://") and settings.nats_tls_ca
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -255,7 +289,9 @@ def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
 def test_existing_nats_overlay_ships_no_nats() -> None:
     docs = manifests.build(DEPLOY / "overlays/existing-nats")
     assert not manifests.find(docs, "StatefulSet")
-    assert not [d for d in docs if d["metadata"]["name"].startswith("wva-nats")]
+    # Only the services' NetworkPolicy towards your NATS: no NATS object, no Secret.
+    assert [d["kind"] for d in docs if d["metadata"]["name"].startswith("wva-nats")] == ["NetworkPolicy"]
+    assert not manifests.find(docs, "Secret")
     common = manifests.one(docs, "ConfigMap", "wva-common")["data"]
     assert (
         common["WVA_NATS_URL"]
