@@ -1,0 +1,164 @@
+"""The fleet: one model served by several variants (accelerator classes), each with its cost, bounds,
+start-up time and vLLM server parameters (pure).
+
+    model: meta-llama/Llama-3.1-8B-Instruct
+    namespace: llm
+    variants:
+      - name: llama-8b-a100          # the Deployment and its VariantAutoscaling
+        accelerator: A100-40GB
+        cost: "1.94"                 # per replica-hour, a string as in the VariantAutoscaling CRD
+        minReplicas: 1
+        maxReplicas: 12
+        initialReplicas: 1           # default: minReplicas
+        startupSeconds: 60           # pod creation -> Ready (real vLLM pods take 40-240 s)
+        server: {max_num_seqs: 256, kv_cache_tokens: 163840, ...}   # queueing.ServerParams
+
+A shipped scenario describes its fleet too (`from_scenario`). docs/lab.md explains the shipped fleets.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import yaml
+
+from services.lab import FleetError
+from services.sandbox import queueing, scenario
+from shared import subjects
+
+FLEETS: Final = Path(__file__).parent / "fleets"
+DEFAULT_FLEET: Final = FLEETS / "llama-8b-a100-h100.yaml"
+_COST_RE: Final = re.compile(r"^\d+(\.\d+)?$")  # the CRD's pattern for spec.variantCost
+
+
+class Variant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    name: str
+    accelerator: str
+    cost: str
+    max_replicas: int
+    min_replicas: int = 1
+    initial_replicas: int | None = None
+    startup_seconds: float = 60.0
+    server: queueing.ServerParams = queueing.ServerParams()
+
+    @property
+    def cost_per_hour(self) -> float:
+        return float(self.cost)
+
+    @property
+    def initial(self) -> int:
+        return self.min_replicas if self.initial_replicas is None else self.initial_replicas
+
+
+class Fleet(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    model: str
+    variants: list[Variant]
+    namespace: str = "default"
+    description: str = ""
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def with_startup(self, seconds: float) -> Fleet:
+        """Every variant with this start-up time (the `--startup` flag)."""
+        return msgspec.structs.replace(
+            self, variants=[msgspec.structs.replace(v, startup_seconds=seconds) for v in self.variants]
+        )
+
+
+def load_fleet(path: Path) -> Fleet:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_fleet(text, source=str(path))
+
+
+def parse_fleet(text: str, *, source: str = "<fleet>") -> Fleet:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise FleetError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise FleetError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        fleet = msgspec.convert(raw, Fleet, strict=True)
+    except msgspec.ValidationError as exc:
+        raise FleetError(f"{source}: {exc}") from None
+    problems = _check(fleet)
+    if problems:
+        raise FleetError(f"{source}: " + "; ".join(problems))
+    return fleet
+
+
+def from_scenario(spec: scenario.Scenario) -> Fleet:
+    """The fleet of a one-model scenario (the lab simulates one model)."""
+    if len(spec.models) != 1:
+        raise FleetError(
+            f"scenario {spec.name!r}: the lab simulates one model, the scenario has {len(spec.models)}"
+        )
+    model = spec.models[0]
+    return Fleet(
+        model=model.id,
+        namespace=model.namespace,
+        description=spec.description,
+        variants=[
+            Variant(
+                name=v.name,
+                accelerator=v.accelerator,
+                cost=v.cost,
+                min_replicas=v.min_replicas,
+                max_replicas=v.max_replicas,
+                initial_replicas=v.replicas,
+                startup_seconds=v.startup_seconds,
+                server=v.server,
+            )
+            for v in model.variants
+        ],
+    )
+
+
+def _check(fleet: Fleet) -> list[str]:
+    problems: list[str] = []
+    try:
+        subjects.validate_namespace(fleet.namespace)
+    except subjects.InvalidName as exc:
+        problems.append(f"namespace: {exc}")
+    if not fleet.model:
+        problems.append("model: must name the model")
+    if not fleet.variants:
+        problems.append("variants: at least one variant is needed")
+    seen: set[str] = set()
+    for i, v in enumerate(fleet.variants):
+        where = f"variants[{i}]"
+        try:
+            subjects.validate_name(v.name)
+        except subjects.InvalidName as exc:
+            problems.append(f"{where}.name: {exc}")
+        if v.name in seen:
+            problems.append(f"{where}.name: {v.name!r} is used twice")
+        seen.add(v.name)
+        if not _COST_RE.match(v.cost):
+            problems.append(
+                f"{where}.cost: {v.cost!r} is not a non-negative number (digits, optional decimals)"
+            )
+        if v.max_replicas < 1:
+            problems.append(f"{where}.maxReplicas: must be >= 1, got {v.max_replicas}")
+        elif not 0 <= v.min_replicas <= v.max_replicas:
+            problems.append(
+                f"{where}: need 0 <= minReplicas <= maxReplicas, got {v.min_replicas}..{v.max_replicas}"
+            )
+        elif not v.min_replicas <= v.initial <= v.max_replicas:
+            problems.append(
+                f"{where}.initialReplicas: {v.initial} is outside {v.min_replicas}..{v.max_replicas}"
+            )
+        if not (v.startup_seconds >= 0 and math.isfinite(v.startup_seconds)):
+            problems.append(f"{where}.startupSeconds: must be a number >= 0, got {v.startup_seconds}")
+    return problems
