@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
@@ -108,9 +109,7 @@ def build_lab(args: argparse.Namespace) -> tuple[runner.Lab, report.Context]:
     if args.scenario:
         spec = scenario.load_scenario(resolve_scenario(args.scenario))
         if args.seed is not None:
-            spec = spec.__class__(
-                **{**{f: getattr(spec, f) for f in spec.__struct_fields__}, "seed": args.seed}
-            )
+            spec = msgspec.structs.replace(spec, seed=args.seed)
         offered = traffic.from_scenario(spec, rate_scale=args.rate_scale, window=window)
         fleet = fleets.load_fleet(args.fleet) if args.fleet else fleets.from_scenario(spec)
         names = {"fetch": "fetch_interval", "scrape": "scrape_interval", "reconcile": "reconcile_interval",
@@ -120,10 +119,6 @@ def build_lab(args: argparse.Namespace) -> tuple[runner.Lab, report.Context]:
         path = traffic.resolve_trace(args.trace or "azure-conv")
         offered = traffic.from_trace(path, rate_scale=args.rate_scale, window=window)
         fleet = fleets.load_fleet(args.fleet or fleets.DEFAULT_FLEET)
-    if offered.model_id is not None and args.fleet is None:
-        fleet = fleet.__class__(
-            **{**{f: getattr(fleet, f) for f in fleet.__struct_fields__}, "model": offered.model_id}
-        )
     if args.startup is not None:
         fleet = fleet.with_startup(_seconds("--startup", args.startup, positive=False))
     for flag in ("scrape_interval", "fetch_interval", "rate_window", "reconcile_interval", "stabilization"):

@@ -53,7 +53,7 @@ def reaction(result: scoring.PolicyResult) -> str:
     found = [r for r in result.reactions if r is not None]
     if not result.reactions:
         return "-"
-    text = f"{statistics.median(found):.0f}s" if found else "never"
+    text = f"{statistics.median(found):.0f}s" if found else "none"
     missed = len(result.reactions) - len(found)
     return text + (f" ({missed} of {len(result.reactions)} none)" if missed and found else "")
 
