@@ -18,8 +18,6 @@ A shipped scenario describes its fleet too (`from_scenario`). docs/lab.md explai
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Final
 
@@ -32,7 +30,6 @@ from shared import subjects
 
 FLEETS: Final = Path(__file__).parent / "fleets"
 DEFAULT_FLEET: Final = FLEETS / "llama-8b-a100-h100.yaml"
-_COST_RE: Final = re.compile(r"^\d+(\.\d+)?$")  # the CRD's pattern for spec.variantCost
 
 
 class Variant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"):
@@ -145,20 +142,13 @@ def _check(fleet: Fleet) -> list[str]:
         if v.name in seen:
             problems.append(f"{where}.name: {v.name!r} is used twice")
         seen.add(v.name)
-        if not _COST_RE.match(v.cost):
-            problems.append(
-                f"{where}.cost: {v.cost!r} is not a non-negative number (digits, optional decimals)"
-            )
-        if v.max_replicas < 1:
-            problems.append(f"{where}.maxReplicas: must be >= 1, got {v.max_replicas}")
-        elif not 0 <= v.min_replicas <= v.max_replicas:
-            problems.append(
-                f"{where}: need 0 <= minReplicas <= maxReplicas, got {v.min_replicas}..{v.max_replicas}"
-            )
-        elif not v.min_replicas <= v.initial <= v.max_replicas:
-            problems.append(
-                f"{where}.initialReplicas: {v.initial} is outside {v.min_replicas}..{v.max_replicas}"
-            )
-        if not (v.startup_seconds >= 0 and math.isfinite(v.startup_seconds)):
-            problems.append(f"{where}.startupSeconds: must be a number >= 0, got {v.startup_seconds}")
+        problems += scenario.variant_problems(
+            where,
+            cost=v.cost,
+            min_replicas=v.min_replicas,
+            max_replicas=v.max_replicas,
+            initial_replicas=v.initial,
+            startup_seconds=v.startup_seconds,
+            camel=True,
+        )
     return problems
