@@ -25,6 +25,8 @@ from services.lab.settings import Settings
 from services.lab.traffic import Traffic
 from services.sandbox.report import PALETTE, Series, chart
 
+DASHES = ("", "8 4", "3 3", "10 3 2 3", "1 4", "6 2 6 6")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Context:
@@ -207,6 +209,9 @@ def scatter(results: Sequence[scoring.PolicyResult], colors: Mapping[str, str]) 
         out.append(f'<text x="{left - 6}" y="{y(a) + 4:.1f}" class="yl">{a * 100:.0f}%</text>')
         c = x_max * i / 4
         out.append(f'<text x="{x(c):.1f}" y="{h - 12}" class="xl">{c:.2f}</text>')
+    labels: dict[tuple[float, float], list[str]] = {}
+    for r in results:
+        labels.setdefault((round(x(r.gpu_cost), 1), round(y(r.attainment), 1)), []).append(r.policy)
     for k, r in enumerate(results):
         color = colors[r.policy]
         out.append(f'<circle cx="{x(r.gpu_cost):.1f}" cy="{y(r.attainment):.1f}" r="5" fill="{color}"><title>'
@@ -214,6 +219,11 @@ def scatter(results: Sequence[scoring.PolicyResult], colors: Mapping[str, str]) 
         ly = top + 12 + 16 * k
         out.append(f'<circle cx="{left + pw + 16}" cy="{ly - 4}" r="5" fill="{color}"/>')
         out.append(f'<text x="{left + pw + 28}" y="{ly}" class="lg">{html.escape(r.policy)}</text>')
+    # Policies on the same spot share one label, so none hides another.
+    for (px, py), names in labels.items():
+        out.append(
+            f'<text x="{px + 8:.1f}" y="{py - 8:.1f}" class="lg">{html.escape(", ".join(names))}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -238,10 +248,12 @@ def render_html(results: Sequence[scoring.PolicyResult], ctx: Context, plan: Pla
     ]
     for k, v in enumerate(ctx.fleet.variants):
         series = []
-        for r in results:
+        for i, r in enumerate(results):
             points: list[tuple[float, float | None]] = [(t, float(spec[k])) for t, spec in r.replicas]
             points.append((end, points[-1][1]))
-            series.append(Series(label=r.policy, color=colors[r.policy], points=points, step=True))
+            # A dash pattern per policy, so a line drawn over another of the same count still shows.
+            dash = DASHES[i % len(DASHES)]
+            series.append(Series(label=r.policy, color=colors[r.policy], points=points, step=True, dash=dash))
         charts.append(
             chart(
                 f"Replicas of {v.name} ({v.accelerator}, {v.cost}/h), per policy",
