@@ -184,6 +184,7 @@ def main_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         lab, ctx = build_lab(args)
         specs = runner.parse_policies(args.policy)
+        runner.check(lab, specs)
     except (LabError, scenario.ScenarioError) as exc:
         print(f"wva lab: {exc}", file=sys.stderr)
         return 2

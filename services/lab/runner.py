@@ -79,6 +79,17 @@ class Lab:
     warm_start: bool = False  # every policy starts with the oracle's first-window mix
 
 
+def check(lab: Lab, specs: Sequence[PolicySpec]) -> None:
+    """Refuse what would run for hours: an oracle over more replica mixes than it can search."""
+    if lab.warm_start or any(s.kind in ("oracle", "static-peak") for s in specs):
+        count = oracles.mix_count(lab.fleet)
+        if count > oracles.MAX_MIXES:
+            raise PolicyError(
+                f"the oracle (also behind static-peak and --warm-start) would search {count:,} replica mixes; "
+                f"narrow the fleet's min/max replicas to at most {oracles.MAX_MIXES:,} mixes"
+            )
+
+
 def build(spec: PolicySpec, lab: Lab, plan: oracles.Plan | None) -> Policy:
     t = lab.settings.timing
     if spec.kind == "wva":

@@ -40,6 +40,13 @@ def as_mapping(fleet: fleets.Fleet, mix: Mix) -> dict[str, int]:
     return {v.name: n for v, n in zip(fleet.variants, mix, strict=True)}
 
 
+MAX_MIXES = 100_000  # more than this and the search would take hours: refuse up front
+
+
+def mix_count(fleet: fleets.Fleet) -> int:
+    return math.prod(v.max_replicas - v.min_replicas + 1 for v in fleet.variants)
+
+
 def candidates(fleet: fleets.Fleet) -> list[Mix]:
     """Every mix within the bounds with at least one replica, cheapest first (then fewest replicas)."""
     ranges = [range(v.min_replicas, v.max_replicas + 1) for v in fleet.variants]

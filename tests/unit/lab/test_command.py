@@ -74,6 +74,17 @@ def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_an_oracle_over_too_many_mixes_is_refused_up_front(tmp_path: Path) -> None:
+    fleet = tmp_path / "huge.yaml"
+    fleet.write_text(
+        "model: m\nvariants:\n"
+        + "".join(f"  - {{name: v{i}, accelerator: x, cost: '1', maxReplicas: 100}}\n" for i in range(3))
+    )
+    result = _lab("--fleet", str(fleet), "--policy", "oracle", timeout=60)
+    assert result.returncode == 2
+    assert "would search 1,000,000 replica mixes" in result.stderr
+
+
 def test_a_malformed_trace_row_is_reported_with_its_file_and_line(tmp_path: Path) -> None:
     trace = tmp_path / "mine.csv"
     trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,10,5\n1,10\n")
