@@ -22,6 +22,7 @@ COMMANDS: Final = {
     "fetcher": "services.fetcher.command",
     "scaler": "services.scaler.command",
     "sandbox": "services.sandbox.command",
+    "lab": "services.lab.command",
     "tail": "services.tools.tail",
     "top": "services.tools.top",
     "record": "services.tools.record",
