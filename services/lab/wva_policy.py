@@ -1,6 +1,6 @@
 """The production scaler core as a lab policy — every line of the lab that touches the core is here.
 
-`WvaPolicy` drives `services.scaler.machine.Scaler` exactly as the scaler's shell (services/scaler/
+`WvaPolicy` drives `services.scaler.core.Scaler` exactly as the scaler's shell (services/scaler/
 service.py) does, and feeds it the messages the real watcher and fetcher would publish:
 
 - a `Target` per variant whenever what the watcher builds from the Deployment and its pods changes
@@ -8,13 +8,14 @@ service.py) does, and feeds it the messages the real watcher and fetcher would p
   which every spec change bumps), and an `Invalidation(reason="replicas_changed")` after it when
   the spec replicas changed — services/watcher/targets.py and changes.py;
 - a `MetricsSnapshot` per variant every fetch interval, and for one variant shortly (the fetcher's
-  20 ms debounce) after the core asks for it with a `FetchAction` — built by the fetcher's own pure
-  assembly from what Prometheus would answer (`observation.snapshot`);
+  20 ms debounce) after an invalidation of it (the fetcher refreshes an invalidated VA by itself) or
+  after the core nudges it with a `FetchAction` — built by the fetcher's own pure assembly from what
+  Prometheus would answer (`observation.snapshot`);
 - a `Tick` every reconcile interval.
 
 Its actions: `ScaleAction` is the shell's read-check-write (refused when the Deployment's generation
-moved since the decision, skipped when it is a no-op; a refusal makes the core forget its pending
-count, as the shell does); `Decision` sets the VA's `wva_desired_replicas` gauge, which Prometheus
+moved since the decision, skipped when it is a no-op), whose outcome goes back to the core as
+`ScaleApplied`/`ScaleFailed`, as the shell's does; `Decision` sets the VA's `wva_desired_replicas` gauge, which Prometheus
 scrapes from the scaler like any target. In `hpa` mode (`wva-v1`) nothing is patched: one HPA per
 variant (services.lab.hpa, default behaviour) follows the gauge through an `External` metric with an
 `AverageValue` target of 1, as deploy/overlays/hpa/hpa-sample.yaml sets it up.
@@ -41,8 +42,9 @@ from services.lab.policies.base import Sim
 from services.lab.simulation import EPOCH
 from services.lab.traffic import Traffic
 from services.scaler import configsource
-from services.scaler.actions import Action, Event, FetchAction, ScaleAction, Tick
-from services.scaler.machine import Scaler
+from services.scaler.actions import Action, FetchAction, ScaleAction
+from services.scaler.core import Scaler
+from services.scaler.events import Event, ScaleApplied, ScaleFailed, Tick
 from services.scaler.scaling_config import ConfigSet, ScalingConfigError, parse_configmap
 from services.scaler.settings import ScalerSettings
 from shared.messages import Decision, Invalidation, MetricsSnapshot, PodRef, ScaleTarget, Target
@@ -93,7 +95,7 @@ def _settings(spec: WvaSpec, *, fetch_interval: float, stabilization: float) -> 
 def build(
     spec: WvaSpec, *, fetch_interval: float, stabilization: float, reconcile_interval: float
 ) -> WvaPolicy:
-    base = _settings(spec, fetch_interval=fetch_interval, stabilization=stabilization).saturation_base()
+    base = _settings(spec, fetch_interval=fetch_interval, stabilization=stabilization).scaling_base()
     configs = ConfigSet(default=base)
     if spec.config is not None:
         try:
@@ -119,7 +121,7 @@ class WvaPolicy:
         self.name = name
         self.mode: Mode = mode
         self.reconcile_interval = reconcile_interval
-        self.core = Scaler(configs=configs, mode=mode)
+        self.core = Scaler(configs=configs, base=configs.default, mode=mode)
         self.decisions: list[Decision] = []
         self._events: collections.deque[Event] = collections.deque()
         self._busy = False
@@ -199,6 +201,7 @@ class WvaPolicy:
                         template_hash=new.template_hash,
                     )
                 )
+                self._schedule_refresh(name)  # the fetcher refreshes an invalidated VA by itself
 
     # ------------------------------------------------------------------ the fetcher's side
 
@@ -211,6 +214,11 @@ class WvaPolicy:
     def _fetch_cycle(self) -> None:
         for name in sorted(self._published):
             self._feed(self._snapshot(name))
+
+    def _schedule_refresh(self, name: str) -> None:
+        if name not in self._refreshing:
+            self._refreshing.add(name)
+            self.sim.at(self.sim.now + REFRESH_DELAY, lambda: self._refresh(name))
 
     def _refresh(self, name: str) -> None:
         self._refreshing.discard(name)
@@ -235,20 +243,28 @@ class WvaPolicy:
         for action in actions:
             if isinstance(action, ScaleAction):
                 self._scale(action)
-            elif isinstance(action, FetchAction) and action.name not in self._refreshing:
-                self._refreshing.add(action.name)
-                self.sim.at(self.sim.now + REFRESH_DELAY, lambda name=action.name: self._refresh(name))  # type: ignore[misc]
+            elif isinstance(action, FetchAction):
+                self._schedule_refresh(action.name)
         for action in actions:
             if isinstance(action, Decision):
                 self.decisions.append(action)
                 self._desired[action.name] = action.desired
 
     def _scale(self, action: ScaleAction) -> None:
+        """The shell's read-check-write, and its outcome back to the core as an event."""
         d = self.sim.cluster.deployments.get(action.deployment)
-        if d is None or d.generation != action.expected_generation:
-            self.core.forget_pending(action.namespace, action.name)  # not_found / target_moved
-        elif d.spec != action.replicas:
+        outcome: Event
+        if d is None:
+            outcome = ScaleFailed(action.namespace, action.name, action.replicas, "not_found", "no such Deployment")
+        elif d.generation != action.expected_generation:
+            detail = f"generation {d.generation} != decided-on {action.expected_generation}"
+            outcome = ScaleFailed(action.namespace, action.name, action.replicas, "target_moved", detail)
+        elif d.spec == action.replicas:
+            outcome = ScaleApplied(action.namespace, action.name, action.replicas, "no_op")
+        else:
             self.sim.scale(action.deployment, action.replicas)
+            outcome = ScaleApplied(action.namespace, action.name, action.replicas)
+        self._feed(outcome)
 
     # ------------------------------------------------------------------ hpa mode
 

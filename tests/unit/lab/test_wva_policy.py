@@ -17,6 +17,7 @@ from services.lab.settings import Settings, Timing
 from services.lab.traffic import Arrival, Traffic
 from services.sandbox import queueing
 from services.watcher import kubeobjects, targets
+from shared import variantautoscaling
 
 FLEET = fleets.Fleet(
     model="org/model",
@@ -93,7 +94,7 @@ def test_targets_are_what_the_watcher_builds_from_the_same_objects() -> None:
     for name in ("cheap", "dear"):
         va, deployment, pods = _manifests(cluster, name)
         expected = targets.build(
-            kubeobjects.variant_autoscaling(va),
+            variantautoscaling.variant_autoscaling(va),
             kubeobjects.deployment(deployment),
             [kubeobjects.pod(p) for p in pods],
             at=datetime.now(UTC),
