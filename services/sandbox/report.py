@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from rich.table import Table
 
 from services.sandbox import expectations, observe
 
+# A decision that left this VA alone because the group's step went to another variant.
+UNCHANGED = "another variant's step"
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -46,6 +49,8 @@ class Summary:
     refused: int
     decisions: int
     first_scale_up: float | None  # seconds after the load started
+    steps: int  # decisions that changed a VA's replicas (applied or not)
+    holds: dict[str, int]  # the other decisions, by reason, most frequent first
     variants: list[VariantSummary]
     outcomes: list[expectations.Outcome]
     crashed: list[str]
@@ -108,6 +113,9 @@ def summarize(
             )
         )
     ups = [d.t for d in timeline.decisions if d.is_scaling and d.desired > d.current]
+    holds = Counter(
+        d.reason if d.reason.startswith("hold_") else UNCHANGED for d in timeline.decisions if not d.is_step
+    )
     return Summary(
         scenario=timeline.scenario,
         collector=collector,
@@ -116,6 +124,8 @@ def summarize(
         refused=sum(timeline.refused.values()),
         decisions=len(timeline.decisions),
         first_scale_up=min(ups, default=None),
+        steps=sum(1 for d in timeline.decisions if d.is_step),
+        holds=dict(holds.most_common()),
         variants=variants,
         outcomes=outcomes,
         crashed=crashed,
@@ -167,6 +177,9 @@ def text_lines(summary: Summary) -> list[str]:
     lines = [
         f"requests offered {summary.sent}, not served (no ready replica or rejected) {summary.refused}; "
         f"{summary.decisions} decisions; first scale-up {first}",
+        f"decisions: {summary.steps} replica changes, {summary.decisions - summary.steps} holds ("
+        + ", ".join(f"{reason} {n}" for reason, n in summary.holds.items())
+        + ")",
     ]
     for o in summary.outcomes:
         lines.append(f"  [{'ok' if o.met else 'FAILED'}] {o.text}")

