@@ -43,7 +43,8 @@ def decision_line(mark: observe.DecisionMark) -> str:
 
 def hold_line(group: str, mark: observe.DecisionMark) -> str:
     """`t=  61.7s Llama-3.1-8B-Instruct   hold_stabilizing  detail…` (a hold is the whole group's)."""
-    return f"t={mark.t:6.1f}s {group:<29} {mark.reason}" + (f"  {mark.detail}" if mark.detail else "")
+    # The reason starts in the same column as in decision_line.
+    return f"t={mark.t:6.1f}s {group:<31} {mark.reason}" + (f"  {mark.detail}" if mark.detail else "")
 
 
 def _fmt(value: float | None, fmt: str) -> str:
