@@ -27,7 +27,7 @@ setup: $(STAMP) ## create .venv and install wva with its dev tools (idempotent)
 test: setup ## run the whole test suite (real nats-server, real Prometheus, emulated cluster)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: setup ## unit tests only
+test-fast: setup ## unit tests only: no process, no server (seconds)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: setup ## ruff, mypy --strict on shared and services, import contracts

@@ -1,7 +1,7 @@
 """Benchmark 6: the decision lab's speed.
 
 6a. The replica model (services/sandbox/queueing.py) against the per-iteration model it replaced
-    (tests/unit/sandbox/reference_replica.py, kept verbatim as the equivalence test's reference): one
+    (bench/reference_replica.py, kept verbatim as the equivalence test's reference): one
     replica with the default lab fleet's A100 parameters under a seeded Poisson load of Azure-like
     requests (lognormal lengths), both given the same requests; wall time of each and the speed-up.
 6b. `wva lab` on the Azure conversation trace with all six policies (what `make lab` runs, and the
@@ -22,7 +22,7 @@ from services.lab import fleet as fleets
 from services.lab import runner, traffic
 from services.lab.settings import Settings
 from services.sandbox import load, queueing
-from tests.unit.sandbox.reference_replica import ReferenceReplica
+from bench.reference_replica import ReferenceReplica
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import random
 import pytest
 
 from services.sandbox import queueing
-from tests.unit.sandbox.reference_replica import ReferenceReplica
+from bench.reference_replica import ReferenceReplica
 
 
 def _params(rng: random.Random) -> queueing.ServerParams:
