@@ -19,6 +19,7 @@ HELP_IMPORTS = {
     "services.scaler",
     "services.sandbox",
     "services.tools",
+    "services.lab",
 }
 HEAVY = (
     "rich",

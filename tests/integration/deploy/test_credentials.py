@@ -126,7 +126,7 @@ def test_generated_credentials_are_ignored_by_git() -> None:
 # A credential written as a literal: `password: abc…`, `token=abc…`, `--from-literal=password=…`. Names of
 # settings (WVA_NATS_PASSWORD), variables ($X, ${X}, %s) and placeholders (<…>, …) are not.
 _INLINE = re.compile(
-    r"""(?ix)(?<![a-z])(password|passwd|pass|token|secret)["']?\s*[:=]\s*["']?
+    r"""(?ix)(?<![a-z_])(password|passwd|pass|token|secret)["']?\s*[:=]\s*["']?
     (?![$<%{(…]|\.\.\.|\*)([A-Za-z0-9+/_.-]{6,})"""
 )
 
