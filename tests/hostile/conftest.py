@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ def scaler_env(nats_url: str, kubeconfig: Path, **overrides: object) -> dict[str
 
 
 @pytest.fixture
-def big_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:  # type: ignore[misc]
+def big_nats(tmp_path: Path) -> Iterator[NatsServer]:
     binary = nats_server_binary()
     assert binary is not None, "nats-server missing: make setup"
     workdir = tmp_path / "big-nats"
@@ -85,6 +85,17 @@ def big_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:  # type: ignore[misc]
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def nats_client_big(big_nats: NatsServer) -> AsyncIterator[Client]:
+    import nats
+
+    nc = await nats.connect(big_nats.url, pending_size=256 * 1024 * 1024)
+    try:
+        yield nc
+    finally:
+        await nc.close()
 
 
 async def publish_raw(nc: Client, subject: str, data: bytes) -> None:
