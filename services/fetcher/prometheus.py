@@ -103,22 +103,30 @@ class PrometheusCollector:
         return result
 
     async def _once(self, text: str, *, at: float, timeout: float, sent: list[int]) -> list[dict[str, Any]]:
+        """One HTTP query, bounded by ``timeout`` as the caller sees it (slot wait included): requests'
+        own timeout is per socket read, so a server that drips its answer would hold a caller forever.
+        The slot is freed when the thread is, so such a server cannot pile up threads either."""
         loop = asyncio.get_running_loop()
-        await self._slots.acquire()
-        self.queries += 1
-        sent[0] += 1
-        job = loop.run_in_executor(self._executor, functools.partial(self._blocking_query, text, at, timeout))
-        # The slot is freed when the thread is, so a server that drips its answer cannot pile up threads;
-        # the caller is not kept waiting past the timeout (requests' own is per socket read).
-        job.add_done_callback(lambda _: self._slots.release())
         try:
             async with asyncio.timeout(timeout + 0.5):
-                return await asyncio.shield(job)
+                await self._slots.acquire()
+                self.queries += 1
+                sent[0] += 1
+                job = loop.run_in_executor(
+                    self._executor, functools.partial(self._blocking_query, text, at, timeout)
+                )
+                job.add_done_callback(lambda _: self._slots.release())
+                try:
+                    return await asyncio.shield(job)
+                except asyncio.CancelledError:
+                    job.add_done_callback(_consume)
+                    raise
         except TimeoutError:
-            job.add_done_callback(_consume)
-            raise QueryError(f"Prometheus query timed out after {timeout:.1f}s", transient=True) from None
+            raise _classify(TimeoutError(), self._settings.prometheus_timeout) from None
         except Exception as exc:
-            raise _classify(exc, timeout) from None
+            # The configured timeout, not this attempt's (retries get what is left of the budget): a
+            # reason that stays the same from one cycle to the next does not flap a VA's condition.
+            raise _classify(exc, self._settings.prometheus_timeout) from None
 
     async def query(
         self, text: str, *, at: float, deadline: float, sent: list[int] | None = None
@@ -263,8 +271,8 @@ def _classify(exc: BaseException, timeout: float) -> QueryError:
     """One query's failure as a short, secret-free reason; the detail is logged (redacted, bounded)."""
     reason: str
     transient = True
-    if isinstance(exc, requests.exceptions.Timeout) or _timed_out(exc):
-        reason = f"Prometheus query timed out after {timeout:.1f}s"
+    if isinstance(exc, requests.exceptions.Timeout | TimeoutError) or _timed_out(exc):
+        reason = f"Prometheus query timed out after {timeout:g}s"
     elif isinstance(exc, requests.exceptions.TooManyRedirects):
         reason, transient = "Prometheus answered with a redirect (not followed)", False
     elif isinstance(exc, requests.exceptions.SSLError):

@@ -66,6 +66,19 @@ async def test_each_hostile_pod_is_its_own_vas_problem(
     async def error_page(_: web.Request) -> web.Response:
         return text(f"<html>{SECRET} internal error</html>".encode(), status=500)
 
+    async def hang_up(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.close()  # the client sees ServerDisconnectedError (not an OSError)
+        return text(b"")
+
+    async def cut_short(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain", "Content-Length": "10000"})
+        await resp.prepare(request)
+        await resp.write(GOOD.encode())
+        assert request.transport is not None
+        request.transport.close()  # ClientPayloadError: the body ends before its length
+        return resp
+
     async def silent(_: web.Request) -> web.Response:
         await asyncio.sleep(5)
         return text(GOOD.encode())
@@ -79,6 +92,8 @@ async def test_each_hostile_pod_is_its_own_vas_problem(
         "redirect": (redirect, "pod redirect-0: HTTP 302 (redirects are not followed)"),
         "error": (error_page, "pod error-0: HTTP 500"),
         "silent": (silent, "pod silent-0: timed out after 1s"),
+        "hangup": (hang_up, "pod hangup-0: unreachable"),
+        "cut": (cut_short, "pod cut-0: unreachable"),
     }
     js = nats_client.jetstream()
     await streams.ensure(js, S, streams.StreamSpec())

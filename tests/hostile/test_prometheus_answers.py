@@ -4,7 +4,9 @@ bearer token with a trailing newline. Snapshot reasons are short, generic and se
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +163,31 @@ async def test_a_token_that_cannot_be_sent_stops_the_fetcher_without_showing_it(
     assert fetcher.returncode == 2
     text = fetcher.log()
     assert "WVA_PROMETHEUS_TOKEN" in text and TOKEN not in text and json.dumps(bad) not in text
+
+
+async def test_a_prometheus_that_drips_its_answer_does_not_hold_the_fetcher(
+    nats_server: NatsServer, nats_client: Client, hostile_http: HostileHttp, wva_process: StartService
+) -> None:
+    """requests' timeout is per socket read: an answer sent a byte every 0.3 s never trips it."""
+
+    async def prometheus(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        for byte in b'{"status":"success","data":{"resultType":"vector","result":[]}}':
+            await resp.write(bytes([byte]))
+            await asyncio.sleep(0.3)
+        return resp
+
+    address = await hostile_http(prometheus)
+    feed = await _one_va(nats_client)
+    fetcher = await wva_process(
+        "fetcher", fetcher_env(nats_server.url, WVA_PROMETHEUS_URL=f"http://{address}", WVA_FETCH_INTERVAL="1s",
+                               WVA_PROMETHEUS_TIMEOUT="1s", WVA_FETCH_BUDGET="2s"),
+    )
+    started = time.monotonic()
+    first = (await _snapshots(feed, fetcher, 1))[0]
+    # One collection: its queries give up after the timeout (+0.5 s) and the budget; not the ~20 s drip.
+    assert time.monotonic() - started < 8
+    assert (first.status, first.reason) == ("unavailable", "Prometheus query timed out after 1s")
+    await _snapshots(feed, fetcher, 3)  # and the next cycles come, one per interval or budget
+    assert fetcher.alive
