@@ -55,7 +55,7 @@ async def _tracked(nc: Client, name: str) -> bool:
     return isinstance(snapshot, messages.MetricsSnapshot) and "not tracked" not in snapshot.reason
 
 
-async def _publish_target(nc: Client, target: messages.Target) -> None:
+async def _publish_target(nc: Client, target: messages.Target | messages.TargetDeleted) -> None:
     """As the watcher would: retried until a stream takes it (the test's own client has no healing)."""
     js = nc.jetstream()
 
@@ -170,10 +170,10 @@ async def test_tombstones_expire_after_their_ttl(
     js = nats_client.jetstream()
     fetcher = await wva_process("fetcher", fetcher_env(nats_server.url, WVA_COLLECTOR="scrape", WVA_TOMBSTONE_TTL="1s"))
     feed = await Feed().attach(nats_client, "wva.metrics.>")
-    await js.publish(S.targets(NS, "gone"), messages.encode(_target("gone", address)))
+    await _publish_target(nats_client, _target("gone", address))
     await eventually(lambda: _tracked(nats_client, "gone"), timeout=10, what="gone tracked")
     deleted = messages.TargetDeleted(namespace=NS, name="gone", at=messages.utcnow())
-    await js.publish(S.targets(NS, "gone"), messages.encode(deleted))
+    await _publish_target(nats_client, deleted)
     await eventually(lambda: bool(feed.of(messages.MetricsDeleted, "gone")), timeout=10, what="metrics tombstone")
 
     async def expired() -> bool:
