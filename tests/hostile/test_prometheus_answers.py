@@ -191,3 +191,29 @@ async def test_a_prometheus_that_drips_its_answer_does_not_hold_the_fetcher(
     assert (first.status, first.reason) == ("unavailable", "Prometheus query timed out after 1s")
     await _snapshots(feed, fetcher, 3)  # and the next cycles come, one per interval or budget
     assert fetcher.alive
+
+
+@pytest.mark.parametrize("cut", ["hang-up", "short-body"])
+async def test_a_prometheus_that_breaks_the_connection_is_retried_as_transient(
+    nats_server: NatsServer, nats_client: Client, hostile_http: HostileHttp, wva_process: StartService, cut: str
+) -> None:
+    """What requests raises for these is not a ConnectionError (ChunkedEncodingError, …): still transient."""
+
+    async def prometheus(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        if cut == "hang-up":
+            request.transport.close()
+            return web.Response()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "5000"})
+        await resp.prepare(request)
+        await resp.write(b'{"status":"success","data":')
+        request.transport.close()
+        return resp
+
+    address = await hostile_http(prometheus)
+    feed = await _one_va(nats_client)
+    fetcher = await wva_process("fetcher", fetcher_env(nats_server.url, WVA_PROMETHEUS_URL=f"http://{address}"))
+    snapshot = (await _snapshots(feed, fetcher))[-1]
+    assert snapshot.status == "unavailable" and snapshot.reason.startswith("Prometheus"), snapshot
+    assert await fetcher.wait_metric("wva_fetcher_query_retries_total", 1, backend="prometheus") >= 1
+    assert fetcher.alive
