@@ -5,9 +5,8 @@ Fixtures (on top of ``tests/fixtures``: ``nats_server``, ``prometheus_server``, 
 
 - ``big_nats``: a nats-server whose ``max_payload`` is 8 MiB, so payloads larger than the services'
   1 MiB limit reach them (a default server refuses them before any service sees them).
-- ``hostile_http``: ``await hostile_http(handler)`` -> ``"127.0.0.1:port"``, an HTTP server (aiohttp)
-  whose every request goes to ``handler`` — a pod or a Prometheus that answers as a test tells it.
-  Each server counts its requests in ``hostile_http.hits[address]``.
+- ``hostile_http`` (``tests/fixtures/http.py``): ``await hostile_http(handler)`` -> ``"127.0.0.1:port"``,
+  a pod or a Prometheus that answers as a test tells it; requests counted in ``.hits[address]``.
 - ``cluster_objects``: ``await cluster_objects(name, replicas=…)`` creates a Deployment and its VA in
   the emulated API (``kube_api``), and returns the Target the watcher would publish for them.
 
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -136,50 +134,6 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], *, timeout: fl
 
 async def rejected(process: ServiceProcess, **labels: str) -> float:
     return metric_sum(await process.metrics(), "wva_messages_rejected_total", **labels)
-
-
-# ----------------------------------------------------------------------------------- HTTP
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class HostileHttp:
-    def __init__(self) -> None:
-        self.hits: dict[str, int] = {}
-        self._runners: list[web.AppRunner] = []
-
-    async def __call__(self, handler: Handler) -> str:
-        address = ""
-
-        async def counted(request: web.Request) -> web.StreamResponse:
-            self.hits[address] = self.hits.get(address, 0) + 1
-            return await handler(request)
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", counted)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self._runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        address = f"127.0.0.1:{port}"
-        self.hits[address] = 0
-        return address
-
-    async def close(self) -> None:
-        for runner in self._runners:
-            await runner.cleanup()
-
-
-@pytest.fixture
-async def hostile_http() -> AsyncIterator[HostileHttp]:
-    servers = HostileHttp()
-    try:
-        yield servers
-    finally:
-        await servers.close()
 
 
 # ----------------------------------------------------------------------------------- cluster

@@ -11,9 +11,10 @@ from nats.aio.client import Client
 
 from shared import messages, streams
 from shared.subjects import Subjects
+from tests.fixtures.http import HostileHttp
 from tests.fixtures.servers import NatsServer
 from tests.fixtures.services import StartService
-from tests.hostile.conftest import NS, Feed, HostileHttp, eventually, fetcher_env, publish_raw, rejected
+from tests.hostile.conftest import NS, Feed, eventually, fetcher_env, publish_raw, rejected
 
 S = Subjects()
 

@@ -21,12 +21,12 @@ from nats.aio.client import Client
 from shared import intake, messages, streams
 from shared.messages import MessageError
 from shared.subjects import SubjectKind, Subjects
+from tests.fixtures.http import HostileHttp
 from tests.fixtures.servers import NatsServer
 from tests.fixtures.services import ServiceProcess, StartService
 from tests.hostile.conftest import (
     ClusterObjects,
     Feed,
-    HostileHttp,
     eventually,
     fetcher_env,
     publish_raw,

@@ -13,9 +13,10 @@ from nats.aio.client import Client
 
 from shared import messages, streams
 from shared.subjects import Subjects
+from tests.fixtures.http import HostileHttp
 from tests.fixtures.servers import NatsServer
 from tests.fixtures.services import StartService
-from tests.hostile.conftest import NS, Feed, HostileHttp, eventually, fetcher_env
+from tests.hostile.conftest import NS, Feed, eventually, fetcher_env
 
 S = Subjects()
 LIMIT = 64 * 1024

@@ -16,9 +16,10 @@ from nats.aio.client import Client
 
 from shared import messages, streams
 from shared.subjects import Subjects
+from tests.fixtures.http import HostileHttp
 from tests.fixtures.servers import NatsServer
 from tests.fixtures.services import ServiceProcess, StartService
-from tests.hostile.conftest import NS, Feed, HostileHttp, eventually, fetcher_env
+from tests.hostile.conftest import NS, Feed, eventually, fetcher_env
 
 S = Subjects()
 SECRET = "SECRET-FROM-THE-BACKEND"

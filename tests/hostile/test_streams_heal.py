@@ -21,11 +21,12 @@ from nats.aio.client import Client
 from services.sandbox.kubeapi import KubeApiEmulator
 from shared import kube, messages, streams
 from shared.subjects import Subjects
+from tests.fixtures.http import HostileHttp
 from tests.fixtures.servers import NatsServer
 from tests.fixtures.services import ServiceProcess, StartService
 from tests.fixtures.watcher import Feed as WatcherFeed
 from tests.fixtures.watcher import RunningWatcher
-from tests.hostile.conftest import NS, Feed, HostileHttp, eventually, fetcher_env
+from tests.hostile.conftest import NS, Feed, eventually, fetcher_env
 
 S = Subjects()
 GOOD = "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc 0.5\n"
@@ -86,18 +87,26 @@ async def _recovered(nc: Client, fetcher: ServiceProcess, address: str, name: st
     await fetcher.wait_ready(20)
 
 
-async def test_deleted_streams_are_recreated_and_followers_resume(
+async def _following(
     nats_server: NatsServer, nats_client: Client, hostile_http: HostileHttp, wva_process: StartService
-) -> None:
+) -> tuple[str, ServiceProcess]:
+    """A pod, its VA ("before") on the targets stream, and a `wva fetcher` that tracks it."""
     address = await _pod(hostile_http)
     js = nats_client.jetstream()
     await streams.ensure(js, S, streams.StreamSpec())
     await js.publish(S.targets(NS, "before"), messages.encode(_target("before", address)))
     fetcher = await wva_process("fetcher", fetcher_env(nats_server.url, WVA_COLLECTOR="scrape"))
     await eventually(lambda: _tracked(nats_client, "before"), timeout=10, what="before tracked")
+    return address, fetcher
+
+
+async def test_deleted_streams_are_recreated_and_followers_resume(
+    nats_server: NatsServer, nats_client: Client, hostile_http: HostileHttp, wva_process: StartService
+) -> None:
+    address, fetcher = await _following(nats_server, nats_client, hostile_http, wva_process)
 
     for name in (streams.TARGETS, streams.METRICS, streams.EVENTS):
-        await js.delete_stream(S.stream_name(name))
+        await nats_client.jetstream().delete_stream(S.stream_name(name))
     await _recovered(nats_client, fetcher, address, "after")
     assert "streams were missing" in fetcher.log() and "lost the consumer" in fetcher.log()
     assert fetcher.alive
@@ -107,16 +116,12 @@ async def test_deleted_streams_are_recreated_and_followers_resume(
 async def test_nats_killed_and_restarted_with_its_store_or_an_empty_one(
     nats_server: NatsServer, nats_client: Client, hostile_http: HostileHttp, wva_process: StartService, store: str
 ) -> None:
-    address = await _pod(hostile_http)
-    js = nats_client.jetstream()
-    await streams.ensure(js, S, streams.StreamSpec())
-    await js.publish(S.targets(NS, "before"), messages.encode(_target("before", address)))
-    fetcher = await wva_process("fetcher", fetcher_env(nats_server.url, WVA_COLLECTOR="scrape"))
-    await eventually(lambda: _tracked(nats_client, "before"), timeout=10, what="before tracked")
+    address, fetcher = await _following(nats_server, nats_client, hostile_http, wva_process)
 
     assert nats_server.proc is not None
     nats_server.proc.kill()  # kill -9
     nats_server.proc.wait()
+
     async def not_ready() -> bool:
         return not await fetcher.ready()
 
