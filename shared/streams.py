@@ -216,6 +216,8 @@ class Follower:
         place: _Place | None = None
         while True:
             sub, place = await self._subscribe(place)
+            if self.resubscriptions:
+                log.info("following %s again", self.subject, extra={"subject": self.subject, "stream": place.stream})
             try:
                 info = await sub.consumer_info()
                 nothing_to_replay = not info.num_pending and not (info.delivered and info.delivered.consumer_seq)
