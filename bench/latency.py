@@ -282,7 +282,8 @@ async def invalidation_latency(inst: Any, n: int, vas: list[workload.VA], *, eve
                     name=va.name,
                     at=messages.utcnow(),
                     reason="template_changed",
-                    deployment_generation=2,
+                    # The targets' own generation: one ahead of the fetcher's Target waits for that Target.
+                    deployment_generation=1,
                 )
                 t0 = time.perf_counter()
                 await natsio.publish(js, subjects.invalidate(va.namespace, va.name), inv)

@@ -7,6 +7,11 @@ so Kubernetes restarts it; nothing polls a flag.
 
 Services put their loops in an ``asyncio.TaskGroup`` inside ``main``, so a crashing loop takes the
 service down loudly instead of leaving it half alive.
+
+Streams heal (docs/design.md §11): besides ``main`` the runner keeps the streams — every
+``WVA_STREAM_CHECK_INTERVAL`` it ensures they exist (re-creating any lost with a wiped store), and the
+readiness check ``streams`` is false while it cannot. Services publish through :meth:`Runtime.publish`,
+which re-creates missing streams before retrying and gives tombstones their ``WVA_TOMBSTONE_TTL``.
 """
 
 from __future__ import annotations
@@ -20,17 +25,25 @@ import sys
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from shared import natsio, streams
+from shared.messages import MetricsDeleted, TargetDeleted
 from shared.observability import Health, HttpServer, setup_logging
+from shared.redaction import redact
 from shared.settings import Settings, SettingsError, load
 from shared.subjects import Subjects
 
 log = logging.getLogger("wva.lifecycle")
+
+
+TOMBSTONES: Final = (TargetDeleted, MetricsDeleted)
+_HEAL_PAUSE: Final = 1.0  # seconds between two stream repairs asked for by failing publishes
 
 
 @dataclass
@@ -45,14 +58,63 @@ class Runtime:
     health: Health
     stop: asyncio.Event
     http_port: int = 0
-    extras: dict[str, object] = field(default_factory=dict)
+    spec: streams.StreamSpec = field(default_factory=streams.StreamSpec)
+    _healing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _healed_at: float = field(default=float("-inf"), init=False, repr=False)
+
+    async def publish(
+        self, subject: str, message: msgspec.Struct, *, msg_id: str | None = None, attempts: int = 4,
+        timeout: float = 2.0,
+    ) -> PubAck:
+        """``natsio.publish`` that re-creates lost streams and lets tombstones expire."""
+        ttl = self.settings.tombstone_ttl if isinstance(message, TOMBSTONES) and self.spec.message_ttl else 0.0
+        return await natsio.publish(
+            self.js, subject, message, msg_id=msg_id, attempts=attempts, timeout=timeout,
+            msg_ttl=ttl or None, heal=self.ensure_streams,
+        )
+
+    async def ensure_streams(self) -> bool:
+        """Create missing streams (at most once a second however many publishes ask); never raises."""
+        loop = asyncio.get_running_loop()
+        async with self._healing:
+            if loop.time() - self._healed_at < _HEAL_PAUSE:
+                return bool(self.health.report().get("streams"))
+            self._healed_at = loop.time()
+            try:
+                done = await streams.ensure(self.js, self.subjects, self.spec)
+            except Exception as exc:
+                if self.health.report().get("streams", True):
+                    log.warning("streams unavailable: %s", redact(str(exc) or type(exc).__name__))
+                self.health.set("streams", False)
+                return False
+            if done:
+                log.warning("streams were missing or changed: %s", "; ".join(done), extra={"done": done})
+            elif not self.health.report().get("streams", True):
+                log.info("streams available again")
+            self.health.set("streams", True)
+            return True
+
+    async def keep_streams(self) -> None:
+        """Check the streams every ``WVA_STREAM_CHECK_INTERVAL`` (the ``streams`` readiness check)."""
+        while True:
+            await asyncio.sleep(self.settings.stream_check_interval)
+            await self.ensure_streams()
 
 
 ServiceMain = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
-def stream_spec(settings: Settings) -> streams.StreamSpec:
-    return streams.StreamSpec(replicas=settings.stream_replicas, events_max_age=settings.events_max_age)
+def stream_spec(settings: Settings, nc: Client | None = None) -> streams.StreamSpec:
+    """The streams for these settings; per-message TTL only where the server has it (2.11+)."""
+    version = nc.connected_server_version if nc is not None else None
+    message_ttl = bool(settings.tombstone_ttl) and (version is None or (version.major, version.minor) >= (2, 11))
+    if settings.tombstone_ttl and not message_ttl:
+        log.warning(
+            "nats-server %s has no per-message TTL (2.11+): tombstones of deleted VAs are kept", version,
+        )
+    return streams.StreamSpec(
+        replicas=settings.stream_replicas, events_max_age=settings.events_max_age, message_ttl=message_ttl
+    )
 
 
 async def _drain(nc: Client) -> None:
@@ -97,21 +159,24 @@ async def serve(
         health.set("nats", lambda: nc.is_connected)
         js = nc.jetstream()
         subjects = Subjects(settings.subject_prefix)
-        await streams.ensure(js, subjects, stream_spec(settings))
+        spec = stream_spec(settings, nc)
+        await streams.ensure(js, subjects, spec)
         health.set("streams", True)
         runtime = Runtime(
             name=name, settings=settings, nc=nc, js=js, subjects=subjects, health=health, stop=stop,
-            http_port=http.port,
+            http_port=http.port, spec=spec,
         )
         log.info("%s started", name, extra={"http_port": http.port, "prefix": settings.subject_prefix})
         main_task = asyncio.create_task(main(runtime), name=f"{name}-main")
         stop_task = asyncio.create_task(stop.wait(), name=f"{name}-stop")
+        keeper = asyncio.create_task(runtime.keep_streams(), name=f"{name}-streams")
         if ready is not None:
             ready.set()
         done, _ = await asyncio.wait({main_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        stop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop_task
+        for task in (stop_task, keeper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if main_task not in done:
             log.info("%s stopping: draining NATS", name)
             main_task.cancel()

@@ -6,36 +6,64 @@ version (``"metrics.v1"``). A stream carries a tagged union, and each union has 
 Evolution: adding a field *with a default* is compatible; anything else is a new kind version, and
 consumers keep decoding the old one until no producer sends it. Unknown fields are ignored.
 
+Every payload is untrusted (docs/design.md §3). A decoder raises :class:`MessageError` and nothing else,
+whatever the bytes: a payload larger than :data:`MAX_PAYLOAD` is refused before parsing, one nested
+deeper than the interpreter's recursion guard is refused (``too_deep``) instead of raising
+``RecursionError``, and the fields are validated as they are decoded — namespaces are RFC 1123 labels
+and names (VAs, pods) RFC 1123 subdomains, checked with the very patterns ``shared.subjects`` uses;
+timestamps carry a time zone; counts are non-negative integers; metric figures are finite and
+non-negative; pod addresses are ``host:port``. Producers are not checked on construction; what they
+publish goes through ``shared.subjects`` (names) and the fetcher's own cleaning (figures).
+
 Exceptions::
 
     ValueError
     └── MessageError           one well-defined error for anything that cannot be decoded;
-                               .reason is "malformed" (not JSON / wrong shape), "unknown_kind",
-                               or "invalid" (a known kind whose fields do not validate)
+                               .reason is a short label for a metric: "too_large", "too_deep",
+                               "malformed" (not JSON / wrong shape), "unknown_kind", "invalid_name",
+                               "invalid" (a known kind whose fields do not validate); the checks of
+                               ``shared.intake`` add "invalid_subject", "wrong_subject" and
+                               "subject_mismatch"
 
-Consumers catch :class:`MessageError`, log it with the subject, count it with
-:func:`shared.observability.count_rejected`, and go on.
+Consumers read wire messages through ``shared.intake``, which also checks the payload against its
+subject, counts rejections and logs them at a bounded rate.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from datetime import UTC, datetime
-from typing import Final, Generic, Literal, NewType, TypeVar
+from typing import Annotated, Final, Generic, Literal, NewType, TypeGuard, TypeVar
 
 import msgspec
+
+from shared import subjects
 
 SnapshotStatus = Literal["ok", "partial", "unavailable"]
 InvalidationReason = Literal["template_changed", "replicas_changed", "target_changed", "va_deleted", "relist"]
 ScalerMode = Literal["scale", "hpa", "dry-run"]
 
-INVALIDATION_REASONS: Final[tuple[str, ...]] = (
-    "template_changed",
-    "replicas_changed",
-    "target_changed",
-    "va_deleted",
-    "relist",
-)
+MAX_PAYLOAD: Final = 1 << 20
+"""Largest payload a decoder reads (1 MiB). It is nats-server's default ``max_payload``, so nothing
+larger reaches a service on a default server; it bounds the work and memory of one decode where an
+operator raised that limit. The largest real message, a Target of a 1,000-pod Deployment, is ~150 KB."""
+
+# Wire field types: the checks run inside msgspec's decoder, in C, on the hot path.
+Namespace = Annotated[str, msgspec.Meta(pattern=subjects.LABEL_PATTERN, max_length=subjects.MAX_LABEL)]
+Name = Annotated[str, msgspec.Meta(pattern=subjects.SUBDOMAIN_PATTERN, max_length=subjects.MAX_SUBDOMAIN)]
+OptionalName = Annotated[
+    str, msgspec.Meta(pattern=rf"\A\Z|{subjects.SUBDOMAIN_PATTERN}", max_length=subjects.MAX_SUBDOMAIN)
+]
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # generations and other int64 counters
+Replicas = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # Kubernetes counts replicas in an int32
+Figure = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]  # finite and non-negative
+# host:port of a pod's metrics endpoint (an IPv4 address or a DNS name, or a bracketed IPv6 address);
+# nothing that could turn the scrape URL into another one (no "/", "@", "?", "#" or spaces).
+Address = Annotated[
+    str, msgspec.Meta(pattern=r"\A\Z|\A(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):[0-9]{1,5}\Z")
+]
 
 
 VAKey = NewType("VAKey", tuple[str, str])
@@ -53,9 +81,9 @@ def utcnow() -> datetime:
 class _Base(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=False):
     """Every message names its VA and when it was produced (UTC)."""
 
-    namespace: str
-    name: str
-    at: datetime
+    namespace: Namespace
+    name: Name
+    at: Timestamp
 
 
 # ---------------------------------------------------------------- targets (watcher -> all)
@@ -70,37 +98,37 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
 
 class ScaleTarget(msgspec.Struct, frozen=True, kw_only=True):
     kind: str = "Deployment"
-    name: str = ""
+    name: OptionalName = ""  # empty when the VA names none (the target then carries a Problem)
     api_version: str = "apps/v1"
 
 
 class PodRef(msgspec.Struct, frozen=True, kw_only=True):
     """A pod that currently belongs to the VA's Deployment."""
 
-    name: str
+    name: Name
     ready: bool = False
     phase: str = ""
-    address: str = ""  # host:port of its metrics endpoint, for the scrape collector; may be empty
+    address: Address = ""  # host:port of its metrics endpoint, for the scrape collector; may be empty
 
 
 class Target(_Base, frozen=True, kw_only=True, tag="target.v1"):
     """Everything the pipeline knows about one VA and the Deployment behind it."""
 
     model_id: str = ""
-    variant_cost: float = 10.0
+    variant_cost: Figure = 10.0
     accelerator: str = ""
-    min_replicas: int = 1
-    max_replicas: int | None = None
+    min_replicas: Replicas = 1
+    max_replicas: Replicas | None = None
     scale_target: ScaleTarget = msgspec.field(default_factory=ScaleTarget)
     resolved: bool = False  # the scale target exists
-    deployment_generation: int = 0
+    deployment_generation: Count = 0
     template_hash: str = ""
-    spec_replicas: int = 0
-    ready_replicas: int = 0
-    updated_replicas: int = 0
-    available_replicas: int = 0
+    spec_replicas: Replicas = 0
+    ready_replicas: Replicas = 0
+    updated_replicas: Replicas = 0
+    available_replicas: Replicas = 0
     pods: tuple[PodRef, ...] = ()
-    va_generation: int = 0
+    va_generation: Count = 0
     paused: bool = False
     dry_run: bool = False
     controller_instance: str = ""
@@ -117,34 +145,34 @@ class TargetDeleted(_Base, frozen=True, kw_only=True, tag="target_deleted.v1"):
 class AllocationMetrics(msgspec.Struct, frozen=True, kw_only=True):
     """Per-VA traffic figures; ``None`` where the backend had no data."""
 
-    arrival_rate: float | None = None  # requests per second
-    avg_input_tokens: float | None = None
-    avg_output_tokens: float | None = None
-    ttft_seconds: float | None = None  # average time to first token
-    itl_seconds: float | None = None  # average inter-token latency
+    arrival_rate: Figure | None = None  # requests per second
+    avg_input_tokens: Figure | None = None
+    avg_output_tokens: Figure | None = None
+    ttft_seconds: Figure | None = None  # average time to first token
+    itl_seconds: Figure | None = None  # average inter-token latency
 
 
 class ReplicaMetrics(msgspec.Struct, frozen=True, kw_only=True, array_like=False):
     """Saturation figures of one pod."""
 
-    pod: str
-    kv_cache_usage: float | None = None  # 0..1
-    waiting: float | None = None
-    running: float | None = None
-    num_gpu_blocks: int | None = None
-    block_size: int | None = None
+    pod: Name
+    kv_cache_usage: Figure | None = None  # 0..1
+    waiting: Figure | None = None
+    running: Figure | None = None
+    num_gpu_blocks: Count | None = None
+    block_size: Count | None = None
 
 
 class MetricsSnapshot(_Base, frozen=True, kw_only=True, tag="metrics.v1"):
     model_id: str = ""
-    collected_at: datetime
-    deployment_generation: int = 0  # what the fetcher believed current when collecting
+    collected_at: Timestamp
+    deployment_generation: Count = 0  # the generation of the Target the fetcher collected for
     template_hash: str = ""
     status: SnapshotStatus = "ok"
     reason: str = ""
     allocation: AllocationMetrics = msgspec.field(default_factory=AllocationMetrics)
     replicas: tuple[ReplicaMetrics, ...] = ()
-    dropped_values: int = 0  # NaN/inf/negative values removed before publishing
+    dropped_values: Count = 0  # NaN/inf/negative values removed before publishing
 
 
 class MetricsDeleted(_Base, frozen=True, kw_only=True, tag="metrics_deleted.v1"):
@@ -156,7 +184,7 @@ class MetricsDeleted(_Base, frozen=True, kw_only=True, tag="metrics_deleted.v1")
 
 class Invalidation(_Base, frozen=True, kw_only=True, tag="invalidation.v1"):
     reason: InvalidationReason
-    deployment_generation: int = 0
+    deployment_generation: Count = 0
     template_hash: str = ""
 
 
@@ -192,8 +220,8 @@ class Cursor(msgspec.Struct, frozen=True, kw_only=True):
 class Decision(_Base, frozen=True, kw_only=True, tag="decision.v1"):
     model_id: str = ""
     accelerator: str = ""
-    current: int
-    desired: int
+    current: Replicas
+    desired: Replicas
     applied: bool = False
     mode: ScalerMode = "scale"
     reason: str  # a stable code, e.g. "scale_up_saturated", "hold_stale_metrics"
@@ -229,12 +257,29 @@ KNOWN_KINDS: Final[frozenset[str]] = frozenset(
 )
 
 
-class MessageError(ValueError):
-    """A payload that cannot be decoded. ``reason`` is a short label suitable for a metric."""
+Rejection = Literal[
+    "too_large",
+    "too_deep",
+    "malformed",
+    "unknown_kind",
+    "invalid_name",
+    "invalid",
+    "invalid_subject",
+    "wrong_subject",
+    "subject_mismatch",
+]
 
-    def __init__(self, reason: Literal["malformed", "unknown_kind", "invalid"], detail: str) -> None:
+_DETAIL_MAX: Final = 200
+
+
+class MessageError(ValueError):
+    """A payload that cannot be used. ``reason`` is a short label suitable for a metric; ``detail``
+    says what was wrong in at most a couple of hundred characters (it may quote the payload)."""
+
+    def __init__(self, reason: Rejection, detail: str) -> None:
+        detail = detail if len(detail) <= _DETAIL_MAX else detail[:_DETAIL_MAX] + "…"
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+        self.reason: Rejection = reason
         self.detail = detail
 
 
@@ -258,32 +303,51 @@ class Decoder(Generic[M]):
         self.accepts = accepts
 
     def decode(self, data: bytes | memoryview) -> M:
+        """The message in ``data``; raises :class:`MessageError` and nothing else, for any bytes."""
+        _check_size(data)
         try:
             return self._decoder.decode(data)
         except msgspec.ValidationError as exc:
             raise _classify(data, exc, self.accepts) from None
         except msgspec.DecodeError as exc:
             raise MessageError("malformed", str(exc)) from None
+        except RecursionError:
+            raise MessageError("too_deep", "nested deeper than the decoder's recursion limit") from None
+        except Exception as exc:  # a trust boundary: whatever else a decoder may raise is a bad payload
+            raise MessageError("malformed", f"undecodable ({type(exc).__name__})") from None
 
 
-def _classify(data: bytes | memoryview, exc: Exception, accepts: frozenset[str]) -> MessageError:
+def _check_size(data: bytes | memoryview) -> None:
+    if len(data) > MAX_PAYLOAD:
+        raise MessageError("too_large", f"{len(data)} bytes; the limit is {MAX_PAYLOAD}")
+
+
+def _classify(data: bytes | memoryview, exc: msgspec.ValidationError, accepts: frozenset[str]) -> MessageError:
     # Only reached on failure, so the second decode costs nothing on the hot path.
     try:
         kind = _envelope_decoder.decode(data).kind
-    except msgspec.MsgspecError:
+    except RecursionError:
+        return MessageError("too_deep", "nested deeper than the decoder's recursion limit")
+    except Exception:  # the first error is the one worth reporting
         return MessageError("malformed", str(exc))
     if kind is None:
         return MessageError("malformed", "payload has no 'kind' field")
     if kind not in accepts:
-        return MessageError("unknown_kind", f"kind {kind!r} not accepted here (expected one of {sorted(accepts)})")
-    return MessageError("invalid", f"{kind}: {exc}")
+        return MessageError("unknown_kind", f"kind {kind[:40]!r} not accepted here (expected one of {sorted(accepts)})")
+    text = str(exc)
+    if text.endswith(("at `$.namespace`", "at `$.name`")):
+        return MessageError("invalid_name", f"{kind}: {text}")
+    return MessageError("invalid", f"{kind}: {text}")
 
 
 def peek_kind(data: bytes | memoryview) -> str | None:
     """The ``kind`` of a payload without decoding the rest (None when it has none)."""
+    _check_size(data)
     try:
         return _envelope_decoder.decode(data).kind
-    except msgspec.MsgspecError as exc:
+    except RecursionError:
+        raise MessageError("too_deep", "nested deeper than the decoder's recursion limit") from None
+    except Exception as exc:
         raise MessageError("malformed", str(exc)) from None
 
 
@@ -297,14 +361,32 @@ events_decoder: Final = Decoder[EventMessage](EventMessage, _tags(Invalidation, 
 fetch_decoder: Final = Decoder[FetchRequest](FetchRequest, _tags(FetchRequest))
 any_decoder: Final = Decoder[AnyMessage](AnyMessage, KNOWN_KINDS)
 
+KINDS_ON: Final[dict[subjects.SubjectKind, frozenset[str]]] = {
+    subjects.SubjectKind.TARGETS: _tags(Target, TargetDeleted),
+    subjects.SubjectKind.METRICS: _tags(MetricsSnapshot, MetricsDeleted),
+    subjects.SubjectKind.INVALIDATE: _tags(Invalidation),
+    subjects.SubjectKind.DECISIONS: _tags(Decision),
+    # A request, and the snapshot that answers it (checked against the request's subject).
+    subjects.SubjectKind.FETCH: _tags(FetchRequest, MetricsSnapshot),
+}
+"""The kinds each subject carries: anything else on it is rejected (``wrong_subject``)."""
+
 
 def encode(message: msgspec.Struct) -> bytes:
     """The one encoder. Producers drop non-finite floats first (msgspec would write them as null)."""
     return _encoder.encode(message)
 
 
-def is_finite_non_negative(value: float | None) -> bool:
+def is_finite_non_negative(value: float | None) -> TypeGuard[float]:
+    """The one test of "a usable figure" (the wire's ``Figure`` rule, for values already in hand)."""
     return value is not None and math.isfinite(value) and value >= 0.0
+
+
+def same_content(old: _Base | None, new: _Base | None) -> bool:
+    """Equal except for ``at`` (when it was produced): a republished message with nothing new."""
+    if old is None or new is None:
+        return old is new
+    return type(old) is type(new) and msgspec.structs.replace(old, at=new.at) == new
 
 
 def kind_of(message: msgspec.Struct) -> str:

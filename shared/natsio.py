@@ -4,7 +4,11 @@
   (CA, client certificate), retries the first connection with tenacity for a bounded time, logs and
   counts disconnects and reconnects.
 - :func:`publish` sends one message to JetStream with a ``Nats-Msg-Id`` so that a retried publish is
-  stored once, and retries transient failures a bounded number of times with the same id.
+  stored once, and retries transient failures a bounded number of times with the same id. When no
+  stream answers (a NATS restart with an empty store, a deleted stream) it calls ``heal`` (which
+  re-creates the streams) before the next attempt.
+
+Credentials never reach a log line or an error message: URLs go through ``shared.redaction``.
 
 Exceptions::
 
@@ -39,6 +43,7 @@ from tenacity import (
 )
 
 from shared import messages
+from shared.redaction import redact
 from shared.settings import Settings
 
 log = logging.getLogger("wva.nats")
@@ -124,7 +129,7 @@ async def _on_reconnected() -> None:
 
 async def _on_error(exc: Exception) -> None:
     CONNECTION_EVENTS.labels(event="error").inc()
-    log.warning("NATS error: %s", exc)
+    log.warning("NATS error: %s", redact(str(exc) or type(exc).__name__))
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -132,7 +137,7 @@ def _log_retry(state: RetryCallState) -> None:
     log.warning(
         "NATS not reachable yet (attempt %d): %s",
         state.attempt_number,
-        exc,
+        redact(str(exc) or type(exc).__name__),
         extra={"attempt": state.attempt_number},
     )
 
@@ -160,9 +165,11 @@ async def connect(settings: Settings, *, name: str) -> Client:
                 raise
             if "authorization" in str(exc).lower() or "authentication" in str(exc).lower():
                 raise NatsStartupError(
-                    f"NATS at {settings.nats_url} refused the credentials ({exc}); check WVA_NATS_USER/"
-                    "WVA_NATS_PASSWORD, WVA_NATS_TOKEN, WVA_NATS_CREDS or WVA_NATS_NKEY_SEED"
-                ) from exc
+                    redact(
+                        f"NATS at {settings.nats_url} refused the credentials ({exc}); check WVA_NATS_USER/"
+                        "WVA_NATS_PASSWORD, WVA_NATS_TOKEN, WVA_NATS_CREDS or WVA_NATS_NKEY_SEED"
+                    )
+                ) from None
             raise
 
     # nats-py retries a failed first connection by itself when reconnecting is allowed, forever with
@@ -184,13 +191,17 @@ async def connect(settings: Settings, *, name: str) -> Client:
         raise
     except _TRANSIENT_CONNECT as exc:
         raise NatsStartupError(
-            f"could not connect to NATS at {settings.nats_url} within {settings.nats_connect_timeout:g}s "
-            f"(WVA_NATS_CONNECT_TIMEOUT): {exc or type(exc).__name__}"
-        ) from exc
+            redact(
+                f"could not connect to NATS at {settings.nats_url} within {settings.nats_connect_timeout:g}s "
+                f"(WVA_NATS_CONNECT_TIMEOUT): {exc or type(exc).__name__}"
+            )
+        ) from None
     nc.options["allow_reconnect"] = True
     nc.options["max_reconnect_attempts"] = -1
     CONNECTED.set(1)
-    log.info("connected to NATS", extra={"url": nc.connected_url.netloc if nc.connected_url else ""})
+    # netloc would carry user:password@; host and port are what a reader needs.
+    url = nc.connected_url
+    log.info("connected to NATS", extra={"server": f"{url.hostname}:{url.port}" if url else ""})
     return nc
 
 
@@ -202,8 +213,14 @@ async def publish(
     msg_id: str | None = None,
     attempts: int = 4,
     timeout: float = 2.0,
+    msg_ttl: float | None = None,
+    heal: Callable[[], Awaitable[object]] | None = None,
 ) -> PubAck:
-    """Publish to JetStream and wait for the ack; retries reuse one ``Nats-Msg-Id``."""
+    """Publish to JetStream and wait for the ack; retries reuse one ``Nats-Msg-Id``.
+
+    ``msg_ttl`` (whole seconds) makes the server drop the message after that long (``Nats-TTL``; the
+    stream must allow it). ``heal`` is awaited when no stream took the message, before the retry.
+    """
     payload = messages.encode(message)
     headers = {"Nats-Msg-Id": msg_id or uuid.uuid4().hex}
     ack: PubAck | None = None
@@ -214,7 +231,19 @@ async def publish(
         reraise=True,
     ):
         with attempt:
-            ack = await js.publish(subject, payload, timeout=timeout, headers=headers)
+            try:
+                ack = await js.publish(subject, payload, timeout=timeout, headers=dict(headers), msg_ttl=msg_ttl)
+            except nats.js.errors.NoStreamResponseError:
+                if heal is not None:
+                    await _heal(heal)
+                raise
     assert ack is not None  # AsyncRetrying re-raises or runs the block
     PUBLISHED.labels(kind=messages.kind_of(message)).inc()
     return ack
+
+
+async def _heal(heal: Callable[[], Awaitable[object]]) -> None:
+    try:
+        await heal()
+    except Exception as exc:  # NATS may still be on its way back; the retry (or the next publish) tells
+        log.warning("could not re-create the streams: %s", redact(str(exc) or type(exc).__name__))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlparse
 
-from shared import subjects
+from shared import redaction, subjects
 
 T = TypeVar("T")
 S = TypeVar("S", bound="Settings")
@@ -157,6 +157,14 @@ class Settings:
     subject_prefix: str = setting("WVA_SUBJECT_PREFIX", subjects.DEFAULT_PREFIX, prefix, "NATS subject prefix")
     stream_replicas: int = setting("WVA_STREAM_REPLICAS", 1, positive_int, "JetStream stream replicas (3 on a cluster)")
     events_max_age: float = setting("WVA_EVENTS_MAX_AGE", 86400.0, duration, "how long the event log keeps events")
+    tombstone_ttl: float = setting(
+        "WVA_TOMBSTONE_TTL", 3600.0, duration,
+        "how long a deleted VA's tombstone stays on the targets and metrics streams (0: forever)",
+    )
+    stream_check_interval: float = setting(
+        "WVA_STREAM_CHECK_INTERVAL", 5.0, duration,
+        "how often a service checks its streams exist (and re-creates lost ones)",
+    )
     http_addr: str = setting("WVA_HTTP_ADDR", "0.0.0.0:8080", host_port, "address of /healthz, /readyz and /metrics")
     log_format: str = setting("WVA_LOG_FORMAT", "auto", choice("auto", "json", "console"), "log format")
     log_level: str = setting(
@@ -169,6 +177,10 @@ class Settings:
             raise SettingsError("WVA_NATS_TLS_CERT is set but WVA_NATS_TLS_KEY is not: mTLS needs both")
         if self.nats_user and self.nats_password is None:
             raise SettingsError("WVA_NATS_USER is set but WVA_NATS_PASSWORD is not")
+        if self.tombstone_ttl and self.tombstone_ttl < 1:
+            raise SettingsError("WVA_TOMBSTONE_TTL must be 0 (keep forever) or at least 1s (NATS counts whole seconds)")
+        if self.stream_check_interval <= 0:
+            raise SettingsError("WVA_STREAM_CHECK_INTERVAL must be positive")
 
 
 def _flag(name: str) -> str:
@@ -207,12 +219,25 @@ def load(cls: type[S], args: argparse.Namespace | None = None, environ: Mapping[
         try:
             values[f.name] = meta["parse"](raw)
         except (ValueError, subjects.SubjectError) as exc:
-            if meta.get("secret"):  # the parser's message may quote the value
-                raise SettingsError(f"{source}=***: invalid value") from None
-            raise SettingsError(f"{source}={raw!r}: {exc}") from None
+            # Never echo a secret: a secret setting is shown as ***, and wherever the parser's message
+            # quotes it, so is the value; URLs lose their user:password@ (WVA_NATS_URL may carry one).
+            if meta.get("secret"):
+                raise SettingsError(f"{source}=***: {redaction.without(str(exc), raw, raw.strip())}") from None
+            raise SettingsError(redaction.redact(f"{source}={raw!r}: {exc}")) from None
     settings = cls(**values)
-    settings.validate()
+    try:
+        settings.validate()
+    except SettingsError as exc:
+        raise SettingsError(redaction.without(str(exc), *_secrets(settings))) from None
     return settings
+
+
+def _secrets(settings: Settings) -> list[str]:
+    return [
+        str(getattr(settings, f.name))
+        for f in dataclasses.fields(settings)
+        if f.metadata.get("secret") and getattr(settings, f.name)
+    ]
 
 
 def env_name(cls: type[Settings], field_name: str) -> str:

@@ -27,11 +27,15 @@ from typing import Final
 DEFAULT_PREFIX: Final = "wva"
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_LABEL_RE: Final = re.compile(rf"^{_LABEL}$")
-_SUBDOMAIN_RE: Final = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-_PREFIX_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]+$")
-_MAX_LABEL: Final = 63
-_MAX_SUBDOMAIN: Final = 253
+# \A…\Z, not ^…$: "$" also matches before a trailing newline, and a newline in a subject breaks the
+# NATS protocol line it is written on. The patterns are public so wire decoders check the same rule.
+LABEL_PATTERN: Final = rf"\A{_LABEL}\Z"
+SUBDOMAIN_PATTERN: Final = rf"\A{_LABEL}(\.{_LABEL})*\Z"
+MAX_LABEL: Final = 63
+MAX_SUBDOMAIN: Final = 253
+_LABEL_RE: Final = re.compile(LABEL_PATTERN)
+_SUBDOMAIN_RE: Final = re.compile(SUBDOMAIN_PATTERN)
+_PREFIX_TOKEN_RE: Final = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 
 
 class SubjectError(ValueError):
@@ -60,11 +64,16 @@ class SubjectKind(StrEnum):
     FETCH = "fetch"
 
 
+def _shown(value: str) -> str:
+    # Names come from the wire too: an error message quotes a bounded part of one.
+    return repr(value) if len(value) <= 80 else repr(value[:80]) + f"… ({len(value)} characters)"
+
+
 def validate_namespace(namespace: str) -> str:
     """Return ``namespace`` when it is an RFC 1123 label, else raise :class:`InvalidName`."""
-    if len(namespace) > _MAX_LABEL or not _LABEL_RE.match(namespace):
+    if len(namespace) > MAX_LABEL or not _LABEL_RE.match(namespace):
         raise InvalidName(
-            f"invalid namespace {namespace!r}: must be an RFC 1123 label (at most {_MAX_LABEL} "
+            f"invalid namespace {_shown(namespace)}: must be an RFC 1123 label (at most {MAX_LABEL} "
             "characters of lowercase letters, digits and '-', starting and ending with a letter or digit)"
         )
     return namespace
@@ -72,9 +81,9 @@ def validate_namespace(namespace: str) -> str:
 
 def validate_name(name: str) -> str:
     """Return ``name`` when it is an RFC 1123 subdomain, else raise :class:`InvalidName`."""
-    if len(name) > _MAX_SUBDOMAIN or not _SUBDOMAIN_RE.match(name):
+    if len(name) > MAX_SUBDOMAIN or not _SUBDOMAIN_RE.match(name):
         raise InvalidName(
-            f"invalid object name {name!r}: must be an RFC 1123 subdomain (at most {_MAX_SUBDOMAIN} "
+            f"invalid object name {_shown(name)}: must be an RFC 1123 subdomain (at most {MAX_SUBDOMAIN} "
             "characters; dot-separated labels of lowercase letters, digits and '-', each starting and "
             "ending with a letter or digit)"
         )

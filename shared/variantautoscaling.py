@@ -6,13 +6,12 @@ straight from the API, so both read a VA the same way.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shared import kube
-from shared.messages import Problem, VAKey, va_key
+from shared import kube, subjects
+from shared.messages import Problem, VAKey, is_finite_non_negative, va_key
 
 DEFAULT_VARIANT_COST: Final = 10.0
 DEFAULT_MIN_REPLICAS: Final = 1
@@ -64,11 +63,11 @@ def parse_variant_cost(raw: Any) -> tuple[float, Problem | None]:
             value = float(raw.strip())
         except ValueError:
             value = None
-    if value is None or not math.isfinite(value) or value < 0:
-        return DEFAULT_VARIANT_COST, Problem(
-            field="spec.variantCost", message=f"must be a non-negative number written as a string, got {raw!r}"
-        )
-    return value, None
+    if is_finite_non_negative(value):
+        return value, None
+    return DEFAULT_VARIANT_COST, Problem(
+        field="spec.variantCost", message=f"must be a non-negative number written as a string, got {raw!r}"
+    )
 
 
 def _flag(annotations: Mapping[str, str], key: str) -> bool:
@@ -142,6 +141,15 @@ def variant_autoscaling(obj: Mapping[str, Any]) -> VariantAutoscaling:
             )
         if not target_name:
             problems.append(Problem(field="spec.scaleTargetRef.name", message="is required"))
+        else:
+            try:
+                subjects.validate_name(target_name)
+            except subjects.InvalidName:
+                # No Deployment can have this name, and consumers refuse a target that carries one.
+                problems.append(
+                    Problem(field="spec.scaleTargetRef.name", message="is not a valid Deployment name (RFC 1123 subdomain)")
+                )
+                target_name = ""
 
     accelerator = labels.get(kube.ACCELERATOR_LABEL) or str(spec.get("acceleratorType") or "")
     return VariantAutoscaling(

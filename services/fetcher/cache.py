@@ -1,8 +1,7 @@
 """The metrics cache: ``MetricsCache`` protocol, ``MemoryCache`` (TTL) and ``NoOpCache`` (disabled).
 
-Keys follow the seed: ``allocation:<ns>/<va>`` holds a VA's latest snapshot and
-``replica:<ns>/<modelID>`` the replicas of every VA of one model. An entry expires at its collection
-time + TTL (not at insertion time), so data that was already old when it arrived is not served as
+Keys follow the seed: ``allocation:<ns>/<va>`` holds a VA's latest snapshot. An entry expires at its
+collection time + TTL (not at insertion time), so data that was already old when it arrived is not served as
 fresh. ``MemoryCache`` is guarded by a lock and safe to use from threads as well as tasks.
 
 Every entry removed other than by being replaced is an eviction, reported to ``on_evict`` with its
@@ -26,7 +25,6 @@ CacheKey = NewType("CacheKey", str)
 V = TypeVar("V")
 
 ALLOCATION_PREFIX = "allocation:"
-REPLICA_PREFIX = "replica:"
 
 EvictReason = Literal["expired", "invalidated", "deleted"]
 OnEvict = Callable[[EvictReason, int], None]
@@ -38,10 +36,6 @@ def count_evictions(reason: EvictReason, n: int) -> None:
 
 def allocation_key(namespace: str, va: str) -> CacheKey:
     return CacheKey(f"{ALLOCATION_PREFIX}{namespace}/{va}")
-
-
-def replica_key(namespace: str, model_id: str) -> CacheKey:
-    return CacheKey(f"{REPLICA_PREFIX}{namespace}/{model_id}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,11 @@ computes averages, whatever the backend.
 Exceptions::
 
     Exception
-    └── CollectorError          a backend could not produce data (Prometheus down, bad query);
-        │                       ``str()`` is the reason put in an ``unavailable`` snapshot
-        └── QueryError          one query failed for good (after retries); ``.transient`` says why
+    └── CollectorError          a backend could not produce data (Prometheus down, bad query, a pod
+        │                       that cannot be read); ``str()`` is the short reason put in a snapshot,
+        │                       ``.detail`` what the log gets
+        ├── QueryError          one query failed for good (after retries); ``.transient`` says why
+        └── ScrapeFailed        (services.fetcher.scrape) one pod could not be scraped
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from shared.messages import (
     SnapshotStatus,
     Target,
     VAKey,
+    is_finite_non_negative,
+    utcnow,
 )
 
 PodKey = NewType("PodKey", tuple[str, str])  # (namespace, pod name)
@@ -38,12 +42,17 @@ def pod_key(namespace: str, pod: str) -> PodKey:
 
 
 class CollectorError(Exception):
-    """A backend could not collect; the message is the reason users see."""
+    """A backend could not collect. The message is the reason users see in a VA's status: short,
+    generic and secret-free; ``detail`` (possibly empty) is for the fetcher's log only."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class QueryError(CollectorError):
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, transient: bool, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
         self.transient = transient
 
 
@@ -95,12 +104,13 @@ class PodSample:
 Samples = Mapping[PodKey, PodSample]
 
 
-@dataclass(frozen=True, slots=True)
-class Validation:
-    """Result of ``validate_availability``: can this model's metrics be read at all?"""
-
-    available: bool
-    reason: str = ""
+def count_label(text: object) -> int | None:
+    """A label that holds a count (``num_gpu_blocks``); None unless it is a non-negative integer."""
+    try:
+        value = int(str(text))
+    except ValueError:
+        return None
+    return value if 0 <= value < 2**63 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,23 +125,14 @@ class Collection:
 
 
 class MetricsCollector(Protocol):
-    """A metrics backend (the seed's interface, plus a batched ``collect`` for the background cycle)."""
+    """A metrics backend: a targeted ``allocation_metrics`` for one VA (the seed's operation; on-demand
+    fetches and invalidations) and a batched ``collect`` for the background cycle."""
 
     name: str
-    queries: int  # queries (or scrapes) sent since creation; tests and the cycle log read it
-
-    async def validate_availability(self, *, model_id: str, namespace: str) -> Validation:
-        """Does the backend have any series for this model in this namespace?"""
-        ...
+    queries: int  # queries (or scrapes) sent since creation; the cycle log reports the difference
 
     async def allocation_metrics(self, target: Target) -> MetricsSnapshot:
         """A fresh snapshot of one VA (targeted query; on-demand fetches and invalidations)."""
-        ...
-
-    async def replica_metrics(
-        self, *, model_id: str, namespace: str, targets: Sequence[Target]
-    ) -> tuple[ReplicaMetrics, ...]:
-        """The replicas of every VA of one model in one namespace (pods from ``targets``)."""
         ...
 
     async def collect(self, targets: Sequence[Target]) -> Collection:
@@ -148,9 +149,9 @@ def _clean(value: float | None) -> tuple[float | None, bool]:
     """``(value, dropped)``: NaN, ±inf and negative values become ``None`` and count as dropped."""
     if value is None:
         return None, False
-    if not math.isfinite(value) or value < 0.0:
-        return None, True
-    return value, False
+    if is_finite_non_negative(value):
+        return value, False
+    return None, True
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -158,7 +159,8 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _snapshot(target: Target, collected_at: datetime, **fields: Any) -> MetricsSnapshot:
-    """A snapshot of ``target`` as the fetcher saw it at ``collected_at``."""
+    """A snapshot of ``target`` as the fetcher saw it at ``collected_at``: it names the generation and
+    template hash of the very Target it was collected for, so the scaler can order it."""
     return MetricsSnapshot(
         namespace=target.namespace,
         name=target.name,
@@ -171,18 +173,29 @@ def _snapshot(target: Target, collected_at: datetime, **fields: Any) -> MetricsS
     )
 
 
-def unavailable(target: Target, *, collected_at: datetime, reason: str) -> MetricsSnapshot:
-    return _snapshot(target, collected_at, status="unavailable", reason=reason)
+def unavailable(of: Target | VAKey, *, reason: str, collected_at: datetime | None = None) -> MetricsSnapshot:
+    """The one builder of ``unavailable`` snapshots: of a tracked VA (its Target), or of one the fetcher
+    does not track (its key). ``reason`` is shown in the VA's status: short, and never a secret."""
+    at = collected_at or utcnow()
+    if isinstance(of, Target):
+        return _snapshot(of, at, status="unavailable", reason=reason)
+    return MetricsSnapshot(namespace=of[0], name=of[1], at=at, collected_at=at, status="unavailable", reason=reason)
 
 
 def assemble(
-    target: Target, samples: Samples, *, collected_at: datetime, missing_reason: str = ""
+    target: Target,
+    samples: Samples,
+    *,
+    collected_at: datetime,
+    missing_reason: str = "",
+    notes: Sequence[str] = (),
 ) -> tuple[MetricsSnapshot, dict[str, int]]:
     """The snapshot of one VA from the samples of its member pods, and the dropped values by field.
 
     Pods not in ``target.pods`` are ignored: that is how deleted pods stop skewing decisions.
     Status: ``ok`` when every member pod has every saturation gauge and the traffic series;
-    ``partial`` when some are missing (the reason says which); the caller makes ``unavailable``.
+    ``partial`` when some are missing (the reason says which, followed by the caller's ``notes``, e.g.
+    why a pod could not be read); the caller makes ``unavailable``.
     """
     dropped: dict[str, int] = {}
     replicas: list[ReplicaMetrics] = []
@@ -236,6 +249,7 @@ def assemble(
         reasons.append(missing_reason or "no request-rate series")
     if dropped:
         reasons.append(f"dropped {sum(dropped.values())} non-finite or negative values")
+    reasons.extend(notes)
     status: SnapshotStatus = "partial" if missing_pods or (target.pods and requests is None) else "ok"
     snapshot = _snapshot(
         target,

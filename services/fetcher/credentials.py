@@ -1,5 +1,10 @@
 """How the Prometheus backend authenticates and verifies: bearer token (fixed or from a file) and TLS.
 
+One rule for a token, wherever it comes from (``WVA_PROMETHEUS_TOKEN`` or the file): surrounding
+whitespace is stripped — ``kubectl create secret --from-file`` usually leaves a trailing newline — and
+what remains must be one non-empty run of printable ASCII without spaces, which is what an HTTP header
+value can carry. Anything else is refused with a message that names the setting, never the token.
+
 ``WVA_PROMETHEUS_TOKEN_FILE`` names a file that holds the token, typically a projected service-account
 token that the kubelet rotates (it swaps a symlink, so the file's identity changes). The file is read
 at start-up — missing, unreadable or empty is a :class:`TokenFileError` naming the setting — and read
@@ -23,26 +28,42 @@ import requests
 
 log = logging.getLogger("wva.fetcher.credentials")
 
+TOKEN_SETTING: Final = "WVA_PROMETHEUS_TOKEN"
 TOKEN_FILE_SETTING: Final = "WVA_PROMETHEUS_TOKEN_FILE"
 MAX_AGE: Final = 60.0  # seconds after which the file is read again even if its stat looks the same
+
+
+class TokenError(ValueError):
+    """A token that cannot be sent; the message says why without quoting it."""
 
 
 class TokenFileError(Exception):
     """The token file cannot be used; the message names the setting and the path."""
 
 
+def clean_token(raw: str) -> str:
+    """The token without surrounding whitespace; :class:`TokenError` unless it can go in a header."""
+    token = raw.strip()
+    if not token:
+        raise TokenError("the token is empty")
+    if any(c in token for c in "\r\n"):
+        raise TokenError("the token spans several lines")
+    if not all("!" <= c <= "~" for c in token):
+        raise TokenError("the token holds a space, a control character or a non-ASCII character")
+    return token
+
+
 def read_token(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
+            raw = f.read()
     except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise TokenFileError(f"{TOKEN_FILE_SETTING}={path!r}: cannot read the bearer token: {reason}") from None
-    if not token:
-        raise TokenFileError(f"{TOKEN_FILE_SETTING}={path!r}: the file is empty")
-    if any(c in token for c in "\r\n"):
-        raise TokenFileError(f"{TOKEN_FILE_SETTING}={path!r}: the token spans several lines")
-    return token
+    try:
+        return clean_token(raw)
+    except TokenError as exc:
+        raise TokenFileError(f"{TOKEN_FILE_SETTING}={path!r}: {exc}") from None
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -101,11 +122,12 @@ class BearerAuth(requests.auth.AuthBase):
 
 
 def bearer_auth(*, token: str | None, token_file: str | None) -> BearerAuth | None:
-    """The auth for the settings (raises :class:`TokenFileError` when the file is unusable)."""
+    """The auth for the settings (:class:`TokenFileError` for an unusable file, :class:`TokenError` for
+    an unusable fixed token — settings validation refuses both before a service starts)."""
     if token_file:
         return BearerAuth(TokenFile(token_file).token)
     if token:
-        fixed = token
+        fixed = clean_token(token)
         return BearerAuth(lambda: fixed)
     return None
 

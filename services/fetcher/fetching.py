@@ -7,9 +7,12 @@
 - Refreshes are single-flight and batched: every VA that needs fresh data within a few milliseconds
   (concurrent on-demand misses, a burst of invalidations after a re-list) is collected by one call to
   the collector, and concurrent requests for the same VA share it.
-- ``invalidate()`` drops the VA's entries (and its model's replica entry) and refreshes it promptly. A
-  collection that started before a VA's invalidation is neither cached nor published for that VA, so
-  old data never overwrites the fresh snapshot that follows the change.
+- ``invalidate()`` drops the VA's cache entry and refreshes it promptly — once the fetcher holds the
+  Target of the Deployment generation the invalidation announced: when the invalidation is ahead of
+  the target stream, the refresh waits for that Target (``track()`` releases it), so the snapshot that
+  follows a change names the generation and template hash it describes. A collection that started
+  before a VA's invalidation, or while its refresh waits for a newer Target, is neither cached nor
+  published for that VA, so old data never overwrites the fresh snapshot that follows the change.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Final, Literal
 
 from services.fetcher import cache as caching
 from services.fetcher import telemetry
-from services.fetcher.collector import MetricsCollector
+from services.fetcher.collector import MetricsCollector, unavailable
 from services.fetcher.tracking import Tracker
-from shared.messages import MetricsSnapshot, ReplicaMetrics, Target, VAKey, utcnow, va_key
+from shared.messages import MetricsSnapshot, Target, VAKey, utcnow, va_key
 
 log = logging.getLogger("wva.fetcher")
 
@@ -132,14 +135,8 @@ class Fetcher:
     async def fetch(self, namespace: str, name: str, *, fresh: bool = False) -> tuple[MetricsSnapshot, Answer]:
         target = self.tracker.get(namespace, name)
         if target is None:
-            now = utcnow()
-            return (
-                MetricsSnapshot(
-                    namespace=namespace, name=name, at=now, collected_at=now, status="unavailable",
-                    reason=f"VA {namespace}/{name} is not tracked (no target on wva.targets)",
-                ),
-                "unknown",
-            )
+            reason = f"VA {namespace}/{name} is not tracked (no target on wva.targets)"
+            return unavailable(va_key(namespace, name), reason=reason), "unknown"
         if not fresh:
             entry = self.cache.get(caching.allocation_key(namespace, name))
             if entry is not None and isinstance(entry.value, MetricsSnapshot):
@@ -193,13 +190,7 @@ class Fetcher:
         for key, future in batch.items():
             target = self.tracker.get(*key)
             if target is None:
-                now = utcnow()
-                future.set_result(
-                    MetricsSnapshot(
-                        namespace=key[0], name=key[1], at=now, collected_at=now, status="unavailable",
-                        reason="VA deleted while fetching",
-                    )
-                )
+                future.set_result(unavailable(key, reason="VA deleted while fetching"))
             else:
                 targets.append(target)
         if not targets:
@@ -230,56 +221,31 @@ class Fetcher:
 
     # ------------------------------------------------------------------ changes
 
-    def invalidate(self, namespace: str, name: str) -> None:
-        """Drop what is cached for the VA and its model, and refresh it promptly."""
+    def invalidate(self, namespace: str, name: str, *, generation: int = 0) -> None:
+        """Drop what is cached for the VA and refresh it promptly, with the Target of ``generation``
+        (now when the fetcher holds it, else when it arrives). Untracked VAs leave nothing behind."""
         key = va_key(namespace, name)
-        self.tracker.mark_invalidated(namespace, name)
         self.cache.delete(caching.allocation_key(namespace, name))
-        target = self.tracker.get(namespace, name)
-        if target is not None:
-            self.cache.delete(caching.replica_key(namespace, target.model_id))
-            self._inflight.pop(key, None)  # a running refresh predates the change: do not join it
-            self.refresh(namespace, name)
         telemetry.CACHE_ENTRIES.set(len(self.cache))
+        self._inflight.pop(key, None)  # a running refresh predates the change: do not join it
+        if self.tracker.mark_invalidated(namespace, name, generation=generation):
+            self.refresh(namespace, name)
 
     def forget(self, namespace: str, name: str) -> Target | None:
-        """Stop tracking a deleted VA and drop its cache entries."""
+        """Stop tracking a deleted VA and drop its cache entry."""
         target = self.tracker.remove(namespace, name)
         self.cache.delete(caching.allocation_key(namespace, name), reason="deleted")
-        if target is not None:
-            self.cache.delete(caching.replica_key(namespace, target.model_id), reason="deleted")
         telemetry.CACHE_ENTRIES.set(len(self.cache))
         telemetry.TRACKED.set(len(self.tracker))
         return target
 
     def track(self, target: Target) -> bool:
+        """Track a Target; refresh it when a deferred invalidation waited for it. True when it changed."""
         changed = self.tracker.put(target)
         telemetry.TRACKED.set(len(self.tracker))
+        if self.tracker.release(target):
+            self.refresh(target.namespace, target.name)
         return changed
-
-    # ------------------------------------------------------------------ replicas (seed operation)
-
-    async def replica_metrics(self, namespace: str, model_id: str) -> tuple[ReplicaMetrics, ...]:
-        key = caching.replica_key(namespace, model_id)
-        entry = self.cache.get(key)
-        if entry is not None and isinstance(entry.value, tuple):
-            telemetry.CACHE.labels(result="hit").inc()
-            log.info(
-                "Using cached replica metrics",
-                extra={"age": _age(entry.age(utcnow())), "namespace": namespace, "modelID": model_id},
-            )
-            return entry.value
-        telemetry.CACHE.labels(result="miss").inc()
-        log.info(
-            "Cache miss for replica metrics, fetching from %s", self.collector.name,
-            extra={"namespace": namespace, "modelID": model_id},
-        )
-        collected_at = utcnow()
-        replicas = await self.collector.replica_metrics(
-            model_id=model_id, namespace=namespace, targets=self.tracker.of_model(namespace, model_id)
-        )
-        self.cache.set(key, replicas, collected_at=collected_at)
-        return replicas
 
     # ------------------------------------------------------------------ helpers
 
@@ -289,33 +255,19 @@ class Fetcher:
         """Cache the snapshots still current; returns them (to publish) and how many were skipped."""
         fresh: list[MetricsSnapshot] = []
         skipped = 0
-        models: set[tuple[str, str]] = set()
         for key, snapshot in snapshots.items():
-            target = self.tracker.get(*key)
-            if target is None or self.tracker.invalidated_since(key, started):
+            if (
+                self.tracker.get(*key) is None
+                or self.tracker.invalidated_since(key, started)
+                or self.tracker.awaiting(key) is not None  # describes a Deployment known to be outdated
+            ):
                 skipped += 1
                 continue
             if snapshot.status != "unavailable":
                 self.cache.set(caching.allocation_key(*key), snapshot, collected_at=snapshot.collected_at)
-                models.add((target.namespace, target.model_id))
             fresh.append(snapshot)
-        for namespace, model_id in models:
-            self._store_replicas(namespace, model_id)
         telemetry.CACHE_ENTRIES.set(len(self.cache))
         return fresh, skipped
-
-    def _store_replicas(self, namespace: str, model_id: str) -> None:
-        """``replica:<ns>/<model>`` from the cached snapshots of every VA of the model, when all are."""
-        entries = [
-            self.cache.get(caching.allocation_key(t.namespace, t.name))
-            for t in self.tracker.of_model(namespace, model_id)
-        ]
-        if not entries or any(e is None or not isinstance(e.value, MetricsSnapshot) for e in entries):
-            return
-        snaps = [e.value for e in entries if e is not None and isinstance(e.value, MetricsSnapshot)]
-        replicas = tuple(r for s in snaps for r in s.replicas)
-        oldest = min(s.collected_at for s in snaps)
-        self.cache.set(caching.replica_key(namespace, model_id), replicas, collected_at=oldest)
 
     async def _publish_all(self, snapshots: Sequence[MetricsSnapshot]) -> None:
         async def one(snapshot: MetricsSnapshot) -> None:

@@ -7,8 +7,13 @@ so a slow Prometheus never piles up threads or blocks the event loop. Every quer
 timeout and is evaluated at the same instant (``time=``) so one snapshot is one moment.
 
 Errors: connection errors, timeouts, 5xx and 429 are transient and retried until the budget runs out;
-other 4xx (a bad query) fail at once. A failed collection becomes ``unavailable`` snapshots with the
-reason; it never raises into the service loop.
+other 4xx (a bad query) fail at once. Whatever the client libraries raise is classified here — no
+exception of requests, urllib3 or the client escapes — and so is whatever a 200 answer holds (a body
+without ``data``, a result that is not a list of series). Redirects are not followed. A failed
+collection becomes ``unavailable`` snapshots with a short, generic reason (``Prometheus unreachable``,
+``HTTP 503 from Prometheus``) — never a URL, a header or the backend's own text, which may hold secrets
+and would otherwise be copied into every VA's status; the detail goes to the fetcher's log, redacted.
+It never raises into the service loop.
 """
 
 from __future__ import annotations
@@ -39,13 +44,14 @@ from services.fetcher.collector import (
     PodKey,
     PodSample,
     QueryError,
-    Validation,
     assemble,
+    count_label,
     pod_key,
     unavailable,
 )
 from services.fetcher.settings import FetcherSettings
-from shared.messages import MetricsSnapshot, ReplicaMetrics, Target, VAKey, va_key
+from shared.messages import MetricsSnapshot, Target, VAKey, va_key
+from shared.redaction import redact
 
 log = logging.getLogger("wva.fetcher.prometheus")
 
@@ -75,6 +81,7 @@ class PrometheusCollector:
         except credentials.TokenFileError as exc:
             self._session.close()
             raise CollectorError(str(exc)) from None
+        self._session.max_redirects = 0  # a redirect is an error, not a place to send the token
         self._prom = PrometheusConnect(
             url=settings.prometheus_url.rstrip("/"),
             auth=auth,
@@ -90,32 +97,36 @@ class PrometheusCollector:
     # ------------------------------------------------------------------ queries
 
     def _blocking_query(self, text: str, at: float, timeout: float) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._prom.custom_query(text, params={"time": f"{at:.3f}"}, timeout=timeout)
+        result: Any = self._prom.custom_query(text, params={"time": f"{at:.3f}"}, timeout=timeout)
+        if not isinstance(result, list):
+            raise _Shape(f"data.result is a {type(result).__name__}, not a list")
         return result
 
     async def _once(self, text: str, *, at: float, timeout: float, sent: list[int]) -> list[dict[str, Any]]:
+        """One HTTP query, bounded by ``timeout`` as the caller sees it (slot wait included): requests'
+        own timeout is per socket read, so a server that drips its answer would hold a caller forever.
+        The slot is freed when the thread is, so such a server cannot pile up threads either."""
         loop = asyncio.get_running_loop()
-        async with self._slots:
-            self.queries += 1
-            sent[0] += 1
-            try:
-                result = await loop.run_in_executor(
+        try:
+            async with asyncio.timeout(timeout + 0.5):
+                await self._slots.acquire()
+                self.queries += 1
+                sent[0] += 1
+                job = loop.run_in_executor(
                     self._executor, functools.partial(self._blocking_query, text, at, timeout)
                 )
-            except requests.exceptions.Timeout:
-                raise QueryError(f"Prometheus query timed out after {timeout:.1f}s", transient=True) from None
-            except requests.exceptions.ConnectionError as exc:
-                raise QueryError(f"Prometheus unreachable at {self._settings.prometheus_url}: {_short(exc)}", transient=True) from None
-            except requests.exceptions.RequestException as exc:
-                raise QueryError(f"Prometheus request failed: {_short(exc)}", transient=True) from None
-            except PrometheusApiClientException as exc:
-                m = _STATUS_RE.search(str(exc))
-                status = int(m.group(1)) if m else 0
-                transient = status >= 500 or status == 429
-                raise QueryError(f"Prometheus answered HTTP {status or '?'}: {_short(exc)}", transient=transient) from None
-            except ValueError as exc:  # a body that is not JSON (a proxy's error page)
-                raise QueryError(f"Prometheus sent an unreadable answer: {_short(exc)}", transient=True) from None
-        return result
+                job.add_done_callback(lambda _: self._slots.release())
+                try:
+                    return await asyncio.shield(job)
+                except asyncio.CancelledError:
+                    job.add_done_callback(_consume)
+                    raise
+        except TimeoutError:
+            raise _classify(TimeoutError(), self._settings.prometheus_timeout) from None
+        except Exception as exc:
+            # The configured timeout, not this attempt's (retries get what is left of the budget): a
+            # reason that stays the same from one cycle to the next does not flap a VA's condition.
+            raise _classify(exc, self._settings.prometheus_timeout) from None
 
     async def query(
         self, text: str, *, at: float, deadline: float, sent: list[int] | None = None
@@ -166,15 +177,18 @@ class PrometheusCollector:
             if isinstance(result, BaseException):
                 raise result
             for series in result:
-                labels = series.get("metric", {})
+                # Each series is untrusted too: anything but {"metric": {...}, "value": [t, "v"]} is skipped.
+                labels = series.get("metric") if isinstance(series, dict) else None
+                if not isinstance(labels, dict):
+                    continue
                 ns, pod = labels.get("namespace"), labels.get("pod")
-                if not ns or not pod:
+                if not isinstance(ns, str) or not isinstance(pod, str) or not ns or not pod:
                     continue
                 sample = samples.setdefault(pod_key(ns, pod), PodSample())
                 value = _float(series.get("value"))
                 if q.kind == "info":
-                    sample.num_gpu_blocks = _int(labels.get("num_gpu_blocks"))
-                    sample.block_size = _int(labels.get("block_size"))
+                    sample.num_gpu_blocks = count_label(labels.get("num_gpu_blocks"))
+                    sample.block_size = count_label(labels.get("block_size"))
                 elif value is not None:
                     sample.merge(q.field, value, how="max" if q.field == "kv_cache_usage" else "sum")
         return samples
@@ -202,7 +216,7 @@ class PrometheusCollector:
                 errors.append(str(outcome))
                 for t in targets:
                     snapshots[va_key(t.namespace, t.name)] = unavailable(
-                        t, collected_at=collected_at, reason=f"prometheus: {outcome}"
+                        t, collected_at=collected_at, reason=str(outcome)
                     )
                 continue
             samples = outcome
@@ -212,6 +226,9 @@ class PrometheusCollector:
                     telemetry.DROPPED.labels(field=field).inc(count)
                 dropped_total += snapshot.dropped_values
                 snapshots[va_key(t.namespace, t.name)] = snapshot
+        first = next((o for o in outcomes if isinstance(o, CollectorError)), None)
+        if first is not None:
+            log.warning("Prometheus collection failed: %s", first, extra={"detail": first.detail, "failed_scopes": failed})
         return Collection(
             snapshots=snapshots, queries=sent[0], failed=failed, dropped_values=dropped_total,
             errors=tuple(errors),
@@ -241,39 +258,58 @@ class PrometheusCollector:
         collection = await self._collect_scopes([(scope, [target])])
         return collection.snapshots[va_key(target.namespace, target.name)]
 
-    async def replica_metrics(
-        self, *, model_id: str, namespace: str, targets: Sequence[Target]
-    ) -> tuple[ReplicaMetrics, ...]:
-        members = [t for t in targets if t.namespace == namespace and t.model_id == model_id and t.pods]
-        if not members:
-            return ()
-        scope = promql.per_va(namespace, (p.name for t in members for p in t.pods))
-        collection = await self._collect_scopes([(scope, members)])
-        if collection.errors:
-            raise CollectorError(collection.errors[0])
-        return tuple(r for t in members for r in collection.snapshots[va_key(t.namespace, t.name)].replicas)
-
-    async def validate_availability(self, *, model_id: str, namespace: str) -> Validation:
-        loop = asyncio.get_running_loop()
-        try:
-            result = await self.query(
-                promql.availability(model_id=model_id, namespace=namespace),
-                at=time.time(),
-                deadline=loop.time() + self._settings.fetch_budget,
-            )
-        except QueryError as exc:
-            return Validation(available=False, reason=f"prometheus: {exc}")
-        count = _float(result[0].get("value")) if result else None
-        if not count:
-            return Validation(
-                available=False,
-                reason=f"no vllm:kv_cache_usage_perc series for model {model_id!r} in namespace {namespace!r}",
-            )
-        return Validation(available=True)
-
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._session.close()
+
+
+class _Shape(ValueError):
+    """A 200 answer whose body is not what the query API returns."""
+
+
+def _classify(exc: BaseException, timeout: float) -> QueryError:
+    """One query's failure as a short, secret-free reason; the detail is logged (redacted, bounded)."""
+    reason: str
+    transient = True
+    if isinstance(exc, requests.exceptions.Timeout | TimeoutError) or _timed_out(exc):
+        reason = f"Prometheus query timed out after {timeout:g}s"
+    elif isinstance(exc, requests.exceptions.TooManyRedirects):
+        reason, transient = "Prometheus answered with a redirect (not followed)", False
+    elif isinstance(exc, requests.exceptions.SSLError):
+        verify = "CERTIFICATE_VERIFY_FAILED" in str(exc)
+        reason = "Prometheus TLS certificate verify failed" if verify else "Prometheus TLS handshake failed"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        reason = "Prometheus unreachable"
+    elif isinstance(exc, requests.exceptions.JSONDecodeError):
+        reason = "Prometheus sent an unreadable answer"  # a proxy's error page
+    elif isinstance(exc, PrometheusApiClientException):
+        m = _STATUS_RE.search(str(exc))
+        status = int(m.group(1)) if m else 0
+        transient = status >= 500 or status == 429
+        reason = f"HTTP {status} from Prometheus" if status else "Prometheus answered with an error"
+    elif isinstance(exc, (_Shape, KeyError, TypeError, AttributeError, IndexError)):
+        reason, transient = "Prometheus sent an answer of an unexpected shape", False
+    else:  # requests' other errors (an invalid header, a bad chunk…) and anything else a library raises
+        reason = f"Prometheus request failed ({type(exc).__name__})"
+    # Exception texts may quote headers (an invalid one holds the token) or the backend's body: the log
+    # gets the type, and the text only of connection-level errors, which name host and port at most.
+    detail = type(exc).__name__
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        detail += f": {_short(redact(str(exc)))}"
+    log.debug("Prometheus query failed: %s", detail)
+    return QueryError(reason, transient=transient, detail=detail)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    # With urllib3's retries off, requests reports a read timeout as a ConnectionError around it.
+    wrapped = exc.args[0] if isinstance(exc, requests.exceptions.ConnectionError) and exc.args else None
+    return isinstance(getattr(wrapped, "reason", None), urllib3.exceptions.TimeoutError)
+
+
+def _consume(job: asyncio.Future[Any]) -> None:
+    # The caller gave up on this thread's answer; retrieve its outcome so asyncio does not warn.
+    if not job.cancelled():
+        job.exception()
 
 
 def _float(value: object) -> float | None:
@@ -285,13 +321,5 @@ def _float(value: object) -> float | None:
     return None
 
 
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _short(text: str) -> str:
     return text if len(text) <= 300 else text[:300] + "…"

@@ -5,6 +5,14 @@ targets (``PodRef.address``). Gauges are read as they are; counters (and histogr
 become rates from successive scrapes of the same pod: the rate is taken between the current scrape and
 the oldest one kept within the rate window (a counter that went down is a restart: its new value is
 the increase). The first scrape of a pod has no rates yet, so its VA is ``partial`` until the next.
+
+Every pod is untrusted: whatever one serves is that pod's problem only. A scrape never follows a
+redirect (the fetcher's network position must not be lent to whoever answers), reads at most
+``WVA_SCRAPE_MAX_BYTES`` of body, and is bounded by ``WVA_PROMETHEUS_TIMEOUT`` from connect to last
+byte. A failure — unreachable, a status other than 200, a body too large, not UTF-8, not the text
+format — becomes a short reason naming the pod (``pod X: metrics body larger than N bytes``) in its own
+VA's snapshot only; the detail goes to the fetcher's log. The text is parsed in a worker thread, so a
+large body does not stall the event loop.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NoReturn
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,13 +34,13 @@ from services.fetcher.collector import (
     CollectorError,
     PodKey,
     PodSample,
-    Validation,
     assemble,
+    count_label,
     pod_key,
     unavailable,
 )
 from services.fetcher.settings import FetcherSettings
-from shared.messages import MetricsSnapshot, ReplicaMetrics, Target, VAKey, va_key
+from shared.messages import MetricsSnapshot, Target, VAKey, va_key
 
 log = logging.getLogger("wva.fetcher.scrape")
 
@@ -71,12 +79,10 @@ def parse(text: str, *, itl_metric: str) -> tuple[PodSample, dict[str, float]]:
                 field = counters[s.name]
                 totals[field] = totals.get(field, 0.0) + float(s.value)
             elif s.name == "vllm:cache_config_info":
-                try:
-                    sample.num_gpu_blocks = int(s.labels["num_gpu_blocks"])
-                    sample.block_size = int(s.labels["block_size"])
-                except (KeyError, ValueError):
-                    pass
+                sample.num_gpu_blocks = count_label(s.labels.get("num_gpu_blocks"))
+                sample.block_size = count_label(s.labels.get("block_size"))
     return sample, totals
+
 
 
 class RateTracker:
@@ -114,6 +120,14 @@ class RateTracker:
             del self._history[key]
 
 
+class ScrapeFailed(CollectorError):
+    """One pod could not be scraped. ``str()`` is the short reason its VA shows (it names the pod);
+    ``detail`` is for the fetcher's log."""
+
+    def __init__(self, pod: str, reason: str, *, detail: str = "") -> None:
+        super().__init__(f"pod {pod}: {reason}", detail=detail)
+
+
 class ScrapeCollector:
     name = "scrape"
 
@@ -131,28 +145,47 @@ class ScrapeCollector:
             )
         return self._session
 
-    async def _scrape(self, address: str) -> str:
+    async def _scrape(self, pod: str, address: str) -> bytes:
+        limit = self._settings.scrape_max_bytes
         async with self._slots:
             self.queries += 1
             try:
-                async with self._client().get(f"http://{address}/metrics") as resp:
-                    resp.raise_for_status()
-                    text = await resp.text()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                async with self._client().get(f"http://{address}/metrics", allow_redirects=False) as resp:
+                    if resp.status != 200:
+                        redirect = " (redirects are not followed)" if 300 <= resp.status < 400 else ""
+                        _fail(pod, f"HTTP {resp.status}{redirect}", detail=f"{address} answered {resp.status}")
+                    if (resp.content_length or 0) > limit:
+                        _fail(pod, f"metrics body larger than {limit} bytes", detail=f"{address}: Content-Length {resp.content_length}")
+                    body = bytearray()
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        body += chunk
+                        if len(body) > limit:
+                            _fail(pod, f"metrics body larger than {limit} bytes", detail=address)
+            except ScrapeFailed:
                 telemetry.QUERIES.labels(backend=self.name, outcome="error").inc()
-                raise ScrapeFailed(f"scrape of {address} failed: {exc or type(exc).__name__}") from None
+                raise
+            except TimeoutError:
+                telemetry.QUERIES.labels(backend=self.name, outcome="error").inc()
+                _fail(pod, f"timed out after {self._settings.prometheus_timeout:g}s", detail=address)
+            except (aiohttp.ClientError, OSError) as exc:  # ServerDisconnected, ClientPayloadError, …
+                telemetry.QUERIES.labels(backend=self.name, outcome="error").inc()
+                _fail(pod, "unreachable", detail=f"{address}: {type(exc).__name__}: {exc}")
             telemetry.QUERIES.labels(backend=self.name, outcome="ok").inc()
-            return text
+            return bytes(body)
 
     async def _pod(self, namespace: str, pod: str, address: str) -> PodSample:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        text = await self._scrape(address)
+        body = await self._scrape(pod, address)
         telemetry.QUERY_SECONDS.labels(backend=self.name).observe(loop.time() - started)
         try:
-            sample, totals = parse(text, itl_metric=self._settings.itl_metric)
-        except ValueError as exc:
-            raise ScrapeFailed(f"unreadable /metrics from {address}: {exc}") from None
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            _fail(pod, "metrics are not UTF-8 text", detail=f"{address}: {exc}")
+        try:
+            sample, totals = await asyncio.to_thread(parse, text, itl_metric=self._settings.itl_metric)
+        except Exception as exc:  # whatever the parser makes of hostile text is this pod's problem only
+            _fail(pod, "unreadable metrics (not the Prometheus text format)", detail=f"{address}: {type(exc).__name__}: {exc}")
         for field, value in self._rates.observe(pod_key(namespace, pod), loop.time(), totals).items():
             setattr(sample, field, value)
         return sample
@@ -163,31 +196,40 @@ class ScrapeCollector:
         jobs = [(t.namespace, p.name, p.address) for t in targets for p in t.pods if p.address]
         results = await asyncio.gather(*(self._pod(*job) for job in jobs), return_exceptions=True)
         samples: dict[PodKey, PodSample] = {}
-        errors: list[str] = []
+        failures: dict[PodKey, ScrapeFailed] = {}
         for (ns, pod, _), result in zip(jobs, results, strict=True):
             if isinstance(result, ScrapeFailed):
-                errors.append(str(result))
+                failures[pod_key(ns, pod)] = result
             elif isinstance(result, BaseException):
                 raise result
             else:
                 samples[pod_key(ns, pod)] = result
+        if failures:
+            first = next(iter(failures.values()))
+            log.warning(
+                "could not scrape %d of %d pods; first: %s", len(failures), len(jobs), first,
+                extra={"detail": first.detail},
+            )
         snapshots: dict[VAKey, MetricsSnapshot] = {}
         dropped_total = 0
         for t in targets:
+            # Only this VA's own pods: one tenant's failure never shows in another's status.
+            own = [str(failures[k]) for k in (pod_key(t.namespace, p.name) for p in t.pods) if k in failures]
             scraped = [p for p in t.pods if pod_key(t.namespace, p.name) in samples]
-            if t.pods and not scraped and errors:
-                snapshot = unavailable(t, collected_at=collected_at, reason=f"scrape: {errors[0]}")
+            if t.pods and not scraped and own:
+                snapshot = unavailable(t, collected_at=collected_at, reason=_summary(own))
             else:
                 snapshot, dropped = assemble(
-                    t, samples, collected_at=collected_at, missing_reason="no rates yet (first scrape)"
+                    t, samples, collected_at=collected_at, missing_reason="no rates yet (first scrape)",
+                    notes=(_summary(own),) if own else (),
                 )
                 for field, count in dropped.items():
                     telemetry.DROPPED.labels(field=field).inc(count)
                 dropped_total += snapshot.dropped_values
             snapshots[va_key(t.namespace, t.name)] = snapshot
         return Collection(
-            snapshots=snapshots, queries=self.queries - before, failed=len(errors),
-            dropped_values=dropped_total, errors=tuple(errors),
+            snapshots=snapshots, queries=self.queries - before, failed=len(failures),
+            dropped_values=dropped_total, errors=tuple(str(f) for f in failures.values()),
         )
 
     async def collect(self, targets: Sequence[Target]) -> Collection:
@@ -198,24 +240,16 @@ class ScrapeCollector:
     async def allocation_metrics(self, target: Target) -> MetricsSnapshot:
         return (await self._collect([target])).snapshots[va_key(target.namespace, target.name)]
 
-    async def replica_metrics(
-        self, *, model_id: str, namespace: str, targets: Sequence[Target]
-    ) -> tuple[ReplicaMetrics, ...]:
-        members = [t for t in targets if t.namespace == namespace and t.model_id == model_id]
-        collection = await self._collect(members)
-        return tuple(r for t in members for r in collection.snapshots[va_key(t.namespace, t.name)].replicas)
-
-    async def validate_availability(self, *, model_id: str, namespace: str) -> Validation:
-        # Without a central store there is nothing to ask before a pod is known; pods are read directly.
-        return Validation(available=True, reason="the scrape backend reads pods directly")
-
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
-class ScrapeFailed(CollectorError):
-    """One pod could not be scraped (counted; the VA is partial or unavailable)."""
+def _fail(pod: str, reason: str, *, detail: str) -> NoReturn:
+    raise ScrapeFailed(pod, reason, detail=detail) from None
 
 
+def _summary(reasons: list[str], shown: int = 3) -> str:
+    more = len(reasons) - shown
+    return "; ".join(reasons[:shown]) + (f"; and {more} more pods" if more > 0 else "")

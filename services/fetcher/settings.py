@@ -13,7 +13,6 @@ from shared.settings import (
     choice,
     duration,
     optional_path,
-    optional_str,
     positive_int,
     setting,
     url,
@@ -30,6 +29,12 @@ def _metric_name(text: str) -> str:
     return text
 
 
+def _token(text: str) -> str | None:
+    from services.fetcher import credentials
+
+    return credentials.clean_token(text) if text.strip() else None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FetcherSettings(Settings):
     collector: str = setting("WVA_COLLECTOR", "prometheus", choice(*COLLECTORS), "metrics backend")
@@ -37,7 +42,8 @@ class FetcherSettings(Settings):
         "WVA_PROMETHEUS_URL", "http://127.0.0.1:9090", url("http", "https"), "Prometheus base URL"
     )
     prometheus_token: str | None = setting(
-        "WVA_PROMETHEUS_TOKEN", None, optional_str, "bearer token for Prometheus", secret=True
+        "WVA_PROMETHEUS_TOKEN", None, _token, "bearer token for Prometheus (surrounding whitespace is stripped)",
+        secret=True,
     )
     prometheus_token_file: str | None = setting(
         "WVA_PROMETHEUS_TOKEN_FILE", None, optional_path,
@@ -52,6 +58,10 @@ class FetcherSettings(Settings):
         "do not verify Prometheus's TLS certificate (testing only)",
     )
     prometheus_timeout: float = setting("WVA_PROMETHEUS_TIMEOUT", 5.0, duration, "timeout of one query")
+    scrape_max_bytes: int = setting(
+        "WVA_SCRAPE_MAX_BYTES", 4 * 1024 * 1024, positive_int,
+        "largest /metrics body read from a pod (scrape backend); a larger one is that pod's error",
+    )
     prometheus_concurrency: int = setting(
         "WVA_PROMETHEUS_CONCURRENCY", 4, positive_int, "queries (or scrapes) in flight at once"
     )
@@ -104,6 +114,11 @@ class FetcherSettings(Settings):
 
         if self.prometheus_token and self.prometheus_token_file:
             raise SettingsError("WVA_PROMETHEUS_TOKEN and WVA_PROMETHEUS_TOKEN_FILE are both set: use one")
+        if self.prometheus_token:
+            try:
+                credentials.clean_token(self.prometheus_token)
+            except credentials.TokenError as exc:
+                raise SettingsError(f"WVA_PROMETHEUS_TOKEN=***: {exc}") from None
         if self.prometheus_insecure_skip_verify and self.prometheus_ca:
             raise SettingsError(
                 "WVA_PROMETHEUS_INSECURE_SKIP_VERIFY=true and WVA_PROMETHEUS_CA are both set: "

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import nats.errors
-from nats.aio.msg import Msg
 
 from services.scaler import authority as authority_mod
 from services.scaler import configsource, telemetry
@@ -45,11 +44,11 @@ from services.scaler.actuation import KubeActuator
 from services.scaler.core import Scaler
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
 from services.scaler.settings import ScalerSettings
-from shared import kube, messages, natsio, streams
+from shared import kube, messages, streams
+from shared.intake import Intake
 from shared.lifecycle import Runtime
 from shared.messages import Decision, Target, VAKey, va_key
-from shared.observability import count_rejected
-from shared.subjects import SubjectError, SubjectKind, Subjects
+from shared.subjects import SubjectKind, Subjects
 from shared.variantautoscaling import va_label_selector
 
 log = logging.getLogger("wva.scaler")
@@ -82,6 +81,7 @@ class Shell:
         self.configured = asyncio.Event()
         self.gauges = telemetry.Gauges()
         self.nudges: set[asyncio.Task[None]] = set()
+        self.intake = Intake(runtime.subjects)  # every message goes through the one rule (shared/intake.py)
 
     # ------------------------------------------------------------------ inputs
 
@@ -89,26 +89,9 @@ class Shell:
         follower = streams.Follower(self.runtime.js, self.subjects.wildcard(kind), start=start)
         self.runtime.health.set(check, follower.caught_up.is_set)
         async for msg in follower:
-            event = self.decode(msg, decoder, kind)
+            event = self.intake.accept(msg.subject, msg.data, decoder=decoder)
             if event is not None and not isinstance(event, Decision):
                 await self.events.put((event, msg.metadata.sequence.stream))
-
-    def decode(self, msg: Msg, decoder: messages.Decoder[Any], kind: SubjectKind) -> Any:
-        """The message, or None (counted and logged) when it does not decode or does not belong on
-        the subject it came on."""
-        try:
-            ref = self.subjects.parse(msg.subject)
-            message = decoder.decode(msg.data)
-        except (messages.MessageError, SubjectError) as exc:
-            reason = exc.reason if isinstance(exc, messages.MessageError) else "invalid_subject"
-            count_rejected(kind.value, reason)
-            log.warning("skipping undecodable message: %s", exc, extra={"subject": msg.subject})
-            return None
-        if (message.namespace, message.name) != (ref.namespace, ref.name):
-            count_rejected(kind.value, "subject_mismatch")
-            log.warning("skipping a message whose payload names another VA than its subject", extra={"subject": msg.subject})
-            return None
-        return message
 
     async def tick(self) -> None:
         while True:
@@ -221,7 +204,7 @@ class Shell:
                        "applied": decision.applied, "outcome": decision.outcome, "detail": decision.detail},
             )
             try:
-                await natsio.publish(self.runtime.js, self.subjects.decisions(decision.namespace, decision.name), decision)
+                await self.runtime.publish(self.subjects.decisions(decision.namespace, decision.name), decision)
             except (nats.errors.Error, TimeoutError) as exc:
                 log.warning("could not publish decision: %s", exc, extra={"namespace": decision.namespace, "va": decision.name})
 

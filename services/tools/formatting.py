@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from shared import intake
 from shared import messages as m
+from shared.subjects import Subjects
+
+_DEFAULT_SUBJECTS = Subjects()
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:
@@ -57,10 +61,11 @@ def describe(message: m.AnyMessage) -> str:
     return ""  # pragma: no cover - the match above is exhaustive over AnyMessage
 
 
-def format_line(subject: str, data: bytes) -> str:
-    """``HH:MM:SS.mmm <subject> <kind> <fields>``; undecodable payloads are shown, not hidden."""
+def format_line(subject: str, data: bytes, *, subjects: Subjects = _DEFAULT_SUBJECTS) -> str:
+    """``HH:MM:SS.mmm <subject> <kind> <fields>``; a payload the services would reject (undecodable, or
+    not matching its subject: ``shared.intake``) is shown with the reason, not hidden."""
     try:
-        message = m.any_decoder.decode(data)
+        message = intake.check(subjects, subject, data, decoder=m.any_decoder)
     except m.MessageError as exc:
         return f"{'-' * 12} {subject} ! {exc.reason}: {bytes(data[:80])!r}"
     return f"{_when(message.at)} {subject} {m.kind_of(message)} {describe(message)}"

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from services.tools import connection, subscription
 from shared import messages, streams
-from shared.observability import count_rejected
+from shared.intake import Intake
 from shared.settings import Settings, duration
 from shared.subjects import SubjectKind, Subjects
 
@@ -36,12 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     connection.add_arguments(parser)
 
 
-def line(msg: Msg) -> dict[str, Any] | None:
-    """The JSONL record of one stored message; None (and counted) when it cannot be decoded."""
-    try:
-        messages.any_decoder.decode(msg.data)
-    except messages.MessageError as exc:
-        count_rejected("record", exc.reason)
+def line(msg: Msg, intake: Intake) -> dict[str, Any] | None:
+    """The JSONL record of one stored message; None (counted, logged) when the services would reject it."""
+    if intake.accept(msg.subject, msg.data, decoder=messages.any_decoder) is None:
         return None
     stream = msg.metadata.stream.rpartition("_")[2].lower()  # WVA_TARGETS -> targets
     return {
@@ -66,8 +63,10 @@ async def record(settings: Settings, out: Path, *, since: float, follow: bool, d
             streams.Follower(js, subjects.wildcard(SubjectKind.DECISIONS), start="since", since=start),
         ]
 
+        intake = Intake(subjects)
+
         def keep(msg: Msg) -> None:
-            entry = line(msg)
+            entry = line(msg, intake)
             if entry is not None:
                 lines.append(entry)
 

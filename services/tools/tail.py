@@ -39,7 +39,11 @@ async def tail(
         contextlib.aclosing(subscription.messages(nc, subjects, subject, last=last)) as incoming,
     ):
         async for msg in incoming:
-            line = msg.data.decode(errors="replace") if raw else formatting.format_line(msg.subject, msg.data)
+            line = (
+                msg.data.decode(errors="replace")
+                if raw
+                else formatting.format_line(msg.subject, msg.data, subjects=subjects)
+            )
             print(line, file=out, flush=True)
             seen += 1
             if count and seen >= count:

@@ -1,7 +1,7 @@
 """What changed between the last published target of a VA and its current one (pure).
 
-- :func:`same_content` tells whether a new ``Target`` needs publishing (``at`` is ignored).
-- :func:`reasons` names the invalidations the change implies (docs/design.md §5):
+Whether a new ``Target`` needs publishing at all is ``shared.messages.same_content`` (``at`` ignored).
+:func:`reasons` names the invalidations the change implies (docs/design.md §5):
 
   ``va_deleted``        the VA is gone (or no longer managed by this installation)
   ``target_changed``    the VA's spec changed, it points at another Deployment, or its Deployment
@@ -15,15 +15,7 @@ it for every VA after a re-list.
 
 from __future__ import annotations
 
-import msgspec
-
 from shared.messages import InvalidationReason, Target
-
-
-def same_content(old: Target | None, new: Target | None) -> bool:
-    if old is None or new is None:
-        return old is new
-    return msgspec.structs.replace(old, at=new.at) == new
 
 
 def _spec(t: Target) -> tuple[object, ...]:

@@ -27,6 +27,7 @@ from services.watcher import changes, telemetry
 from services.watcher.index import ClusterIndex, ObjectKind, convert
 from services.watcher.kubeobjects import object_key
 from services.watcher.publishing import Outbox
+from shared import messages
 from shared import subjects as subjects_mod
 from shared.messages import Invalidation, InvalidationReason, Target, TargetDeleted, VAKey, utcnow
 from shared.subjects import Subjects
@@ -83,6 +84,10 @@ class Reconciler:
             affected = self.index.upsert(kind, convert(kind, obj))
         self._mark(affected)
 
+    def republish_all(self) -> None:
+        """Publish every VA's target again (the targets stream was re-created empty)."""
+        self._mark(set(self.index.vas) | set(self.published), republish=True)
+
     def _mark(self, keys: set[VAKey], *, republish: bool = False, relist: bool = False) -> None:
         self._dirty |= keys
         if republish:
@@ -127,7 +132,7 @@ class Reconciler:
                 self.outbox.put(key, self.subjects.targets(namespace, name), TargetDeleted(namespace=namespace, name=name, at=at))
                 del self.published[key]
                 telemetry.TARGETS_PUBLISHED.inc()
-        elif republish or not changes.same_content(old, new):
+        elif republish or not messages.same_content(old, new):
             self.outbox.put(key, self.subjects.targets(namespace, name), new)
             self.published[key] = new
             telemetry.TARGETS_PUBLISHED.inc()

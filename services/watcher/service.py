@@ -12,6 +12,7 @@ import logging
 from typing import cast
 
 import msgspec
+import nats.errors
 from nats.js import JetStreamContext
 
 from services.watcher import index as index_mod
@@ -19,7 +20,8 @@ from services.watcher import watching
 from services.watcher.publishing import Outbox
 from services.watcher.reconciling import Reconciler
 from services.watcher.settings import WatcherSettings
-from shared import kube, messages, natsio, streams
+from shared import kube, messages, streams
+from shared.intake import Intake
 from shared.lifecycle import Runtime
 from shared.messages import Target, VAKey
 from shared.subjects import SubjectKind, Subjects
@@ -44,13 +46,12 @@ async def read_published(
     """The last target of every VA in scope on the targets stream; None when it could not be read."""
     found: dict[VAKey, Target] = {}
     follower = streams.Follower(js, subjects.wildcard(SubjectKind.TARGETS), start="last_per_subject")
+    intake = Intake(subjects)
 
     async def consume() -> None:
         async for msg in follower:
-            try:
-                decoded = messages.targets_decoder.decode(msg.data)
-            except messages.MessageError as exc:
-                log.warning("skipping undecodable message on %s: %s", msg.subject, exc)
+            decoded = intake.accept(msg.subject, msg.data, decoder=messages.targets_decoder)
+            if decoded is None:
                 continue
             key = VAKey((decoded.namespace, decoded.name))
             if isinstance(decoded, Target):
@@ -87,9 +88,8 @@ async def main(runtime: Runtime) -> None:
     namespaces: list[str | None] = list(settings.watch_namespaces) or [None]
 
     async def publish(subject: str, message: msgspec.Struct, msg_id: str) -> object:
-        return await natsio.publish(
-            runtime.js, subject, message, msg_id=msg_id, attempts=1, timeout=settings.publish_timeout
-        )
+        # The outbox retries; Runtime.publish re-creates lost streams and lets tombstones expire.
+        return await runtime.publish(subject, message, msg_id=msg_id, attempts=1, timeout=settings.publish_timeout)
 
     baseline = await read_published(runtime.js, runtime.subjects, settings)
     index = index_mod.ClusterIndex(controller_instance=settings.controller_instance)
@@ -102,8 +102,6 @@ async def main(runtime: Runtime) -> None:
         baseline=baseline,
         debounce=settings.debounce,
     )
-    runtime.extras["reconciler"] = reconciler
-    runtime.extras["outbox"] = outbox
     api = await kube.api_client(settings.kubeconfig, long_lived_connections=len(index_mod.KINDS) * len(namespaces))
     async with api:
         watches = watching.watches(
@@ -113,7 +111,6 @@ async def main(runtime: Runtime) -> None:
             namespaces=namespaces,
             va_label_selector=va_label_selector(settings.controller_instance),
         )
-        runtime.extras["watches"] = watches
         log.info(
             "watching %s in %s",
             ", ".join(index_mod.KINDS),
@@ -127,6 +124,7 @@ async def main(runtime: Runtime) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(outbox.run(), name="watcher-outbox")
             tg.create_task(reconciler.run(), name="watcher-reconciler")
+            tg.create_task(_republish_when_recreated(runtime, reconciler), name="watcher-targets-stream")
             for w in watches:
                 tg.create_task(w.run(), name=f"watch-{w.kind}-{w.namespace or 'all'}")
             await reconciler.synced.wait()
@@ -135,3 +133,21 @@ async def main(runtime: Runtime) -> None:
             log.info(
                 "first pass published: %d VAs", len(index.vas), extra={"vas": len(index.vas)}
             )
+
+
+async def _republish_when_recreated(runtime: Runtime, reconciler: Reconciler) -> None:
+    """The targets stream is the cluster's state for every consumer that starts: when it comes back
+    empty (a NATS restart with a wiped store, a deleted stream), publish every target again."""
+    name = runtime.subjects.stream_name(streams.TARGETS)
+    known = None
+    while True:
+        try:
+            created = (await runtime.js.stream_info(name)).created
+        except (nats.errors.Error, TimeoutError):
+            created = None  # missing or NATS away: Runtime re-creates it, the next look compares
+        if created is not None:
+            if known is not None and created != known:
+                log.warning("the targets stream was re-created; republishing every target", extra={"stream": name})
+                reconciler.republish_all()
+            known = created
+        await asyncio.sleep(runtime.settings.stream_check_interval)

@@ -9,6 +9,7 @@ from nats.aio.client import Client
 from shared import messages
 from tests.fixtures.fetcher import Pods, RunFetcher, StaticServer, make_target
 from tests.fixtures.servers import NatsServer
+from tests.fixtures.services import StartService, metric_sum
 from tests.integration.fetcher.helpers import Snapshots, publish_targets
 
 NAN_POD = """\
@@ -67,14 +68,14 @@ async def test_scrape_backend_reads_pods_directly_and_drops_bad_values(
 
 
 async def test_fetcher_replicas_share_requests_through_the_queue_group(
-    nats_server: NatsServer, nats_client: Client, vllm_pods: Pods, run_fetcher: RunFetcher
+    nats_server: NatsServer, nats_client: Client, vllm_pods: Pods, wva_process: StartService
 ) -> None:
+    """Two `wva fetcher` processes: each request is answered once, both took some, nobody did it twice."""
     pods = [await vllm_pods.start("team-a", f"llama-{i}") for i in range(2)]
     targets = [make_target("team-a", f"va-{i}", [pods[i % 2]]) for i in range(20)]
     await publish_targets(nats_client, *targets)
-    replicas = [await run_fetcher(nats_url=nats_server.url, collector="scrape") for _ in range(2)]
-    for r in replicas:
-        await r.wait_ready()
+    env = {"WVA_NATS_URL": nats_server.url, "WVA_COLLECTOR": "scrape", "WVA_FETCH_INTERVAL": "0"}
+    replicas = [await wva_process("fetcher", env) for _ in range(2)]
     # One reply per request (a plain subscription would give two), and both replicas took some.
     inbox = nats_client.new_inbox()
     replies: list[object] = []
@@ -85,12 +86,16 @@ async def test_fetcher_replicas_share_requests_through_the_queue_group(
     sub = await nats_client.subscribe(inbox, cb=on_reply)
     for t in targets:
         await nats_client.publish(f"wva.fetch.team-a.{t.name}", b"", reply=inbox)
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(10):
         while len(replies) < len(targets):
             await asyncio.sleep(0.02)
     await asyncio.sleep(0.3)
     await sub.unsubscribe()
     assert len(replies) == len(targets)
-    served = [r.fetcher.collector.queries for r in replicas]
-    assert all(n > 0 for n in served), served
-    assert sum(served) == len(targets)  # one scrape per request: nobody did the work twice
+    answered = [metric_sum(await r.metrics(), "wva_fetcher_fetch_requests_total") for r in replicas]
+    scrapes = [
+        metric_sum(await r.metrics(), "wva_fetcher_queries_total", backend="scrape") for r in replicas
+    ]
+    assert all(n > 0 for n in answered), answered
+    assert sum(answered) == len(targets)
+    assert sum(scrapes) == len(targets)  # one scrape per request: nobody did the work twice

@@ -20,7 +20,6 @@ class Clock:
 
 def test_keys_follow_the_seed() -> None:
     assert caching.allocation_key("ns", "va") == "allocation:ns/va"
-    assert caching.replica_key("ns", "meta-llama/Llama-3.1-8B") == "replica:ns/meta-llama/Llama-3.1-8B"
 
 
 def test_entries_expire_at_collection_time_plus_ttl_not_insertion_time() -> None:
@@ -51,8 +50,8 @@ def test_prefix_invalidation_and_cleanup() -> None:
     cache = caching.MemoryCache(30, clock=clock)
     cache.set(caching.allocation_key("ns", "a"), 1, collected_at=T0)
     cache.set(caching.allocation_key("ns", "b"), 2, collected_at=T0 + timedelta(seconds=20))
-    cache.set(caching.replica_key("ns", "m"), 3, collected_at=T0)
-    assert cache.invalidate_prefix("replica:ns/") == 1
+    cache.set(caching.allocation_key("other", "c"), 3, collected_at=T0)
+    assert cache.invalidate_prefix("allocation:other/") == 1
     clock.now = T0 + timedelta(seconds=31)
     assert cache.cleanup() == 1 and len(cache) == 1
     assert cache.delete(caching.allocation_key("ns", "b")) and len(cache) == 0

@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 import pytest
 
 from services.fetcher import cache as caching
-from services.fetcher.collector import Collection, PodSample, Validation, assemble, pod_key
+from services.fetcher.collector import Collection, PodSample, assemble, pod_key
 from services.fetcher.fetching import Fetcher
 from services.fetcher.tracking import Tracker
-from shared.messages import MetricsSnapshot, PodRef, ReplicaMetrics, Target, va_key
+from shared.messages import MetricsSnapshot, PodRef, Target, va_key
 
 
-def target(name: str, *, model: str = "m", pods: tuple[str, ...] = ("p",)) -> Target:
+def target(name: str, *, model: str = "m", pods: tuple[str, ...] = ("p",), generation: int = 1) -> Target:
     return Target(
-        namespace="ns", name=name, at=datetime.now(UTC), model_id=model,
-        pods=tuple(PodRef(name=f"{name}-{p}") for p in pods),
+        namespace="ns", name=name, at=datetime.now(UTC), model_id=model, deployment_generation=generation,
+        template_hash=f"hash-{generation}", pods=tuple(PodRef(name=f"{name}-{p}") for p in pods),
     )
 
 
@@ -45,15 +45,6 @@ class GatedCollector:
 
     async def allocation_metrics(self, target: Target) -> MetricsSnapshot:
         return (await self.collect([target])).snapshots[va_key(target.namespace, target.name)]
-
-    async def replica_metrics(
-        self, *, model_id: str, namespace: str, targets: Sequence[Target]
-    ) -> tuple[ReplicaMetrics, ...]:
-        self.calls.append(["replicas", model_id])
-        return tuple(ReplicaMetrics(pod=p.name) for t in targets for p in t.pods)
-
-    async def validate_availability(self, *, model_id: str, namespace: str) -> Validation:
-        return Validation(available=True)
 
     async def aclose(self) -> None:
         return None
@@ -134,17 +125,42 @@ async def test_data_collected_before_an_invalidation_is_neither_cached_nor_publi
         await _stop(refresher)
 
 
-async def test_invalidation_drops_the_models_replica_entry(setup) -> None:  # type: ignore[no-untyped-def]
-    fetcher, collector, _ = setup
-    fetcher.track(target("a", pods=("0", "1")))
-    fetcher.track(target("b", pods=("0",)))
-    await fetcher.cycle()
-    replicas = await fetcher.replica_metrics("ns", "m")  # built from the cycle's snapshots: no call
-    assert [r.pod for r in replicas] == ["a-0", "a-1", "b-0"] and ["replicas", "m"] not in collector.calls
-    fetcher.invalidate("ns", "b")
-    assert fetcher.cache.get(caching.replica_key("ns", "m")) is None
-    await fetcher.replica_metrics("ns", "m")
-    assert ["replicas", "m"] in collector.calls
+async def test_an_invalidation_ahead_of_its_target_waits_for_it(setup) -> None:  # type: ignore[no-untyped-def]
+    """Issue #13 §1: the snapshot after a change names the generation (and template) it describes."""
+    fetcher, collector, published = setup
+    fetcher.track(target("a", generation=1))
+    task = await _with_refresher(fetcher)
+    try:
+        fetcher.invalidate("ns", "a", generation=2)  # the watcher's invalidation overtook its target
+        await asyncio.sleep(0.1)
+        assert collector.calls == [] and published == []  # nothing collected with the old Target
+        report = await fetcher.cycle()  # a background cycle meanwhile does not publish it either
+        assert report.skipped == 1 and published == []
+        fetcher.track(target("a", generation=2))
+        async with asyncio.timeout(2):
+            while not published:
+                await asyncio.sleep(0.01)
+        assert [(s.deployment_generation, s.template_hash) for s in published] == [(2, "hash-2")]
+        # An invalidation at or behind the tracked generation refreshes at once.
+        fetcher.invalidate("ns", "a", generation=2)
+        async with asyncio.timeout(2):
+            while len(published) < 2:
+                await asyncio.sleep(0.01)
+        assert published[-1].deployment_generation == 2
+    finally:
+        await _stop(task)
+
+
+async def test_a_deleted_va_leaves_no_entry_behind(setup) -> None:  # type: ignore[no-untyped-def]
+    """Issue #12 item 12: the va_deleted invalidation that follows a deletion must not re-create state."""
+    fetcher, _, _ = setup
+    for i in range(100):
+        fetcher.track(target(f"va-{i}"))
+        fetcher.invalidate("ns", f"va-{i}", generation=5)  # one waits for a newer Target when deleted
+    for i in range(100):
+        fetcher.forget("ns", f"va-{i}")
+        fetcher.invalidate("ns", f"va-{i}")  # va_deleted, after the tombstone
+    assert fetcher.tracker.entries() == 0 and len(fetcher.cache) == 0
     await fetcher.aclose()
 
 
@@ -187,12 +203,12 @@ async def test_the_issues_metrics_follow_cycles_invalidations_and_deletions() ->
     fetcher.track(target("b"))
     assert value("wva_fetcher_tracked_targets") == 2
     await fetcher.cycle()
-    assert value("wva_fetcher_cache_entries") == 3  # two allocation entries and the model's replicas
+    assert value("wva_fetcher_cache_entries") == 2  # one allocation entry per VA
     fail[0] = True
     await fetcher.cycle()  # collected but not published: not counted as published
     assert delta() == {"partial": 2, "cycles": 2, "invalidated": 0, "deleted": 0}
-    fetcher.invalidate("ns", "a")  # its allocation entry and the model's replica entry
-    fetcher.forget("ns", "b")  # its allocation entry (the replica entry is already gone)
-    assert delta()["invalidated"] == 2 and delta()["deleted"] == 1
+    fetcher.invalidate("ns", "a")
+    fetcher.forget("ns", "b")
+    assert delta()["invalidated"] == 1 and delta()["deleted"] == 1
     assert value("wva_fetcher_tracked_targets") == 1 and value("wva_fetcher_cache_entries") == 0
     await fetcher.aclose()

@@ -127,3 +127,132 @@ def test_non_finite_check() -> None:
     assert not m.is_finite_non_negative(float("inf"))
     assert not m.is_finite_non_negative(-0.1)
     assert not m.is_finite_non_negative(None)
+
+
+# ------------------------------------------------------------------ hostile payloads (issue #12, items 1-2)
+
+HEAD = b'"namespace":"llm","name":"llama","at":"2026-01-02T03:04:05Z"'
+DECODERS = {
+    "targets": m.targets_decoder,
+    "metrics": m.metrics_decoder,
+    "events": m.events_decoder,
+    "fetch": m.fetch_decoder,
+    "any": m.any_decoder,
+}
+KIND_FOR = {"targets": "target.v1", "metrics": "metrics.v1", "events": "invalidation.v1", "fetch": "fetch.v1", "any": "target.v1"}
+
+
+def _deep(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    return opener * depth + closer * depth
+
+
+@pytest.mark.parametrize("decoder_name", list(DECODERS))
+@pytest.mark.parametrize(
+    "shape",
+    ["unknown_field_arrays", "unknown_field_objects", "before_a_bad_field", "root_arrays", "inside_known_field"],
+)
+def test_deep_nesting_is_a_message_error_never_recursion_error(decoder_name: str, shape: str) -> None:
+    """~2 KB nested thousands of levels deep raised RecursionError out of decode() and killed consumers."""
+    kind = KIND_FOR[decoder_name].encode()
+    deep_objects = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    payload = {
+        "unknown_field_arrays": b'{"kind":"' + kind + b'",' + HEAD + b',"x":' + _deep(5000) + b"}",
+        "unknown_field_objects": b'{"kind":"' + kind + b'",' + HEAD + b',"x":' + deep_objects + b"}",
+        # The typed decode fails fast on "namespace", then the kind lookup walks the deep field.
+        "before_a_bad_field": b'{"namespace":1,"x":' + _deep(5000) + b',"kind":"' + kind + b'"}',
+        "root_arrays": _deep(100_000),
+        "inside_known_field": b'{"kind":"' + kind + b'",' + HEAD + b',"pods":' + _deep(5000) + b"}",
+    }[shape]
+    with pytest.raises(m.MessageError) as err:
+        DECODERS[decoder_name].decode(payload)
+    assert err.value.reason in {"too_deep", "malformed", "invalid"}
+    with pytest.raises(m.MessageError):
+        m.peek_kind(payload)
+
+
+def test_deep_nesting_in_an_unknown_field_is_reported_as_too_deep() -> None:
+    payload = b'{"kind":"target.v1",' + HEAD + b',"x":' + _deep(5000) + b"}"
+    with pytest.raises(m.MessageError) as err:
+        m.targets_decoder.decode(payload)
+    assert err.value.reason == "too_deep"
+
+
+def test_a_payload_over_the_size_limit_is_refused_before_parsing() -> None:
+    huge = b'{"kind":"target.v1",' + HEAD + b',"model_id":"' + b"x" * m.MAX_PAYLOAD + b'"}'
+    with pytest.raises(m.MessageError) as err:
+        m.targets_decoder.decode(huge)
+    assert err.value.reason == "too_large"
+    at_limit = b'{"kind":"target.v1",' + HEAD + b',"model_id":"' + b"x" * (m.MAX_PAYLOAD - 200) + b'"}'
+    assert isinstance(m.targets_decoder.decode(at_limit), m.Target)
+
+
+def _target(**fields: object) -> bytes:
+    raw: dict[str, object] = {"kind": "target.v1", "namespace": "llm", "name": "llama", "at": "2026-01-02T03:04:05Z"}
+    raw.update(fields)
+    return json.dumps(raw).encode()
+
+
+def _snapshot(**fields: object) -> bytes:
+    raw: dict[str, object] = {
+        "kind": "metrics.v1", "namespace": "llm", "name": "llama", "at": "2026-01-02T03:04:05Z",
+        "collected_at": "2026-01-02T03:04:05Z",
+    }
+    raw.update(fields)
+    return json.dumps(raw).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (_target(name="Not_A_Kubernetes_Name"), "invalid_name"),
+        (_target(name="llama\n"), "invalid_name"),
+        (_target(name="x" * 254), "invalid_name"),
+        (_target(namespace="LLM"), "invalid_name"),
+        (_target(namespace="a.b"), "invalid_name"),
+        (_target(namespace="wva.>"), "invalid_name"),
+        (_target(at="2026-01-02T03:04:05"), "invalid"),  # no time zone: cannot be compared with one
+        (_target(min_replicas=-1), "invalid"),
+        (_target(spec_replicas=2**31), "invalid"),  # replicas are an int32 in Kubernetes
+        (_target(deployment_generation=2**70), "invalid"),
+        (_target(variant_cost=-3.0), "invalid"),
+        (_target(pods=[{"name": "Pod_1"}]), "invalid"),
+        (_target(pods=[{"name": "p", "address": "evil.example/admin?x=1:80"}]), "invalid"),
+        (_target(pods=[{"name": "p", "address": "user:pw@10.0.0.1:80"}]), "invalid"),
+        (_target(scale_target={"name": "../../namespaces/kube-system"}), "invalid"),
+        (_snapshot(allocation={"arrival_rate": -1.0}), "invalid"),
+        (_snapshot(replicas=[{"pod": "p", "kv_cache_usage": "INF"}]).replace(b'"INF"', b"1e999"), "invalid"),
+        (_snapshot(replicas=[{"pod": "p", "kv_cache_usage": float("inf")}]), "malformed"),  # "Infinity"
+        (_snapshot(replicas=[{"pod": "p", "num_gpu_blocks": -5}]), "invalid"),
+        (_snapshot(collected_at="2026-01-02T03:04:05"), "invalid"),
+        (b'{"kind":"metrics.v1","replicas":[{"pod":"p","waiting":NaN}]}', "malformed"),
+        (b"\xff\xfe\x00garbage", "malformed"),
+        (b"", "malformed"),
+        (b'{"kind":"' + b"k" * 10_000 + b'"}', "unknown_kind"),
+    ],
+)
+def test_fields_are_validated_as_they_are_decoded(payload: bytes, reason: str) -> None:
+    decoder = m.metrics_decoder if b"metrics.v1" in payload else m.targets_decoder
+    with pytest.raises(m.MessageError) as err:
+        decoder.decode(payload)
+    assert err.value.reason == reason
+    assert len(str(err.value)) < 300  # a detail never carries a whole hostile payload into a log
+
+
+def test_what_real_producers_send_still_decodes() -> None:
+    ipv6 = m.Target(
+        namespace="llm", name="llama.v2", at=AT, pods=(m.PodRef(name="p-0", address="[fd00::1]:8000"),),
+        scale_target=m.ScaleTarget(name=""),
+    )
+    assert m.targets_decoder.decode(m.encode(ipv6)) == ipv6
+    dns = m.Target(namespace="llm", name="x", at=AT, pods=(m.PodRef(name="p-0", address="pod-0.vllm.llm:8000"),))
+    assert m.targets_decoder.decode(m.encode(dns)) == dns
+
+
+def test_same_content_ignores_only_the_timestamp() -> None:
+    target = SAMPLES[0]
+    assert isinstance(target, m.Target)
+    later = msgspec.structs.replace(target, at=datetime(2027, 1, 1, tzinfo=UTC))
+    assert m.same_content(target, later)
+    assert not m.same_content(target, msgspec.structs.replace(later, spec_replicas=3))
+    assert not m.same_content(target, None) and m.same_content(None, None)
+    assert not m.same_content(m.TargetDeleted(namespace="llm", name="llama-a100", at=AT), m.MetricsDeleted(namespace="llm", name="llama-a100", at=AT))

@@ -30,16 +30,22 @@ def test_dotted_name_is_one_token() -> None:
 
 @pytest.mark.parametrize(
     "bad_name",
-    ["Llama", "a_b", "", "a..b", "-a", "a-", "a.*", "a.>", "a b", "x" * 254, "a/b"],
+    ["Llama", "a_b", "", "a..b", "-a", "a-", "a.*", "a.>", "a b", "x" * 254, "a/b", "llama\n", "a.b\n"],
 )
 def test_invalid_names_are_rejected_with_the_value_and_rule(bad_name: str) -> None:
     with pytest.raises(subjects.InvalidName) as err:
         S.targets("llm", bad_name)
-    assert repr(bad_name) in str(err.value)
+    assert repr(bad_name[:80]) in str(err.value)  # quoted, and at most 80 characters of it
     assert "RFC 1123" in str(err.value)
 
 
-@pytest.mark.parametrize("bad_ns", ["LLM", "a.b", "a_b", "", "-a", "*", ">", "n" * 64])
+def test_a_long_name_is_quoted_in_part_only() -> None:
+    with pytest.raises(subjects.InvalidName) as err:
+        S.targets("llm", "X" * 100_000)
+    assert len(str(err.value)) < 400 and "100000 characters" in str(err.value)
+
+
+@pytest.mark.parametrize("bad_ns", ["LLM", "a.b", "a_b", "", "-a", "*", ">", "n" * 64, "llm\n"])
 def test_invalid_namespaces_are_rejected(bad_ns: str) -> None:
     with pytest.raises(subjects.InvalidName, match="namespace"):
         S.fetch(bad_ns, "x")
@@ -79,3 +85,10 @@ def test_custom_prefix_and_stream_names() -> None:
 def test_invalid_prefix(bad: str) -> None:
     with pytest.raises(subjects.InvalidPrefix):
         Subjects(bad)
+
+
+def test_a_trailing_newline_never_reaches_a_subject() -> None:
+    """``$`` matches before a final newline; a newline in a subject would break the NATS protocol line."""
+    for build in (lambda: S.targets("llm\n", "x"), lambda: S.targets("llm", "x\n"), lambda: S.parse("wva.targets.llm.x\n")):
+        with pytest.raises(subjects.SubjectError):
+            build()

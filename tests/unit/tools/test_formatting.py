@@ -36,8 +36,12 @@ def test_target_line_flags_problems_and_unresolved() -> None:
 
 def test_decision_and_garbage() -> None:
     decision = m.Decision(namespace="llm", name="a", at=AT, current=2, desired=3, reason="scale_up_saturated", applied=True)
-    assert "2->3 scale_up_saturated applied" in formatting.format_line("s", m.encode(decision))
+    assert "2->3 scale_up_saturated applied" in formatting.format_line("wva.decisions.llm.a", m.encode(decision))
     assert "! malformed" in formatting.format_line("wva.metrics.llm.a", b"\x00garbage")
+    # What the services would reject is shown as such: a payload for another VA than its subject's.
+    assert "! subject_mismatch" in formatting.format_line("wva.decisions.llm.b", m.encode(decision))
+    other = Subjects("tenant")
+    assert "scale_up_saturated" in formatting.format_line("tenant.decisions.llm.a", m.encode(decision), subjects=other)
 
 
 def test_stored_filters_split_per_stream() -> None:

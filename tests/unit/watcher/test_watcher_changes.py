@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from services.watcher import changes
+from shared import messages
 from shared.messages import PodRef, Problem, ScaleTarget, Target
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
@@ -31,10 +32,10 @@ def target(**fields: Any) -> Target:
 
 
 def test_identical_content_at_another_time_is_the_same() -> None:
-    assert changes.same_content(target(), target(at=AT + timedelta(seconds=30)))
-    assert not changes.same_content(target(), target(ready_replicas=1))
-    assert not changes.same_content(None, target())
-    assert changes.same_content(None, None)
+    assert messages.same_content(target(), target(at=AT + timedelta(seconds=30)))
+    assert not messages.same_content(target(), target(ready_replicas=1))
+    assert not messages.same_content(None, target())
+    assert messages.same_content(None, None)
 
 
 @pytest.mark.parametrize(
@@ -66,4 +67,4 @@ def test_reasons_ignore_at_and_survive_a_round_trip() -> None:
     old = target()
     decoded = msgspec.json.decode(msgspec.json.encode(old), type=Target)
     assert changes.reasons(decoded, target(at=AT + timedelta(hours=1))) == ()
-    assert changes.same_content(decoded, old)
+    assert messages.same_content(decoded, old)

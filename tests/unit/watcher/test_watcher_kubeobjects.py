@@ -70,6 +70,8 @@ def test_valid_va_has_no_problems_and_takes_defaults() -> None:
         ({"scaleTargetRef": {"kind": "Deployment", "name": "x", "apiVersion": "apps/v1beta1"}}, ["spec.scaleTargetRef.apiVersion"]),
         ({"scaleTargetRef": {"kind": "Deployment"}}, ["spec.scaleTargetRef.name"]),
         ({"scaleTargetRef": None}, ["spec.scaleTargetRef"]),
+        # No Deployment can have this name, and consumers refuse a target carrying one.
+        ({"scaleTargetRef": {"kind": "Deployment", "name": "../kube-system/coredns"}}, ["spec.scaleTargetRef.name"]),
         ({"modelID": "", "variantCost": "x", "minReplicas": 5, "maxReplicas": 1}, ["spec.modelID", "spec.variantCost", "spec.minReplicas"]),
     ],
 )
@@ -77,6 +79,11 @@ def test_invalid_va_names_each_field(spec: dict[str, Any], fields: list[str]) ->
     v = variantautoscaling.variant_autoscaling(va(spec))
     assert [p.field for p in v.problems] == fields
     assert all(p.message for p in v.problems)
+
+
+def test_an_invalid_deployment_name_is_not_published() -> None:
+    v = kubeobjects.variant_autoscaling(va({"scaleTargetRef": {"kind": "Deployment", "name": "Bad_Name"}}))
+    assert v.target_name == "" and v.deployment is None
 
 
 def test_min_greater_than_max_message_has_the_numbers() -> None:
