@@ -122,6 +122,9 @@ class AllocationMetrics(msgspec.Struct, frozen=True, kw_only=True):
     avg_output_tokens: float | None = None
     ttft_seconds: float | None = None  # average time to first token
     itl_seconds: float | None = None  # average inter-token latency
+    # Requests of the model waiting in front of its replicas (the inference gateway's flow-control
+    # queue), the same on every VA of the model; None where no gateway reports it.
+    gateway_queue: float | None = None
 
 
 class ReplicaMetrics(msgspec.Struct, frozen=True, kw_only=True, array_like=False):
@@ -160,6 +163,15 @@ class Invalidation(_Base, frozen=True, kw_only=True, tag="invalidation.v1"):
     template_hash: str = ""
 
 
+class CapacityFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """A variant's per-replica capacity in tokens as the V2 analyzer used it, and where it came from:
+    "k1" (memory-bound), "k2" (compute-bound, learned), "memory" (last known), "unknown"."""
+
+    variant: str
+    tokens: float | None
+    source: str
+
+
 class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True):
     """The figures behind a decision, so a person can tell why it happened."""
 
@@ -173,6 +185,16 @@ class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True):
     chosen_variant: str = ""
     bounded: bool = False  # the result was clamped by min/max replicas
     recommended: int | None = None  # the analyzer's count for this VA, before pacing and bounds
+    # Token-capacity analysis (V2): demand D, supply S, anticipated supply A, required RC and spare SC
+    # capacity, in tokens; the request shape and gateway queue used; each variant's capacity.
+    demand: float | None = None
+    supply: float | None = None
+    anticipated: float | None = None
+    required: float | None = None
+    spare: float | None = None
+    tokens_per_request: float | None = None
+    gateway_queue: float | None = None
+    capacities: tuple[CapacityFigures, ...] = ()
 
 
 class Cursor(msgspec.Struct, frozen=True, kw_only=True):

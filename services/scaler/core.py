@@ -45,6 +45,7 @@ from services.scaler.actions import (
     VAStatus,
 )
 from services.scaler.analyzers import Analyzer, GroupView, Recommendation, VariantView
+from services.scaler.analyzers.capacity import CapacityAnalyzer, CapacityMemory
 from services.scaler.analyzers.saturation import SaturationAnalyzer
 from services.scaler.digest import Digest, digest
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
@@ -119,6 +120,7 @@ class _VA:
 class _Group:
     names: list[str] = field(default_factory=list)  # kept sorted
     pacing: Pacing = field(default_factory=Pacing)
+    capacity: CapacityMemory = field(default_factory=CapacityMemory)  # what V2 learned of the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +242,10 @@ class Scaler:
             if old_group is not None:
                 self._leave(old_group, target.name)
                 touched.add(old_group)
-            bisect.insort(self._groups.setdefault(new_group, _Group()).names, target.name)
+            group = self._groups.setdefault(new_group, _Group())
+            bisect.insort(group.names, target.name)
+            if va.metrics is not None:  # a snapshot that came before its target, or from the old group
+                group.capacity.observe(target.name, va.metrics, self._configs.resolve(*new_group))
         touched.add(new_group)
         return self._evaluate_all(touched, now)
 
@@ -278,7 +283,9 @@ class Scaler:
             return actions
         va.metrics = metrics
         va.idle_since = _idle(metrics, va.idle_since)
-        actions.extend(self._evaluate((va.target.namespace, va.target.model_id), now))
+        group: GroupKey = (va.target.namespace, va.target.model_id)
+        self._groups[group].capacity.observe(va.target.name, metrics, self._configs.resolve(*group))
+        actions.extend(self._evaluate(group, now))
         return actions
 
     def _on_metrics_deleted(self, event: MetricsDeleted, now: float) -> list[Action]:
@@ -447,7 +454,12 @@ class Scaler:
             now=now,
         )
         idle = _group_idle(vas)
-        plan = zero.from_zero(view) or zero.to_zero(view, idle_since=idle) or self._analyzer.recommend(view)
+        analyzer = CapacityAnalyzer(group.capacity) if config.analyzer == "v2" else self._analyzer
+        plan = (
+            zero.from_zero(view, group.capacity)
+            or zero.to_zero(view, idle_since=idle)
+            or analyzer.recommend(view)
+        )
         names = [va.target.name for va in vas]
         expected = [v.expected for v in view.variants]
         recommended = dict(zip(names, plan.desired, strict=True))
@@ -593,8 +605,9 @@ def _at(now: float) -> datetime:
 
 
 def _idle(metrics: Digest, since: float | None) -> float | None:
-    """Since when the VA has reported no request (None: it reported some, or cannot tell)."""
-    if metrics.arrival_rate == 0.0 and metrics.status != "unavailable":
+    """Since when the VA has reported no completed and no queued request (None: it reported some, or
+    cannot tell)."""
+    if metrics.arrival_rate == 0.0 and not metrics.gateway_queue and metrics.status != "unavailable":
         return since if since is not None else metrics.collected_at
     return None
 

@@ -40,6 +40,7 @@ class Digest:
     arrival_rate: float | None
     avg_input_tokens: float | None
     avg_output_tokens: float | None
+    gateway_queue: float | None
 
     def age(self, now: float) -> float:
         return now - self.collected_at
@@ -86,6 +87,7 @@ def digest(snapshot: MetricsSnapshot, *, received_at: float) -> Digest:
     rate, bad_rate = _figure(allocation.arrival_rate)
     avg_in, bad_in = _figure(allocation.avg_input_tokens)
     avg_out, bad_out = _figure(allocation.avg_output_tokens)
+    gateway, bad_gateway = _figure(allocation.gateway_queue)
     stamped = snapshot.collected_at.timestamp()
     return Digest(
         generation=snapshot.deployment_generation,
@@ -96,8 +98,9 @@ def digest(snapshot: MetricsSnapshot, *, received_at: float) -> Digest:
         skew=max(0.0, stamped - received_at),
         replicas=tuple(loads),
         excluded=tuple(excluded),
-        invalid_values=invalid + bad_rate + bad_in + bad_out,
+        invalid_values=invalid + bad_rate + bad_in + bad_out + bad_gateway,
         arrival_rate=rate,
         avg_input_tokens=avg_in,
         avg_output_tokens=avg_out,
+        gateway_queue=gateway,
     )
