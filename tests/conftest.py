@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = [
-    f"tests.fixtures.{path.stem}"
-    for path in sorted((Path(__file__).parent / "fixtures").glob("*.py"))
-    if path.stem != "__init__"
+    "pytester",  # tests of the suite's own hooks run a small pytest session in-process
+    *(
+        f"tests.fixtures.{path.stem}"
+        for path in sorted((Path(__file__).parent / "fixtures").glob("*.py"))
+        if path.stem != "__init__"
+    ),
 ]
 
 

@@ -207,7 +207,7 @@ class Cluster:
                     input_tokens=model.requests.input_tokens,
                     output_tokens=model.requests.output_tokens,
                     dispatch=self.router.route,
-                    seed=self.scenario.seed * 1000 + i,  # one stream per model, fixed by the scenario
+                    seed=load.model_seed(self.scenario.seed, i),
                     duration=self.scenario.duration,
                 )
             )

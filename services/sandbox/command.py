@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from services.sandbox import cluster, pipeline, scenario, session
+from services.sandbox import cluster, pipeline, scenario, servers, session
 from shared.settings import duration
 
 HELP: Final = "run wva end to end on an emulated cluster under a load scenario, live, with a report"
@@ -97,7 +97,7 @@ def options(args: argparse.Namespace) -> session.Options:
         run_dir=args.run_dir,
         load_scale=args.load_scale,
         live=False if args.headless else None,
-        prometheus=pipeline.prometheus_binary(),
+        prometheus=servers.prometheus_binary(),
     )
 
 

@@ -203,6 +203,29 @@ def poisson_arrivals(
             yield t
 
 
+def model_seed(scenario_seed: int, model_index: int) -> int:
+    """The seed of one model's request stream in a scenario: one stream per model, fixed by the scenario."""
+    return scenario_seed * 1000 + model_index
+
+
+def requests(
+    profile: RateProfile,
+    *,
+    input_tokens: queueing.LengthDist,
+    output_tokens: queueing.LengthDist,
+    seed: int,
+    end: float = math.inf,
+) -> Iterator[tuple[float, int, int]]:
+    """`(arrival time, input tokens, output tokens)` of every request a load generator sends (pure).
+
+    Lengths draw from their own stream (`seed + 1`) so changing the profile does not change request
+    sizes. The live generator and the decision lab both take their traffic from here.
+    """
+    lengths = random.Random(seed + 1)
+    for t in poisson_arrivals(profile, seed=seed, end=end):
+        yield t, input_tokens.sample(lengths), output_tokens.sample(lengths)
+
+
 # --- the generator (I/O) -----------------------------------------------------------------------
 
 
@@ -242,19 +265,14 @@ class LoadGenerator:
         """Generate until the duration ends (or forever); cancel to stop early."""
         loop = asyncio.get_running_loop()
         epoch = loop.time()
-        # Lengths draw from their own stream so changing the profile does not change request sizes.
-        lengths = random.Random(self._seed + 1)
         end = math.inf if self._duration is None else self._duration
-        arrivals = poisson_arrivals(self.profile, seed=self._seed, end=end)
-        for t in arrivals:
+        for t, input_tokens, output_tokens in requests(
+            self.profile, input_tokens=self._input, output_tokens=self._output, seed=self._seed, end=end
+        ):
             delay = epoch + t - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            took = self._dispatch(
-                self.model_id,
-                input_tokens=self._input.sample(lengths),
-                output_tokens=self._output.sample(lengths),
-            )
+            took = self._dispatch(self.model_id, input_tokens=input_tokens, output_tokens=output_tokens)
             if took:
                 self.sent += 1
             else:
@@ -282,6 +300,8 @@ __all__ = [
     "Trace",
     "TraceError",
     "expected_requests",
+    "model_seed",
     "poisson_arrivals",
     "read_trace_csv",
+    "requests",
 ]

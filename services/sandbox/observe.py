@@ -56,6 +56,11 @@ class DecisionMark:
     def is_scaling(self) -> bool:
         return self.applied and self.desired != self.current
 
+    @property
+    def is_step(self) -> bool:
+        """A decision to change this VA's replicas, applied or not; anything else holds it."""
+        return self.desired != self.current and not self.reason.startswith("hold_")
+
 
 @dataclass(frozen=True, kw_only=True)
 class VariantPoint:
@@ -136,6 +141,11 @@ class Observer:
         self._pod_variant: dict[router.PodKey, str] = {}
         self._succeeded: dict[router.PodKey, int] = {}
         self._last_sample_t: float | None = None
+
+    def group_of(self, variant: str) -> str:
+        """The variant's model group as a person reads it: `<namespace>/<model name without org>`."""
+        info = self.live[variant].info
+        return f"{info.namespace}/{info.model_id.split('/')[-1]}"
 
     # -- NATS side
 

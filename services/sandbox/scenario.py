@@ -214,22 +214,14 @@ def _check(s: Scenario) -> list[str]:
             if v.name in seen:
                 problems.append(f"{vwhere}.name: {v.name!r} is already used by {seen[v.name]}")
             seen[v.name] = vwhere
-            if not _COST_RE.match(v.cost):
-                problems.append(
-                    f"{vwhere}.cost: {v.cost!r} is not a non-negative number (digits, optional decimals)"
-                )
-            if v.max_replicas < 1:
-                problems.append(f"{vwhere}.max_replicas: must be >= 1, got {v.max_replicas}")
-            elif not 0 <= v.min_replicas <= v.max_replicas:
-                problems.append(
-                    f"{vwhere}: need 0 <= min_replicas <= max_replicas, got {v.min_replicas}..{v.max_replicas}"
-                )
-            elif not v.min_replicas <= v.replicas <= v.max_replicas:
-                problems.append(
-                    f"{vwhere}.initial_replicas: {v.replicas} is outside {v.min_replicas}..{v.max_replicas}"
-                )
-            if v.startup_seconds < 0:
-                problems.append(f"{vwhere}.startup_seconds: must be >= 0")
+            problems += variant_problems(
+                vwhere,
+                cost=v.cost,
+                min_replicas=v.min_replicas,
+                max_replicas=v.max_replicas,
+                initial_replicas=v.replicas,
+                startup_seconds=v.startup_seconds,
+            )
             if max_in + max_out > v.server.kv_cache_tokens:
                 problems.append(
                     f"{vwhere}.server.kv_cache_tokens: {v.server.kv_cache_tokens} cannot hold the largest request "
@@ -244,6 +236,41 @@ def _check(s: Scenario) -> list[str]:
                   e.final_replicas_at_least)  # fmt: skip
         if all(b is None for b in bounds):
             problems.append(f"expectations[{k}]: states no bound")
+    return problems
+
+
+def variant_problems(
+    where: str,
+    *,
+    cost: str,
+    min_replicas: int,
+    max_replicas: int,
+    initial_replicas: int,
+    startup_seconds: float,
+    camel: bool = False,
+) -> list[str]:
+    """What is wrong with a variant's cost, bounds and start-up (also the decision lab's fleet files,
+    whose keys are camelCase: `camel=True` names them so)."""
+
+    def key(snake: str) -> str:
+        head, *rest = snake.split("_")
+        return head + "".join(w.title() for w in rest) if camel else snake
+
+    problems: list[str] = []
+    if not _COST_RE.match(cost):
+        problems.append(f"{where}.cost: {cost!r} is not a non-negative number (digits, optional decimals)")
+    if max_replicas < 1:
+        problems.append(f"{where}.{key('max_replicas')}: must be >= 1, got {max_replicas}")
+    elif not 0 <= min_replicas <= max_replicas:
+        problems.append(
+            f"{where}: need 0 <= {key('min_replicas')} <= {key('max_replicas')}, got {min_replicas}..{max_replicas}"
+        )
+    elif not min_replicas <= initial_replicas <= max_replicas:
+        problems.append(
+            f"{where}.{key('initial_replicas')}: {initial_replicas} is outside {min_replicas}..{max_replicas}"
+        )
+    if not (startup_seconds >= 0 and math.isfinite(startup_seconds)):
+        problems.append(f"{where}.{key('startup_seconds')}: must be >= 0")
     return problems
 
 

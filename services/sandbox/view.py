@@ -2,7 +2,8 @@
 
 On a terminal, `LiveView` redraws a rich table twice a second: scenario progress, and per variant the
 offered load, desired / spec / ready replicas, KV-cache usage, queue, TTFT and the last decision.
-Without a terminal (CI, a pipe), `LineView` prints one line per decision instead.
+Without a terminal (CI, a pipe), `LineView` prints a line per scaling decision and per change of a
+model group's hold reason instead.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def decision_line(mark: observe.DecisionMark) -> str:
         f"t={mark.t:6.1f}s {mark.variant:<22} {mark.current:>2} -> {mark.desired:<2} {mark.reason} ({applied})"
         + (f" {mark.detail}" if mark.detail else "")
     )
+
+
+def hold_line(group: str, mark: observe.DecisionMark) -> str:
+    """`t=  61.7s Llama-3.1-8B-Instruct   hold_stabilizing  detail…` (a hold is the whole group's)."""
+    # The reason starts in the same column as in decision_line.
+    return f"t={mark.t:6.1f}s {group:<31} {mark.reason}" + (f"  {mark.detail}" if mark.detail else "")
 
 
 def _fmt(value: float | None, fmt: str) -> str:
@@ -119,11 +126,19 @@ class LiveView:
 
 
 class LineView:
-    """One line per decision (scaling or not), as they arrive."""
+    """The headless view: a line per replica change, and a line when a model group's hold reason
+    changes; the other decisions are counted in the summary (`report.text_lines`).
+
+    Holds are group-wide (every VA of a model holds for one reason), so a change is printed once per
+    group, not once per VA. Of the holds that arrive between two refreshes (a second apart) only the
+    group's last one counts: the transition and invalidation holds that follow every step within
+    the same second show only in the counts.
+    """
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._seen = 0
+        self._shown: dict[str, str] = {}  # group -> hold reason last printed ("" after a step)
 
     def __enter__(self) -> LineView:
         return self
@@ -134,10 +149,21 @@ class LineView:
         return None
 
     def refresh(self, observer: observe.Observer, t: float) -> None:
+        holds: dict[str, observe.DecisionMark] = {}  # group -> its last hold since the last refresh
         decisions = observer.timeline.decisions
         for mark in decisions[self._seen :]:
-            self.say(decision_line(mark))
+            group = observer.group_of(mark.variant)
+            if mark.is_step:
+                holds.pop(group, None)
+                self._shown[group] = ""
+                self.say(decision_line(mark))
+            else:
+                holds[group] = mark
         self._seen = len(decisions)
+        for group, mark in holds.items():
+            if self._shown.get(group) != mark.reason:
+                self._shown[group] = mark.reason
+                self.say(hold_line(group, mark))
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)

@@ -1,7 +1,9 @@
 """``wva top``: a live table of every VA, from the state streams.
 
 Model, cost, replicas, KV-cache usage, queue, the age of the snapshot, the last decision and its
-reason, and any problems — everything the pipeline currently believes, in one screen.
+reason, and any problems — everything the pipeline currently believes, in one screen. On a narrow
+terminal the least useful columns go first (model, namespace, cost, snapshot age) and the reason is
+cut short; the numbers always show in full.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -63,10 +66,31 @@ def _avg(values: list[float]) -> str:
     return f"{sum(values) / len(values):.2f}" if values else "-"
 
 
-def render(state: TopState, now: float) -> Table:
-    table = Table(title="wva top", expand=True)
-    for column in ("namespace", "VA", "model", "cost", "ready/spec", "KV avg", "waiting", "age", "decision", "reason"):
-        table.add_column(column, no_wrap=column not in ("reason",))
+@dataclass(frozen=True)
+class Column:
+    name: str
+    drop_rank: int = 0  # on a narrow terminal the highest rank goes first; 0 is never dropped
+    squeezable: bool = False  # may be cut with an ellipsis (text, never numbers)
+
+
+COLUMNS = (
+    Column("namespace", drop_rank=3),
+    Column("VA"),
+    Column("model", drop_rank=4),  # long, and the same for every variant of a model
+    Column("cost", drop_rank=2),
+    Column("ready/spec"),
+    Column("KV avg"),
+    Column("waiting"),
+    Column("age", drop_rank=1),
+    Column("decision"),
+    Column("reason", squeezable=True),
+)
+SQUEEZED_MIN = 16  # what a squeezable column keeps at least
+GAP = 2  # per column: its right padding and the blank rule between columns
+
+
+def _cells(state: TopState, now: float) -> list[list[str]]:
+    rows = []
     for (namespace, name), row in sorted(state.rows.items()):
         t, s, d = row.target, row.snapshot, row.decision
         kv = [r.kv_cache_usage for r in s.replicas if r.kv_cache_usage is not None] if s else []
@@ -77,25 +101,63 @@ def render(state: TopState, now: float) -> Table:
         reason = d.reason if d else ""
         if t and t.problems:
             reason = "problems: " + "; ".join(f"{p.field}: {p.message}" for p in t.problems)
-        table.add_row(
-            namespace,
-            name,
-            t.model_id if t else "?",
-            f"{t.variant_cost:g}" if t else "",
-            f"{t.ready_replicas}/{t.spec_replicas}" if t else "",
-            _avg(kv),
-            f"{sum(waiting):g}" if waiting else "-",
-            age,
-            f"{d.current}->{d.desired}" if d else "",
-            reason,
+        rows.append(
+            [
+                namespace,
+                name,
+                t.model_id if t else "?",
+                f"{t.variant_cost:g}" if t else "",
+                f"{t.ready_replicas}/{t.spec_replicas}" if t else "",
+                _avg(kv),
+                f"{sum(waiting):g}" if waiting else "-",
+                age,
+                f"{d.current}->{d.desired}" if d else "",
+                reason,
+            ]
         )
+    return rows
+
+
+def fit(widths: list[int], width: int) -> list[int]:
+    """The indexes of COLUMNS to show in `width` characters, given each column's natural width:
+    drop the least useful columns first, squeeze only text, never a number."""
+
+    def needed(kept: list[int]) -> int:
+        return sum(
+            min(widths[i], SQUEEZED_MIN) if COLUMNS[i].squeezable else widths[i] for i in kept
+        ) + GAP * len(kept)  # a cell's right padding and the (blank) rule after it
+
+    kept = list(range(len(COLUMNS)))
+    for rank in sorted({c.drop_rank for c in COLUMNS if c.drop_rank}, reverse=True):
+        if needed(kept) <= width:
+            break
+        kept = [i for i in kept if COLUMNS[i].drop_rank != rank]
+    return kept
+
+
+def render(state: TopState, now: float, width: int = 200) -> Table:
+    """The table for a terminal `width` columns wide (see `fit`)."""
+    rows = _cells(state, now)
+    widths = [max([len(c.name)] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
+    kept = fit(widths, width)
+    table = Table(title="wva top", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), expand=False)
+    for i in kept:
+        column = COLUMNS[i]
+        if column.squeezable:
+            table.add_column(
+                column.name, no_wrap=True, overflow="ellipsis", min_width=min(widths[i], SQUEEZED_MIN)
+            )
+        else:
+            table.add_column(column.name, no_wrap=True, min_width=widths[i])
+    for row in rows:
+        table.add_row(*(row[i] for i in kept))
     return table
 
 
 def render_text(state: TopState, now: float, width: int = 160) -> str:
     console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115 - closed below
     try:
-        console.print(render(state, now))
+        console.print(render(state, now, width))
         return console.export_text()
     finally:
         console.file.close()
@@ -112,15 +174,22 @@ async def top(settings: Settings, *, once: bool, out: TextIO | None = None, widt
     console = Console(file=out, width=width)
     async with connection.connected(settings, "top") as nc:
         js = nc.jetstream()
-        followers = [streams.Follower(js, subjects.wildcard(k)) for k in (SubjectKind.TARGETS, SubjectKind.METRICS, SubjectKind.DECISIONS)]
+        followers = [
+            streams.Follower(js, subjects.wildcard(k))
+            for k in (SubjectKind.TARGETS, SubjectKind.METRICS, SubjectKind.DECISIONS)
+        ]
         async with subscription.warm(followers, lambda msg: state.apply(msg.data)):
             if once:
-                console.print(render(state, time.time()))
+                console.print(render(state, time.time(), console.width))
                 return 0
-            with Live(render(state, time.time()), console=console, refresh_per_second=2) as live:
+            with Live(
+                render(state, time.time(), console.width), console=console, refresh_per_second=2
+            ) as live:
                 while True:
                     await asyncio.sleep(0.5)
-                    live.update(render(state, time.time()))
+                    live.update(
+                        render(state, time.time(), console.width)
+                    )  # the terminal may have been resized
     return 0  # pragma: no cover - the live view runs until interrupted
 
 

@@ -5,7 +5,6 @@ real Prometheus scraping the emulated vLLM pods under a load that needs more rep
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import pytest
 from services.sandbox import scenario
 from services.sandbox.cluster import Cluster
 from services.sandbox.pipeline import Intervals, Pipeline
+from services.sandbox.servers import PROMETHEUS_INSTALL_HINT
+from tests.fixtures.binaries import require_binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -47,7 +48,7 @@ models:
 
 
 async def test_nothing_scales_while_prometheus_is_stopped(tmp_path: Path) -> None:
-    assert shutil.which("prometheus"), "prometheus must be on PATH (apt-get install prometheus)"
+    binary = require_binary("prometheus", PROMETHEUS_INSTALL_HINT)
     spec = scenario.parse_scenario(SCENARIO, source="outage", base_dir=tmp_path)
     intervals = Intervals(fetch=1.0, scrape=1.0, reconcile=1.0, stabilization=30.0, rate_window=5.0)
     async with (
@@ -56,7 +57,7 @@ async def test_nothing_scales_while_prometheus_is_stopped(tmp_path: Path) -> Non
             kubeconfig=tmp_path / "kubeconfig.yaml",
             sd_file=tmp_path / "targets.json",
             intervals=intervals,
-            prometheus=shutil.which("prometheus"),
+            prometheus=binary,
         ) as pipe,
         Cluster(spec, prometheus_sd_out=tmp_path / "targets.json", kubeconfig_out=tmp_path / "kubeconfig.yaml") as cluster,
     ):

@@ -20,7 +20,9 @@ from services.sandbox.kubeapi import errors, resources
 from services.sandbox.kubeapi import selectors as sel
 from services.sandbox.kubeapi.resources import ResourceType
 
-DEFAULT_CRD_PATH = Path(__file__).resolve().parents[3] / "deploy" / "crd" / "variantautoscalings.llmd.ai.yaml"
+# A copy of deploy/crd/ shipped in the package, so an installed wva finds it; deploy/crd/ stays the
+# source and tests/unit/kubeapi/test_validation.py fails when the two differ.
+DEFAULT_CRD_PATH = Path(__file__).parent / "variantautoscalings.llmd.ai.yaml"
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

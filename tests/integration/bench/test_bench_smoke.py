@@ -38,6 +38,8 @@ EXPECTED = {
         "invalidation_to_snapshot_p50_ms",
         "fetch_interval_s",
     },
+    "lab_replica_model": {"rps", "seconds", "reference", "fast", "speedup"},
+    "lab_azure": {"label", "policies", "requests", "simulated_s", "wall_s", "ratio"},
 }
 
 

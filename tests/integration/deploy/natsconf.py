@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.fixtures.servers import NatsServer, free_port, nats_server_binary
-from tests.unit.deploy import manifests
-from tests.unit.deploy.manifests import DEPLOY
+from tests.integration.deploy import manifests
+from tests.integration.deploy.manifests import DEPLOY
 
 CONF = DEPLOY / "nats" / "nats.conf"
 USERS = manifests.NATS_USERS

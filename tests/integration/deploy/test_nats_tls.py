@@ -20,10 +20,9 @@ from shared import natsio, streams
 from shared.settings import Settings
 from shared.subjects import Subjects
 from tests.fixtures.servers import NatsServer
-from tests.integration.deploy import natsconf
+from tests.integration.deploy import manifests, natsconf
+from tests.integration.deploy.manifests import DEPLOY
 from tests.integration.deploy.test_nats_permissions import NS, VA, decision
-from tests.unit.deploy import manifests
-from tests.unit.deploy.manifests import DEPLOY
 
 S = Subjects()
 OVERLAY = DEPLOY / "overlays" / "tls"

@@ -25,9 +25,8 @@ from shared import kube, lifecycle, messages, natsio
 from shared.lifecycle import Runtime
 from shared.settings import Settings
 from shared.subjects import SubjectKind, Subjects
-from tests.integration.deploy import natsconf
-from tests.unit.deploy import manifests
-from tests.unit.deploy.manifests import DEPLOY
+from tests.integration.deploy import manifests, natsconf
+from tests.integration.deploy.manifests import DEPLOY
 
 S = Subjects()
 NS = "llm-inference"

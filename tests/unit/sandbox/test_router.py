@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 from services.sandbox import router as routing
 
 
@@ -72,3 +74,50 @@ def test_ties_go_to_the_first_name_and_rejections_are_counted() -> None:
     assert not r.route("m", input_tokens=1, output_tokens=1)
     assert r.counters["m"].rejected == 1
     assert r.routed_to(routing.pod_key("llm", "a")) == 0
+
+
+# ---------------------------------------------------------------- flow control (the gateway's queue)
+
+
+def _load(
+    key: str, *, waiting: int = 0, running: int = 0, kv: float = 0.0, slots: int = 10
+) -> routing.ReplicaLoad:
+    return routing.ReplicaLoad(
+        key=key, waiting=waiting, running=running, kv_cache_usage=kv, max_num_seqs=slots
+    )
+
+
+def test_capacity_follows_the_saturation_detector_defaults() -> None:
+    # At most 5 waiting and at most 80 % KV: both bounds included, as the extension's detector has them.
+    assert routing.has_capacity(_load("a", waiting=5, kv=0.8))
+    assert not routing.has_capacity(_load("a", waiting=6, kv=0.1))
+    assert not routing.has_capacity(_load("a", waiting=0, kv=0.81))
+
+
+def test_flow_control_picks_the_least_loaded_replica_that_has_capacity() -> None:
+    replicas = [
+        _load("pod-a", waiting=0, running=9, kv=0.85),  # least loaded but KV too full
+        _load("pod-b", waiting=2, running=8, kv=0.5),
+        _load("pod-c", waiting=6, running=0, kv=0.1),  # queue too deep
+        _load("pod-d", waiting=1, running=9, kv=0.5),
+    ]
+    assert routing.pick(replicas, flow_control=True) == "pod-b"  # ties (1.0) go to the first key
+    assert routing.pick(replicas, flow_control=False) == "pod-c"  # what Router does: load only
+    assert routing.pick([replicas[0], replicas[2]], flow_control=True) is None
+    assert routing.pick([], flow_control=False) is None
+
+
+def test_flow_queue_is_fifo_per_model_and_times_out() -> None:
+    queue: routing.FlowQueue[int] = routing.FlowQueue(timeout=60.0)
+    queue.push("m1", 1, now=0.0)
+    queue.push("m2", 2, now=5.0)
+    queue.push("m1", 3, now=10.0)
+    assert (queue.size("m1"), queue.size("m2"), queue.models()) == (2, 1, ["m1", "m2"])
+    assert queue.expire(59.9) == []
+    assert queue.expire(65.0) == [(1, 60.0), (2, 65.0)]
+    assert queue.pop("m1") == 3
+    assert not queue.waiting()
+    queue.push("m1", 4, now=70.0)
+    assert queue.drain() == [4] and queue.size("m1") == 0
+    with pytest.raises(ValueError, match="timeout"):
+        routing.FlowQueue(timeout=0)

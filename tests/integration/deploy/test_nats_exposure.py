@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.unit.deploy import manifests
-from tests.unit.deploy.manifests import DEPLOY, SERVICES
+from tests.integration.deploy import manifests
+from tests.integration.deploy.manifests import DEPLOY, SERVICES
 
 NATS_BUILDS = ["nats", "overlays/default", "overlays/hpa", "overlays/scrape", "overlays/tls"]
 CONF = DEPLOY / "nats" / "nats.conf"

@@ -11,8 +11,8 @@ import yaml
 
 from services.scaler import telemetry as scaler_metrics
 from shared import kube
-from tests.unit.deploy import manifests
-from tests.unit.deploy.manifests import DEPLOY
+from tests.integration.deploy import manifests
+from tests.integration.deploy.manifests import DEPLOY
 
 CRD_PATH = DEPLOY / "crd" / "variantautoscalings.llmd.ai.yaml"
 

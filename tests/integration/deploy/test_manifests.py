@@ -17,8 +17,8 @@ from services.scaler.settings import ScalerSettings
 from services.watcher.settings import WatcherSettings
 from shared import natsio
 from shared.settings import Settings, load
-from tests.unit.deploy import manifests
-from tests.unit.deploy.manifests import DEPLOY, SERVICES
+from tests.integration.deploy import manifests
+from tests.integration.deploy.manifests import DEPLOY, SERVICES
 
 SETTINGS: dict[str, type[Settings]] = {
     "watcher": WatcherSettings,

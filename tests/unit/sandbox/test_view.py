@@ -1,0 +1,88 @@
+"""The headless view: a line per replica change and per change of a model group's hold reason, not
+a line per decision (pure: decisions are fed to the observer as the NATS side would)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from services.sandbox import observe, scenario, view
+from shared import messages as m
+
+SCENARIO = """
+name: view
+duration: 60
+namespaces: [llm]
+models:
+  - id: org/model-7b
+    namespace: llm
+    load: {kind: constant, rps: 1}
+    variants:
+      - {name: cheap, cost: "40", accelerator: L40S, max_replicas: 4, initial_replicas: 1}
+      - {name: dear, cost: "80", accelerator: H100, max_replicas: 2, initial_replicas: 2}
+"""
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _decide(
+    observer: observe.Observer,
+    t: float,
+    va: str,
+    current: int,
+    desired: int,
+    reason: str,
+    *,
+    applied: bool = False,
+) -> None:
+    decision = m.Decision(
+        namespace="llm", name=va, at=AT, current=current, desired=desired, reason=reason, applied=applied
+    )
+    observer.handle(f"wva.decisions.llm.{va}", m.encode(decision), t)
+
+
+def _hold(observer: observe.Observer, t: float, reason: str) -> None:
+    _decide(observer, t, "cheap", 1, 1, reason)
+    _decide(observer, t, "dear", 2, 2, reason)
+
+
+def test_prints_steps_and_hold_changes_once_per_group() -> None:
+    observer = observe.Observer(scenario.parse_scenario(SCENARIO, source="test"))
+    out = io.StringIO()
+    with view.LineView(out) as shown:
+        _hold(observer, 1.0, "hold_metrics_unavailable")
+        shown.refresh(observer, 1.0)
+        _hold(observer, 2.0, "hold_no_trigger")
+        shown.refresh(observer, 2.0)
+        shown.refresh(observer, 3.0)
+        _hold(observer, 4.0, "hold_stabilizing")
+        _hold(observer, 5.0, "hold_stabilizing")
+        shown.refresh(observer, 5.0)
+        shown.refresh(observer, 6.0)
+        # One step and the holds that follow every step, all within one refresh.
+        _decide(observer, 7.0, "dear", 2, 1, "scale_down_spare_capacity", applied=True)
+        _decide(observer, 7.0, "cheap", 1, 1, "scale_down_spare_capacity")
+        _decide(observer, 7.0, "dear", 2, 1, "hold_transition")  # desired is the pending step's
+        _hold(observer, 7.1, "hold_invalidated")
+        _hold(observer, 7.2, "hold_stabilizing")
+        shown.refresh(observer, 7.5)
+        _hold(observer, 8.0, "hold_stabilizing")
+        shown.refresh(observer, 8.5)
+        # A step the scaler wanted but could not apply is shown too.
+        _decide(observer, 9.0, "cheap", 1, 2, "scale_up_saturated", applied=False)
+        shown.refresh(observer, 9.5)
+        _hold(observer, 10.0, "hold_at_bounds")
+        shown.refresh(observer, 10.5)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[3] if "->" not in line else line.split()[6] for line in lines] == [
+        "hold_metrics_unavailable",
+        "hold_no_trigger",
+        "hold_stabilizing",
+        "scale_down_spare_capacity",
+        "hold_stabilizing",
+        "scale_up_saturated",
+        "hold_at_bounds",
+    ], lines
+    assert lines[0].startswith("t=   1.0s llm/model-7b")
+    assert "dear                    2 -> 1  scale_down_spare_capacity (applied)" in lines[3]
+    assert "(not applied)" in lines[5]
+    assert len(observer.timeline.decisions) == 20  # the rest are counted, not printed
