@@ -136,6 +136,10 @@ class ReplicaMetrics(msgspec.Struct, frozen=True, kw_only=True, array_like=False
     running: float | None = None
     num_gpu_blocks: int | None = None
     block_size: int | None = None
+    # Over the rate window: the output tokens it generated per second and its average inter-token
+    # latency (what the SLO analyzer learns a replica's capacity from, pod by pod).
+    generation_tokens_rate: float | None = None
+    itl_seconds: float | None = None
 
 
 class MetricsSnapshot(_Base, frozen=True, kw_only=True, tag="metrics.v1"):
@@ -164,12 +168,17 @@ class Invalidation(_Base, frozen=True, kw_only=True, tag="invalidation.v1"):
 
 
 class CapacityFigures(msgspec.Struct, frozen=True, kw_only=True):
-    """A variant's per-replica capacity in tokens as the V2 analyzer used it, and where it came from:
-    "k1" (memory-bound), "k2" (compute-bound, learned), "memory" (last known), "unknown"."""
+    """A variant's per-replica capacity as the analyzer used it, and where it came from. V2: in tokens,
+    from "k1" (memory-bound), "k2" (compute-bound, learned), "memory" (last known) or "unknown". SLO:
+    in requests per second, from a fit of latency on load ("fit r2=…", with ``fit_r2`` and ``points``)
+    or its conservative "bound"."""
 
     variant: str
-    tokens: float | None
+    capacity: float | None  # per replica, in ``unit``
     source: str
+    unit: str = "tokens"
+    fit_r2: float | None = None
+    points: int = 0
 
 
 class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True):

@@ -176,7 +176,12 @@ def unavailable(target: Target, *, collected_at: datetime, reason: str) -> Metri
 
 
 def assemble(
-    target: Target, samples: Samples, *, collected_at: datetime, missing_reason: str = ""
+    target: Target,
+    samples: Samples,
+    *,
+    collected_at: datetime,
+    missing_reason: str = "",
+    gateway_queue: float | None = None,
 ) -> tuple[MetricsSnapshot, dict[str, int]]:
     """The snapshot of one VA from the samples of its member pods, and the dropped values by field.
 
@@ -215,6 +220,8 @@ def assemble(
                 running=values["running"],
                 num_gpu_blocks=sample.num_gpu_blocks,
                 block_size=sample.block_size,
+                generation_tokens_rate=values["generation_tokens_rate"],
+                itl_seconds=_ratio(values["itl_sum_rate"] or 0.0, values["itl_count_rate"] or 0.0),
             )
         )
     requests = totals["request_rate"] if have_rate["request_rate"] else None
@@ -228,6 +235,7 @@ def assemble(
         else None,
         ttft_seconds=_ratio(totals["ttft_sum_rate"], totals["ttft_count_rate"]) if have_rate["ttft_count_rate"] else None,
         itl_seconds=_ratio(totals["itl_sum_rate"], totals["itl_count_rate"]) if have_rate["itl_count_rate"] else None,
+        gateway_queue=_clean(gateway_queue)[0],
     )
     reasons: list[str] = []
     if missing_pods:

@@ -47,6 +47,7 @@ from services.scaler.actions import (
 from services.scaler.analyzers import Analyzer, GroupView, Recommendation, VariantView
 from services.scaler.analyzers.capacity import CapacityAnalyzer, CapacityMemory
 from services.scaler.analyzers.saturation import SaturationAnalyzer
+from services.scaler.analyzers.slo import SloAnalyzer, SloMemory
 from services.scaler.digest import Digest, digest
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
 from services.scaler.pacing import Pacing
@@ -121,6 +122,7 @@ class _Group:
     names: list[str] = field(default_factory=list)  # kept sorted
     pacing: Pacing = field(default_factory=Pacing)
     capacity: CapacityMemory = field(default_factory=CapacityMemory)  # what V2 learned of the model
+    latency: SloMemory = field(default_factory=SloMemory)  # what the SLO analyzer learned of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +247,7 @@ class Scaler:
             group = self._groups.setdefault(new_group, _Group())
             bisect.insort(group.names, target.name)
             if va.metrics is not None:  # a snapshot that came before its target, or from the old group
-                group.capacity.observe(target.name, va.metrics, self._configs.resolve(*new_group))
+                self._observe(new_group, target.name, va.metrics)
         touched.add(new_group)
         return self._evaluate_all(touched, now)
 
@@ -284,7 +286,7 @@ class Scaler:
         va.metrics = metrics
         va.idle_since = _idle(metrics, va.idle_since)
         group: GroupKey = (va.target.namespace, va.target.model_id)
-        self._groups[group].capacity.observe(va.target.name, metrics, self._configs.resolve(*group))
+        self._observe(group, va.target.name, metrics)
         actions.extend(self._evaluate(group, now))
         return actions
 
@@ -354,6 +356,12 @@ class Scaler:
             return [report]
         self._configs = update.configs
         return [report, *self._evaluate_every(now)]
+
+    def _observe(self, key: GroupKey, variant: str, metrics: Digest) -> None:
+        """What the analyzers learn from a snapshot (on arrival: a replay rebuilds it in stream order)."""
+        group = self._groups[key]
+        group.capacity.observe(variant, metrics, self._configs.resolve(*key))
+        group.latency.observe(variant, metrics)
 
     # ------------------------------------------------------------------ membership
 
@@ -454,7 +462,11 @@ class Scaler:
             now=now,
         )
         idle = _group_idle(vas)
-        analyzer = CapacityAnalyzer(group.capacity) if config.analyzer == "v2" else self._analyzer
+        analyzer: Analyzer = self._analyzer
+        if config.analyzer == "v2":
+            analyzer = CapacityAnalyzer(group.capacity)
+        elif config.analyzer == "slo":
+            analyzer = SloAnalyzer(group.latency, group.capacity)
         plan = (
             zero.from_zero(view, group.capacity)
             or zero.to_zero(view, idle_since=idle)
@@ -536,6 +548,10 @@ class Scaler:
                 trigger=self._trigger,
                 cursor=self._cursor_now(),
             )
+            # Before the step: the status written after its outcome says why this evaluation acted.
+            va.conditions = outputs.conditions(
+                t, check, group_reason=plan.reason, group_detail=plan.detail, refusal=va.refusal
+            )
             wanted = final.desired != t.spec_replicas and (va.pending is None or va.pending.desired != final.desired)
             if allowed and wanted and now >= va.retry_at:
                 actions.append(
@@ -556,9 +572,6 @@ class Scaler:
                 va.last_decision = decision
             elif last is not None and last.current != t.spec_replicas:
                 va.last_decision = msgspec.structs.replace(last, current=t.spec_replicas)
-            va.conditions = outputs.conditions(
-                t, check, group_reason=plan.reason, group_detail=plan.detail, refusal=va.refusal
-            )
             actions.extend(self._status(va, now))
         return actions
 

@@ -13,8 +13,8 @@ merge. Without a ``default`` key the built-in defaults below apply (WVA would us
 
 Keys keep WVA's names: ``kvCacheThreshold``, ``queueLengthThreshold``, ``kvSpareTrigger``,
 ``queueSpareTrigger``; wva adds ``scaleUpStep`` (``proportional`` | ``one``), ``maxScaleUpStep``,
-``scaleDownStep`` (``one`` | ``proportional``), ``analyzer`` (``v1`` | ``v2``), V2's
-``scaleUpThreshold`` and ``scaleDownBoundary``,
+``scaleDownStep`` (``one`` | ``proportional``), ``analyzer`` (``v1`` | ``v2`` | ``slo``), V2's
+``scaleUpThreshold`` and ``scaleDownBoundary``, the SLO analyzer's ``targetTTFT`` and ``targetITL`` (ms),
 ``scaleDownStabilizationSeconds``, ``staleAfterSeconds`` and ``scaleToZero: {enabled,
 retentionSeconds}``. WVA keys that wva does not use (``analyzerName``, ``enableLimiter`` …) are
 accepted and reported as warnings; any other key is an error, so a typo never passes silently.
@@ -31,8 +31,8 @@ import yaml
 
 ScaleUpStep = Literal["proportional", "one"]
 ScaleDownStep = Literal["one", "proportional"]
-AnalyzerName = Literal["v1", "v2"]
-ANALYZERS: Final[tuple[str, ...]] = ("v1", "v2")
+AnalyzerName = Literal["v1", "v2", "slo"]
+ANALYZERS: Final[tuple[str, ...]] = ("v1", "v2", "slo")
 
 DEFAULT_KEY: Final = "default"
 
@@ -65,6 +65,8 @@ class ScalingConfig:
     analyzer: AnalyzerName = "v1"
     scale_up_threshold: float = 0.85  # V2: scale up when demand exceeds this share of anticipated supply
     scale_down_boundary: float = 0.70  # V2: spare capacity is supply beyond demand / this
+    target_ttft_ms: float = 2000.0  # SLO analyzer: the model's latency targets
+    target_itl_ms: float = 100.0
     scale_down_stabilization_seconds: float = 120.0
     stale_after_seconds: float = 45.0
     scale_to_zero: ScaleToZeroConfig = field(default_factory=ScaleToZeroConfig)
@@ -100,6 +102,9 @@ class ScalingConfig:
                 f"scaleUpThreshold ({self.scale_up_threshold}) must be greater than scaleDownBoundary "
                 f"({self.scale_down_boundary})"
             )
+        for key, value in (("targetTTFT", self.target_ttft_ms), ("targetITL", self.target_itl_ms)):
+            if not value > 0.0:
+                errors.append(f"{key} must be > 0 (milliseconds), got {value}")
         if self.analyzer not in ANALYZERS:
             errors.append(f"analyzer must be one of {', '.join(ANALYZERS)}, got {self.analyzer!r}")
         if self.scale_down_step not in ("proportional", "one"):
@@ -128,6 +133,8 @@ _FLOAT_KEYS: Final[Mapping[str, str]] = {
     "staleAfterSeconds": "stale_after_seconds",
     "scaleUpThreshold": "scale_up_threshold",
     "scaleDownBoundary": "scale_down_boundary",
+    "targetTTFT": "target_ttft_ms",
+    "targetITL": "target_itl_ms",
 }
 _SELECTOR_KEYS: Final = frozenset({"model_id", "namespace"})
 # WVA settings of analyzers wva does not implement yet: accepted so WVA ConfigMaps apply unchanged.

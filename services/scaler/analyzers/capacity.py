@@ -14,16 +14,12 @@ a function of the snapshots received, in order — which is what a replay feeds.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-import msgspec
-
-from services.scaler import reasons
-from services.scaler.analyzers import GroupView, Recommendation, VariantView
+from services.scaler.analyzers import GroupView, Recommendation, sizing
 from services.scaler.analyzers.saturation import EPSILON, SaturationAnalyzer
 from services.scaler.digest import Digest
 from services.scaler.scaling_config import ScalingConfig
@@ -39,6 +35,7 @@ class CapacityMemory:
 
     k2: dict[str, deque[float]] = field(default_factory=dict)  # variant -> compute-saturated tokens in use
     capacity: dict[str, tuple[float, str]] = field(default_factory=dict)  # variant -> (per-replica, source)
+    cache_tokens: dict[str, int] = field(default_factory=dict)  # variant -> its replicas' cache size T
     tokens_per_request: float | None = None  # the model's last known avgIn + avgOut
 
     def observe(self, variant: str, metrics: Digest, config: ScalingConfig) -> None:
@@ -57,6 +54,7 @@ class CapacityMemory:
         for replica in metrics.replicas:
             if replica.cache_tokens is None:
                 continue
+            self.cache_tokens[variant] = replica.cache_tokens
             k1 = replica.cache_tokens * config.kv_cache_threshold
             if replica.queue >= config.queue_length_threshold - EPSILON:
                 k2 = replica.kv * replica.cache_tokens
@@ -75,18 +73,6 @@ def _shape(metrics: Digest) -> float | None:
         return None
     shape = metrics.avg_input_tokens + metrics.avg_output_tokens
     return shape if shape > 0 else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Variant:
-    view: VariantView
-    capacity: float | None  # per replica, in tokens
-    source: str  # where the capacity came from: "k1" | "k2" | "memory" | "peer" | "unknown"
-
-    @property
-    def cost_per_token(self) -> float:
-        assert self.capacity is not None and self.capacity > 0
-        return self.view.cost / self.capacity
 
 
 class CapacityAnalyzer:
@@ -113,46 +99,25 @@ class CapacityAnalyzer:
         demand = sum(r.kv * (r.cache_tokens or 0) + r.queue * shape for v in group.variants for r in v.metrics.replicas)
         gateway = max((v.metrics.gateway_queue or 0.0) for v in group.variants)
         demand += gateway * shape
-        supply = sum(v.view.ready * v.capacity for v in variants if v.capacity)
-        anticipated = sum(v.view.expected * v.capacity for v in variants if v.capacity)
-        required = max(0.0, demand / config.scale_up_threshold - anticipated)
-        spare = max(0.0, supply - demand / config.scale_down_boundary)
+        b = sizing.balance(variants, demand, up=config.scale_up_threshold, down=config.scale_down_boundary)
         numbers = DecisionNumbers(
             replicas_total=sum(v.view.expected for v in variants),
-            demand=demand,
-            supply=supply,
-            anticipated=anticipated,
-            required=required,
-            spare=spare,
+            demand=b.demand,
+            supply=b.supply,
+            anticipated=b.anticipated,
+            required=b.required,
+            spare=b.spare,
             tokens_per_request=shape,
             gateway_queue=gateway,
             capacities=tuple(
-                CapacityFigures(variant=v.view.name, tokens=v.capacity, source=v.source) for v in variants
+                CapacityFigures(variant=v.view.name, capacity=v.capacity, source=v.source) for v in variants
             ),
         )
         figures = (
-            f"demand {demand:,.0f} tokens (gateway queue {gateway:g}), supply {supply:,.0f}, "
-            f"anticipated {anticipated:,.0f}, required {required:,.0f}, spare {spare:,.0f}"
+            f"demand {b.demand:,.0f} tokens (gateway queue {gateway:g}), supply {b.supply:,.0f}, "
+            f"anticipated {b.anticipated:,.0f}, required {b.required:,.0f}, spare {b.spare:,.0f}"
         )
-        current = tuple(v.view.expected for v in variants)
-        if required > EPSILON:
-            added = _add(variants, required, config.max_scale_up_step)
-            if not added:
-                return Recommendation(
-                    desired=current, reason=reasons.HOLD_AT_BOUNDS,
-                    detail=f"scale-up wanted, every variant at maxReplicas; {figures}", numbers=numbers,
-                )  # fmt: skip
-            return _step(variants, added, +1, reasons.SCALE_UP_CAPACITY, figures, numbers)
-        if spare > EPSILON:
-            removed = _remove(variants, spare)
-            if removed:
-                return _step(variants, removed, -1, reasons.SCALE_DOWN_SPARE_CAPACITY, figures, numbers)
-            return Recommendation(
-                desired=current, reason=reasons.HOLD_AT_BOUNDS,
-                detail=f"spare capacity, but less than a replica's or every variant at its floor; {figures}",
-                numbers=numbers,
-            )  # fmt: skip
-        return Recommendation(desired=current, reason=reasons.HOLD_NO_TRIGGER, detail=figures, numbers=numbers)
+        return sizing.recommend(variants, b, max_step=config.max_scale_up_step, figures=figures, numbers=numbers)
 
     # ------------------------------------------------------------------ inputs
 
@@ -164,69 +129,14 @@ class CapacityAnalyzer:
                 return shape
         return self.memory.tokens_per_request or DEFAULT_TOKENS_PER_REQUEST
 
-    def _capacities(self, group: GroupView) -> list[_Variant]:
+    def _capacities(self, group: GroupView) -> list[sizing.Sized]:
         """Each variant's per-replica capacity as its snapshots taught it (its replicas now, else the
         last known); a variant that never reported one is of unknown capacity. (A cache size ``T`` is
         only ever learned from a variant's own replicas, together with its capacity, so the rule
         "borrow the capacity of a variant with the same T" never finds more than this.)"""
         return [
-            _Variant(v, *self.memory.capacity[v.name]) if v.name in self.memory.capacity else _Variant(v, None, "unknown")
+            sizing.Sized(v, *self.memory.capacity[v.name]) if v.name in self.memory.capacity else sizing.Sized(v, None, "unknown")
             for v in group.variants
         ]
 
 
-def _by_efficiency(variants: list[_Variant]) -> list[_Variant]:
-    """Lowest cost per unit capacity first (ties: lower cost, then lower name); unknown ones last, and
-    variants that will act (not paused or dry-run) before frozen ones."""
-    return sorted(
-        variants,
-        key=lambda v: (
-            v.view.frozen,
-            v.capacity is None,
-            v.cost_per_token if v.capacity else 0.0,
-            v.view.cost,
-            v.view.name,
-        ),
-    )
-
-
-def _add(variants: list[_Variant], required: float, cap: int) -> dict[str, int]:
-    added: dict[str, int] = {}
-    remaining, budget = required, cap
-    for v in _by_efficiency(variants):
-        if remaining <= EPSILON or budget <= 0:
-            break
-        room = budget if v.view.max_replicas is None else min(budget, max(0, v.view.max_replicas - v.view.expected))
-        if room <= 0:
-            continue
-        want = math.ceil(remaining / v.capacity - EPSILON) if v.capacity else 1
-        take = min(room, max(1, want))
-        added[v.view.name] = take
-        budget -= take
-        remaining -= take * (v.capacity or 0.0)
-        if not v.capacity:
-            break  # a variant of unknown capacity gets one replica, and only when nothing else could act
-    return added
-
-
-def _remove(variants: list[_Variant], spare: float) -> dict[str, int]:
-    removed: dict[str, int] = {}
-    remaining = spare
-    for v in reversed(_by_efficiency([v for v in variants if v.capacity])):
-        floor = max(v.view.min_replicas, 1)
-        n = 0
-        while v.view.expected - n > floor and remaining >= (v.capacity or math.inf) - EPSILON:
-            n += 1
-            remaining -= v.capacity or 0.0
-        if n:
-            removed[v.view.name] = n
-    return removed
-
-
-def _step(
-    variants: list[_Variant], counts: dict[str, int], sign: int, reason: str, figures: str, numbers: DecisionNumbers
-) -> Recommendation:
-    desired = tuple(v.view.expected + sign * counts.get(v.view.name, 0) for v in variants)
-    steps = ", ".join(f"{'+' if sign > 0 else '-'}{n} on {name}" for name, n in counts.items())
-    numbers = msgspec.structs.replace(numbers, step=sign * sum(counts.values()), chosen_variant=",".join(counts))
-    return Recommendation(desired=desired, reason=reason, detail=f"{steps}; {figures}", numbers=numbers)

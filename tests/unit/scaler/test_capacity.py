@@ -102,7 +102,7 @@ def test_worked_examples_one_variant(
 def test_the_compute_bound_replica_reports_where_its_capacity_came_from() -> None:
     _, rec = analyze(("v", wire("v", [0.50], queue=[6]), 40.0, 1, 1))
     (figures,) = rec.numbers.capacities  # type: ignore[attr-defined]
-    assert (figures.variant, figures.tokens, figures.source) == ("v", pytest.approx(8192), "k2")
+    assert (figures.variant, figures.capacity, figures.source) == ("v", pytest.approx(8192), "k2")
 
 
 def test_two_variants_scale_up_on_the_cheapest_per_unit_capacity() -> None:
