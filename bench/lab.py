@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bench.reference_replica import ReferenceReplica
 from bench.report import Table, stat
 from services.lab import fleet as fleets
 from services.lab import runner, traffic
 from services.lab.settings import Settings
 from services.sandbox import load, queueing
-from bench.reference_replica import ReferenceReplica
 
 
 @dataclass(frozen=True)

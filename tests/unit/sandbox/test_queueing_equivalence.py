@@ -13,8 +13,8 @@ import random
 
 import pytest
 
-from services.sandbox import queueing
 from bench.reference_replica import ReferenceReplica
+from services.sandbox import queueing
 
 
 def _params(rng: random.Random) -> queueing.ServerParams:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from services.scaler import reasons
@@ -115,27 +116,24 @@ def test_the_fit_recovers_the_replica_from_its_points() -> None:
     assert fit.tokens_at(0.050) == pytest.approx(1200.0)  # (50 - 20) / 0.025
 
 
+def points(tokens_itl: list[tuple[float, float]]) -> Digest:
+    """A snapshot whose pods reported these (tokens/s, ITL seconds), whatever the model says."""
+    snap = wire("a", [x for x, _ in tokens_itl])
+    replicas = tuple(
+        msgspec.structs.replace(r, itl_seconds=latency) for r, (_, latency) in zip(snap.replicas, tokens_itl, strict=True)
+    )
+    return digest(msgspec.structs.replace(snap, replicas=replicas), received_at=0)
+
+
 def test_noise_within_reason_still_fits_close() -> None:
     rng = random.Random(7)
     memory = SloMemory()
     for _ in range(40):
         loads = [rng.uniform(200, 1500) for _ in range(3)]
-        snap = wire("a", loads)
-        noisy = tuple(
-            ReplicaMetrics(
-                pod=r.pod, generation_tokens_rate=r.generation_tokens_rate,
-                itl_seconds=(r.itl_seconds or 0) * rng.uniform(0.95, 1.05), kv_cache_usage=0.3, waiting=0,
-            )  # fmt: skip
-            for r in snap.replicas
-        )
-        memory.observe("a", digest(MetricsSnapshot(**{**_fields(snap), "replicas": noisy}), received_at=0))
+        memory.observe("a", points([(x, itl(x) * rng.uniform(0.95, 1.05)) for x in loads]))
     fit = memory.fit("a", 0.100)
     assert fit is not None and fit.fitted and fit.r2 > 0.9
     assert fit.tokens_at(0.100) == pytest.approx(1600.0, rel=0.05)
-
-
-def _fields(snap: MetricsSnapshot) -> dict[str, object]:
-    return {f: getattr(snap, f) for f in snap.__struct_fields__}
 
 
 @pytest.mark.parametrize(
@@ -160,15 +158,7 @@ def test_a_slope_that_is_not_negative_or_a_poor_line_is_not_fitted() -> None:
     rng = random.Random(3)
     scattered = SloMemory()
     for _ in range(10):
-        snap = wire("a", [rng.uniform(200, 1400) for _ in range(2)])
-        shuffled = tuple(
-            ReplicaMetrics(
-                pod=r.pod, generation_tokens_rate=r.generation_tokens_rate, itl_seconds=rng.uniform(0.03, 0.1),
-                kv_cache_usage=0.3, waiting=0,
-            )  # fmt: skip
-            for r in snap.replicas
-        )
-        scattered.observe("a", digest(MetricsSnapshot(**{**_fields(snap), "replicas": shuffled}), received_at=0))
+        scattered.observe("a", points([(rng.uniform(200, 1400), rng.uniform(0.03, 0.1)) for _ in range(2)]))
     fit = scattered.fit("a", 0.100)
     assert fit is not None and not fit.fitted and fit.r2 < 0.6
 
@@ -176,13 +166,8 @@ def test_a_slope_that_is_not_negative_or_a_poor_line_is_not_fitted() -> None:
 def test_points_far_past_the_target_stay_out_of_the_fit() -> None:
     memory = learned(("a", SWEEP))
     # Overloaded replicas (prefills stalling whole batches) at 5x the target: off the line.
-    overloaded = wire("a", [1500.0, 1500.0])
-    bent = tuple(
-        ReplicaMetrics(pod=r.pod, generation_tokens_rate=500.0, itl_seconds=0.5, kv_cache_usage=0.9, waiting=0)
-        for r in overloaded.replicas
-    )
-    memory.observe("a", digest(MetricsSnapshot(**{**_fields(overloaded), "replicas": bent}), received_at=0))
-    assert 0.5 > FIT_LIMIT * 0.100
+    memory.observe("a", points([(500.0, 0.5), (500.0, 0.5)]))
+    assert FIT_LIMIT * 0.100 < 0.5
     fit = memory.fit("a", 0.100)
     assert fit is not None and fit.points == len(SWEEP)
     assert fit.tokens_at(0.100) == pytest.approx(1600.0)
