@@ -9,22 +9,26 @@ tokens per second the replica generates) that is ``ITL = base / (1 - s * x)``, o
     1 / ITL = alpha - beta * x          (alpha = 1 / base, beta = s / base)
 
 a straight line in two figures the fetcher measures for each pod over the same rate window: the output
-tokens it generated per second, ``x``, and its average ITL — one point per pod per snapshot. (Prompt tokens prefilled in an iteration
-slow it in proportion to the same rate, so they only change the slope.) A least-squares line through
-a variant's recent points gives ``alpha`` and ``beta``, and the most a replica generates while meeting
-``targetITL`` is ``x* = (alpha - 1 / targetITL) / beta``: ``c = x* / out`` requests per second, and no
-more than its KV cache holds at that latency. Demand is the model's arrival rate plus what waits in
-queues (the gateway's and the replicas'), drained over ``DRAIN_SECONDS``; sizing is V2's — required
-and spare capacity against anticipated and ready supply, cheapest per unit capacity first
-(``sizing.py``) — in requests per second.
+tokens it generated per second, ``x``, and its average ITL — one point per pod per snapshot. (Prompt
+tokens prefilled in an iteration slow it in proportion to the same rate, so they only change the
+slope.) A least-squares line through a variant's recent points gives ``alpha`` and ``beta``; on it, a
+replica generates ``x* = (alpha - 1 / targetITL) / beta`` tokens/s at the target. The capacity used is
+more careful than ``x*``: the largest load at which the line's lower confidence bound (``Z`` standard
+errors of the fitted mean, which grow with the distance from the loads seen) still meets the target —
+close to ``x*`` once many points at varied loads pin the line down, well below it while few, noisy or
+far-off points do. Divided by the model's output tokens per request it is requests per second, and no
+more than the KV cache holds at that latency. Demand is the model's arrival rate plus what waits in
+queues (the gateway's and the replicas'), drained over ``DRAIN_SECONDS``; sizing is V2's — required and
+spare capacity against anticipated and ready supply, cheapest per unit capacity first (``sizing.py``) —
+in requests per second.
 
 Arrival rate is linear in load, where token occupancy (V2's demand) is not: a replica's tokens in use
 fall steeply as it gets faster, so an over-provisioned model looks idle to V2 and it gives back too
 much; the rate does not depend on how fast the model serves it.
 
 Failure modes, and what the analyzer does about them (each also in docs/algorithms.md):
-- too few points, points at one load only, a slope that is not negative, or R² below ``MIN_R2``:
-  **not fitted**. While any running variant is not fitted, V2 (token capacity) decides for the whole
+- too few points, points at one load only, or a slope not clearly below zero (less than ``MIN_T``
+  standard errors): **not fitted**. While any running variant is not fitted, V2 (token capacity) decides for the whole
   group and the decision says so — the SLO analyzer never sizes, and so never shrinks, on an estimate
   it has not fitted. A variant at zero replicas with points but no fit takes a conservative bound
   instead (the most a replica was seen to serve within the target, or its load scaled down by how far
@@ -39,6 +43,7 @@ Failure modes, and what the analyzer does about them (each also in docs/algorith
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -52,8 +57,8 @@ from shared.messages import CapacityFigures, DecisionNumbers
 
 POINTS: Final = 1000  # recent points (one per pod per snapshot) kept per variant
 MIN_POINTS: Final = 6
-MIN_SPREAD: Final = 0.25  # the points' loads must span at least this share of their mean
-MIN_R2: Final = 0.6
+MIN_T: Final = 3.0  # the slope must be at least this many standard errors below zero
+Z: Final = 2.0  # the capacity is the load whose predicted 1/ITL is this many standard errors inside the target
 FIT_LIMIT: Final = 1.5  # points with an ITL beyond this multiple of the target are left out of the fit
 DRAIN_SECONDS: Final = 30.0  # queued requests count as demand to be served within this long
 
@@ -66,18 +71,47 @@ class Point:
 
 @dataclass(frozen=True, slots=True)
 class Fit:
+    """A least-squares line ``1/ITL = alpha - beta * x`` through a variant's points, with what it takes
+    to bound the line's error at any load: the residual spread ``sigma``, the points' mean load and
+    ``sxx`` (the sum of squared deviations of their loads)."""
+
     alpha: float
     beta: float
     r2: float
     points: int
     fitted: bool
-    bound: float  # tokens/s: the conservative capacity
+    bound: float  # tokens/s: the most one replica was seen to serve within the target
+    sigma: float = 0.0
+    mean_x: float = 0.0
+    sxx: float = 0.0
 
     def tokens_at(self, itl: float) -> float:
-        """Output tokens per second one replica generates at this inter-token latency."""
+        """Output tokens per second one replica generates at this inter-token latency, on the line; the
+        conservative bound when not fitted."""
         if not self.fitted:
             return self.bound
         return max(0.0, (self.alpha - 1.0 / itl) / self.beta)
+
+    def capacity_at(self, itl: float) -> float:
+        """The most tokens per second at which the line's lower confidence bound (``Z`` standard errors
+        of the fitted mean) still meets ``itl``: close to :meth:`tokens_at` once many points at varied
+        loads pin the line down, well below it while few or noisy points do, or far from the loads seen."""
+        if not self.fitted:
+            return self.bound
+        goal = 1.0 / itl
+
+        def inside(x: float) -> bool:
+            se = self.sigma * math.sqrt(1.0 / self.points + (x - self.mean_x) ** 2 / self.sxx)
+            return self.alpha - self.beta * x - Z * se >= goal
+
+        hi = self.tokens_at(itl)
+        if not inside(0.0):
+            return 0.0
+        lo = 0.0
+        for _ in range(50):  # bisection: the bound falls monotonically beyond the mean load
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if inside(mid) else (lo, mid)
+        return lo
 
 
 @dataclass(slots=True)
@@ -102,23 +136,28 @@ class SloMemory:
         bound = max(within or beyond)
         # Far past the target the line bends (prefills stall whole batches): fit where decisions are made.
         pts = [p for p in pts if p.itl <= FIT_LIMIT * target_itl]
-        if not pts:
-            return Fit(alpha=0.0, beta=0.0, r2=0.0, points=0, fitted=False, bound=bound)
+        unfitted = Fit(alpha=0.0, beta=0.0, r2=0.0, points=len(pts), fitted=False, bound=bound)
+        if len(pts) < MIN_POINTS:
+            return unfitted
         xs = [p.tokens for p in pts]
         ys = [1.0 / p.itl for p in pts]
-        mean_x = statistics.fmean(xs)
-        if len(pts) < MIN_POINTS or max(xs) - min(xs) < MIN_SPREAD * mean_x:
-            return Fit(alpha=0.0, beta=0.0, r2=0.0, points=len(pts), fitted=False, bound=bound)
-        mean_y = statistics.fmean(ys)
+        n = len(pts)
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
         sxx = sum((x - mean_x) ** 2 for x in xs)
+        if sxx <= 0.0:
+            return unfitted  # one load only: no line
         sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
         beta = -sxy / sxx
         alpha = mean_y + beta * mean_x
         ss_tot = sum((y - mean_y) ** 2 for y in ys)
-        ss_res = sum((y - (alpha - beta * x)) ** 2 for x, y in zip(xs, ys, strict=True))
+        ss_res = max(0.0, sum((y - (alpha - beta * x)) ** 2 for x, y in zip(xs, ys, strict=True)))
         r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
-        fitted = beta > 0 and alpha > 0 and r2 >= MIN_R2
-        return Fit(alpha=alpha, beta=beta, r2=r2, points=len(pts), fitted=fitted, bound=bound)
+        sigma = math.sqrt(ss_res / (n - 2))
+        slope_clear = beta > 0 and beta * math.sqrt(sxx) >= MIN_T * sigma
+        fitted = alpha > 0 and slope_clear
+        return Fit(
+            alpha=alpha, beta=beta, r2=r2, points=n, fitted=fitted, bound=bound, sigma=sigma, mean_x=mean_x, sxx=sxx
+        )
 
 
 class SloAnalyzer:
@@ -188,7 +227,7 @@ class SloAnalyzer:
         fit = self.memory.fit(view.name, itl_target)
         if fit is None:
             return sizing.Sized(view, None, "unknown"), None
-        tokens = fit.tokens_at(itl_target)
+        tokens = fit.capacity_at(itl_target)
         cache = self.capacity.cache_tokens.get(view.name)
         shape = self.capacity.tokens_per_request or DEFAULT_TOKENS_PER_REQUEST
         if cache is not None:  # no more running than its KV cache holds: n = x * ITL

@@ -141,7 +141,6 @@ def test_noise_within_reason_still_fits_close() -> None:
     [
         (SWEEP[: MIN_POINTS - 1], "too few points"),
         ([800.0] * 10, "one load only"),
-        ([900.0, 1000.0, 1100.0, 900.0, 1000.0, 1100.0], "a spread below a quarter of the mean"),
     ],
 )
 def test_not_fitted_without_enough_of_a_line(loads: list[float], why: str) -> None:
@@ -149,6 +148,26 @@ def test_not_fitted_without_enough_of_a_line(loads: list[float], why: str) -> No
     assert fit is not None and not fit.fitted, why
     # The stand-in never overstates a replica: the most it was seen to serve within the target.
     assert fit.tokens_at(0.100) == max(loads)
+
+
+def test_the_capacity_is_a_confidence_bound_that_tightens_with_evidence() -> None:
+    # Noisy points at loads close together: the line is uncertain, far more so at 1,600 tokens/s
+    # (twice the loads seen) than where the points are; the capacity stays well inside the line's
+    # value and approaches it as points at varied loads accumulate.
+    rng = random.Random(11)
+    memory = SloMemory()
+    for _ in range(3):
+        memory.observe("a", points([(x, itl(x) * rng.uniform(0.9, 1.1)) for x in (700.0, 800.0, 900.0)]))
+    few = memory.fit("a", 0.100)
+    assert few is not None
+    early = few.capacity_at(0.100) if few.fitted else 0.0
+    assert early < 0.9 * 1600
+    for _ in range(200):
+        memory.observe("a", points([(x, itl(x) * rng.uniform(0.9, 1.1)) for x in (300.0, 800.0, 1300.0)]))
+    many = memory.fit("a", 0.100)
+    assert many is not None and many.fitted
+    assert early < many.capacity_at(0.100) <= many.tokens_at(0.100)
+    assert many.capacity_at(0.100) == pytest.approx(1600.0, rel=0.1)
 
 
 def test_a_slope_that_is_not_negative_or_a_poor_line_is_not_fitted() -> None:
@@ -160,7 +179,7 @@ def test_a_slope_that_is_not_negative_or_a_poor_line_is_not_fitted() -> None:
     for _ in range(10):
         scattered.observe("a", points([(rng.uniform(200, 1400), rng.uniform(0.03, 0.1)) for _ in range(2)]))
     fit = scattered.fit("a", 0.100)
-    assert fit is not None and not fit.fitted and fit.r2 < 0.6
+    assert fit is not None and not fit.fitted  # no slope clearly below zero
 
 
 def test_points_far_past_the_target_stay_out_of_the_fit() -> None:
