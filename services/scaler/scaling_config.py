@@ -62,7 +62,7 @@ class ScalingConfig:
     scale_up_step: ScaleUpStep = "proportional"
     max_scale_up_step: int = 4
     scale_down_step: ScaleDownStep = "one"
-    analyzer: AnalyzerName = "v1"
+    analyzer: AnalyzerName = "slo"
     scale_up_threshold: float = 0.85  # V2: scale up when demand exceeds this share of anticipated supply
     scale_down_boundary: float = 0.70  # V2: spare capacity is supply beyond demand / this
     target_ttft_ms: float = 2000.0  # SLO analyzer: the model's latency targets
