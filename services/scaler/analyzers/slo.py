@@ -215,9 +215,16 @@ class SloAnalyzer:
         return sizing.recommend(sized, b, max_step=config.max_scale_up_step, figures=figures, numbers=numbers)
 
     def _output_tokens(self, group: GroupView) -> float:
-        for v in group.variants:
-            if v.metrics.avg_output_tokens:
-                return v.metrics.avg_output_tokens
+        """The model's output tokens per request: its variants' averages weighted by their traffic (one
+        variant's few completions in a window are a noisy figure), else the last known."""
+        weighted = [
+            (v.metrics.avg_output_tokens, v.metrics.arrival_rate)
+            for v in group.variants
+            if v.metrics.avg_output_tokens and v.metrics.arrival_rate
+        ]
+        total = sum(rate for _, rate in weighted)
+        if total > 0:
+            return sum(out * rate for out, rate in weighted) / total
         if self.memory.output_tokens:
             return self.memory.output_tokens
         return DEFAULT_TOKENS_PER_REQUEST / 4
