@@ -47,6 +47,7 @@ def wire(
     waiting: list[float] | None = None,
     base: float = BASE,
     s: float = S,
+    out: float = OUT,
 ) -> MetricsSnapshot:
     """A snapshot whose pods generated ``loads`` tokens/s each, at the ITL the model says."""
     queue = waiting or [0.0] * len(loads)
@@ -57,7 +58,7 @@ def wire(
         collected_at=dt(at),
         deployment_generation=generation,
         allocation=AllocationMetrics(
-            arrival_rate=rate, avg_input_tokens=440.0, avg_output_tokens=OUT, gateway_queue=gateway
+            arrival_rate=rate, avg_input_tokens=440.0, avg_output_tokens=out, gateway_queue=gateway
         ),
         replicas=tuple(
             ReplicaMetrics(
@@ -254,6 +255,17 @@ def test_the_cheapest_per_request_grows_and_the_dearest_shrinks() -> None:
     b3 = digest(wire("b", [300.0] * 3, rate=2.5, base=0.010, s=0.00025), received_at=0)
     down = recommend(memory, view("a", a3, cost=10.0, ready=3), view("b", b3, cost=15.0, ready=3))
     assert down.desired == (1, 1)
+
+
+def test_output_tokens_per_request_are_the_models_weighted_by_traffic() -> None:
+    # a served 30 requests/s of 100 output tokens, b 10 of 500: the model's requests average 200
+    # tokens, not the first variant's 100 — so a replica serves 1,600 / 200 = 8 requests/s.
+    memory = learned(("a", SWEEP), ("b", SWEEP))
+    a = digest(wire("a", [800.0], rate=30.0, out=100.0), received_at=0)
+    b = digest(wire("b", [800.0], rate=10.0, out=500.0), received_at=0)
+    rec = recommend(memory, view("a", a, cost=10.0, ready=1), view("b", b, cost=10.0, ready=1))
+    assert rec.numbers is not None
+    assert [c.capacity for c in rec.numbers.capacities] == [pytest.approx(8.0), pytest.approx(8.0)]
 
 
 def test_a_kv_cache_that_fills_first_caps_the_capacity() -> None:
