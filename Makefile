@@ -43,7 +43,7 @@ demo: setup ## run the sandbox: the whole pipeline on one machine under a load s
 	$(BIN)/wva sandbox $(DEMO_ARGS)
 
 # The Azure conversation trace at the rate scale docs/decision-quality.md uses, every policy.
-LAB_ARGS ?= --trace azure-conv --rate-scale 12 --warm-start --out lab-results
+LAB_ARGS ?= --trace azure-conv --rate-scale 3 --warm-start --out lab-results
 lab: setup ## the decision lab: wva against HPA, KEDA, static and oracle on the Azure trace (lab-results/)
 	$(BIN)/wva lab $(LAB_ARGS)
 

@@ -150,6 +150,9 @@ class AllocationMetrics(msgspec.Struct, frozen=True, kw_only=True):
     avg_output_tokens: Figure | None = None
     ttft_seconds: Figure | None = None  # average time to first token
     itl_seconds: Figure | None = None  # average inter-token latency
+    # Requests of the model waiting in front of its replicas (the inference gateway's flow-control
+    # queue), the same on every VA of the model; None where no gateway reports it.
+    gateway_queue: Figure | None = None
 
 
 class ReplicaMetrics(msgspec.Struct, frozen=True, kw_only=True, array_like=False):
@@ -161,6 +164,10 @@ class ReplicaMetrics(msgspec.Struct, frozen=True, kw_only=True, array_like=False
     running: Figure | None = None
     num_gpu_blocks: Count | None = None
     block_size: Count | None = None
+    # Over the rate window: the output tokens it generated per second and its average inter-token
+    # latency (what the SLO analyzer learns a replica's capacity from, pod by pod).
+    generation_tokens_rate: Figure | None = None
+    itl_seconds: Figure | None = None
 
 
 class MetricsSnapshot(_Base, frozen=True, kw_only=True, tag="metrics.v1"):
@@ -188,6 +195,20 @@ class Invalidation(_Base, frozen=True, kw_only=True, tag="invalidation.v1"):
     template_hash: str = ""
 
 
+class CapacityFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """A variant's per-replica capacity as the analyzer used it, and where it came from. V2: in tokens,
+    from "k1" (memory-bound), "k2" (compute-bound, learned), "memory" (last known) or "unknown". SLO:
+    in requests per second, from a fit of latency on load ("fit r2=…", with ``fit_r2`` and ``points``)
+    or its conservative "bound"."""
+
+    variant: str
+    capacity: float | None  # per replica, in ``unit``
+    source: str
+    unit: str = "tokens"
+    fit_r2: float | None = None
+    points: int = 0
+
+
 class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True):
     """The figures behind a decision, so a person can tell why it happened."""
 
@@ -201,6 +222,16 @@ class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True):
     chosen_variant: str = ""
     bounded: bool = False  # the result was clamped by min/max replicas
     recommended: int | None = None  # the analyzer's count for this VA, before pacing and bounds
+    # Token-capacity analysis (V2): demand D, supply S, anticipated supply A, required RC and spare SC
+    # capacity, in tokens; the request shape and gateway queue used; each variant's capacity.
+    demand: float | None = None
+    supply: float | None = None
+    anticipated: float | None = None
+    required: float | None = None
+    spare: float | None = None
+    tokens_per_request: float | None = None
+    gateway_queue: float | None = None
+    capacities: tuple[CapacityFigures, ...] = ()
 
 
 class Cursor(msgspec.Struct, frozen=True, kw_only=True):

@@ -189,6 +189,7 @@ def assemble(
     collected_at: datetime,
     missing_reason: str = "",
     notes: Sequence[str] = (),
+    gateway_queue: float | None = None,
 ) -> tuple[MetricsSnapshot, dict[str, int]]:
     """The snapshot of one VA from the samples of its member pods, and the dropped values by field.
 
@@ -228,9 +229,14 @@ def assemble(
                 running=values["running"],
                 num_gpu_blocks=sample.num_gpu_blocks,
                 block_size=sample.block_size,
+                generation_tokens_rate=values["generation_tokens_rate"],
+                itl_seconds=_ratio(values["itl_sum_rate"] or 0.0, values["itl_count_rate"] or 0.0),
             )
         )
     requests = totals["request_rate"] if have_rate["request_rate"] else None
+    gateway, bad_gateway = _clean(gateway_queue)
+    if bad_gateway:
+        dropped["gateway_queue"] = 1
     allocation = AllocationMetrics(
         arrival_rate=requests,
         avg_input_tokens=_ratio(totals["prompt_tokens_rate"], totals["request_rate"])
@@ -241,6 +247,7 @@ def assemble(
         else None,
         ttft_seconds=_ratio(totals["ttft_sum_rate"], totals["ttft_count_rate"]) if have_rate["ttft_count_rate"] else None,
         itl_seconds=_ratio(totals["itl_sum_rate"], totals["itl_count_rate"]) if have_rate["itl_count_rate"] else None,
+        gateway_queue=gateway,
     )
     reasons: list[str] = []
     if missing_pods:

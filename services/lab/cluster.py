@@ -6,9 +6,12 @@ front of the pods, with the outcome of every request (pure; driven by `simulatio
   cost counts from creation to deletion (a starting pod costs money).
 - **Deployment controller.** Scaling sets spec replicas and bumps the Deployment's generation (as
   the API server does for a spec change); missing pods are created at once; extra pods are deleted
-  as a ReplicaSet ranks them: not-ready pods first, then the newest. A deleted pod stops at once and
-  its requests — running and waiting — are lost, exactly as in the live sandbox, whose runtime stops
-  the pod's server when the pod object goes (services/sandbox/runtime.py); they count as failed.
+  as a ReplicaSet ranks them: not-ready pods first, then the newest. A deleted pod terminates as a
+  Kubernetes pod of a vLLM server does: it leaves the gateway's endpoints at once (no new requests)
+  and stops counting toward the Deployment's replicas, while its server — given SIGTERM — finishes
+  what it has accepted, running and waiting; what is still unfinished when the grace period
+  (`terminationGracePeriodSeconds`, 30 s by default) ends is killed and counts as failed (`deleted`).
+  A terminating pod costs GPU time until it stops.
 - **Gateway.** With flow control (the default) a request goes to the least-loaded Ready replica that
   has capacity (`router.has_capacity`: the Gateway API Inference Extension's saturation detector and
   its defaults); otherwise it waits in the model's FIFO queue in front of the pods and fails after the
@@ -41,7 +44,8 @@ class Pod:
     ready_at: float
     replica: queueing.Replica
     ready: bool = False
-    deleted: float | None = None
+    terminating: float | None = None  # when its deletion was asked for
+    deleted: float | None = None  # when it stopped (drained, or killed at the end of its grace)
 
 
 @dataclass(slots=True)
@@ -93,17 +97,20 @@ class Cluster:
         initial: Mapping[str, int],
         flow_control: bool,
         request_timeout: float,
+        termination_grace: float = 30.0,
     ) -> None:
         self.fleet = fleet
         self.model_id = fleet.model
         self.flow_control = flow_control
+        self.termination_grace = termination_grace
         self.log = RequestLog(arrivals)
         self.queue: routing.FlowQueue[int] = routing.FlowQueue(timeout=request_timeout)
         self.deployments: dict[str, Deployment] = {}
         self._serial = 0
         self._by_name: dict[str, Pod] = {}  # live pods
         self._dispatched: dict[int, float] = {}  # request index -> when a replica got it
-        self._gone: list[Pod] = []  # deleted pods, for cost accounting
+        self._terminating: dict[str, Pod] = {}  # deleted, still finishing what they accepted
+        self._gone: list[Pod] = []  # stopped pods, for cost accounting
         self._listeners: list[Callable[[float], None]] = []
         for v in fleet.variants:
             d = Deployment(variant=v, spec=initial.get(v.name, v.initial))
@@ -157,14 +164,32 @@ class Cluster:
         return pod
 
     def _delete_pod(self, d: Deployment, pod: Pod, now: float) -> None:
-        self._look(pod, now)
-        for request in pod.replica.in_flight():
-            self._dispatched.pop(request.id, None)
-            self.log.fail(request.id, "deleted", now)
-        pod.deleted = now
+        pod.terminating = now
         pod.ready = False
         del d.pods[pod.name]
         del self._by_name[pod.name]
+        self._terminating[pod.name] = pod
+        self._look(pod, now)  # stops at once when it has nothing to finish
+
+    def terminating(self) -> list[Pod]:
+        """Pods deleted but still finishing their requests (within their grace period)."""
+        return list(self._terminating.values())
+
+    def end_grace(self, pod: Pod, now: float) -> None:
+        """The grace period is over: what the pod has not finished is killed with it."""
+        if pod.deleted is not None:
+            return
+        self._look(pod, now)
+        if pod.deleted is not None:
+            return
+        for request in pod.replica.in_flight():
+            self._dispatched.pop(request.id, None)
+            self.log.fail(request.id, "deleted", now)
+        self._stop(pod, now)
+
+    def _stop(self, pod: Pod, at: float) -> None:
+        pod.deleted = at
+        del self._terminating[pod.name]
         self._gone.append(pod)
 
     def mark_ready(self, pod: Pod, now: float) -> None:
@@ -193,8 +218,13 @@ class Cluster:
 
     def _look(self, pod: Pod, now: float) -> None:
         replica = pod.replica
+        if pod.deleted is not None:
+            return
+        if pod.terminating is not None:
+            now = min(now, pod.terminating + self.termination_grace)
         replica.advance(now)
         done = replica.completions
+        last = pod.terminating
         while done:
             c = done.popleft()
             index = c.request.id
@@ -202,11 +232,14 @@ class Cluster:
             self.log.serve(
                 index, variant=pod.variant, ttft=waited + c.ttft, e2e=waited + c.e2e, at=c.finished
             )
+            last = c.finished
+        if pod.terminating is not None and last is not None and not replica.in_flight():
+            self._stop(pod, max(last, pod.terminating))  # drained: it stops with its last request
 
     def replica_seconds(self, variant: str, *, until: float) -> float:
         """Pod lifetime (creation to deletion) within [0, until], summed over the variant's pods."""
         total = 0.0
-        for pod in [*self.deployments[variant].pods.values(), *self._gone]:
+        for pod in [*self.deployments[variant].pods.values(), *self._terminating.values(), *self._gone]:
             if pod.variant != variant:
                 continue
             end = until if pod.deleted is None else min(pod.deleted, until)
@@ -279,6 +312,8 @@ class Cluster:
         for d in self.deployments.values():
             for pod in d.pods.values():
                 self._look(pod, now)
+        for pod in self.terminating():
+            self._look(pod, now)
         return self.log.open
 
     def abandon(self, now: float) -> None:

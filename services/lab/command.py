@@ -24,6 +24,9 @@ from shared.settings import duration
 
 HELP: Final = "compare wva with HPA, KEDA and an oracle on a trace or scenario, in simulated time"
 SCENARIOS: Final = Path(scenario.__file__).parent / "scenarios"
+# The lab's own scenarios (lab-spike, lab-diurnal): traffic shapes at a scale a 60 s start-up needs, run
+# on the lab's default fleet unless --fleet says otherwise.
+LAB_SCENARIOS: Final = Path(__file__).parent / "scenarios"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trace", help="a trace CSV (time, prompt tokens, output tokens), or azure-conv (default)"
     )
     source.add_argument(
-        "--scenario", help="a scenario YAML, or the name of a shipped one (ci, default, spike, …)"
+        "--scenario",
+        help="a scenario YAML, or the name of a shipped one: the sandbox's (ci, default, spike, …) or the "
+        "lab's own on its default fleet (lab-spike, lab-diurnal)",
     )
     parser.add_argument(
         "--fleet", type=Path, help="fleet YAML (default: the shipped A100/H100 fleet; a scenario's own)"
@@ -99,7 +104,11 @@ def parse_window(value: str | None) -> tuple[float, float | None] | None:
 
 def resolve_scenario(value: str) -> Path:
     path = Path(value)
-    return path if path.exists() or path.suffix else SCENARIOS / f"{value}.yaml"
+    if path.exists() or path.suffix:
+        return path
+    if value.startswith("lab-"):
+        return LAB_SCENARIOS / f"{value.removeprefix('lab-')}.yaml"
+    return SCENARIOS / f"{value}.yaml"
 
 
 def build_lab(args: argparse.Namespace) -> tuple[runner.Lab, report.Context]:
@@ -111,7 +120,13 @@ def build_lab(args: argparse.Namespace) -> tuple[runner.Lab, report.Context]:
         if args.seed is not None:
             spec = msgspec.structs.replace(spec, seed=args.seed)
         offered = traffic.from_scenario(spec, rate_scale=args.rate_scale, window=window)
-        fleet = fleets.load_fleet(args.fleet) if args.fleet else fleets.from_scenario(spec)
+        path = resolve_scenario(args.scenario)
+        if args.fleet:
+            fleet = fleets.load_fleet(args.fleet)
+        elif path.parent == LAB_SCENARIOS:
+            fleet = fleets.load_fleet(fleets.DEFAULT_FLEET)
+        else:
+            fleet = fleets.from_scenario(spec)
         names = {"fetch": "fetch_interval", "scrape": "scrape_interval", "reconcile": "reconcile_interval",
                  "stabilization": "stabilization"}  # fmt: skip
         timing = {names[k]: v for k, v in spec.timing.given().items()}

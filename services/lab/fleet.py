@@ -29,7 +29,7 @@ from services.sandbox import queueing, scenario
 from shared import subjects
 
 FLEETS: Final = Path(__file__).parent / "fleets"
-DEFAULT_FLEET: Final = FLEETS / "llama-8b-a100-h100.yaml"
+DEFAULT_FLEET: Final = FLEETS / "llama-70b-a100-h100.yaml"
 
 
 class Variant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"):

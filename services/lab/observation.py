@@ -204,5 +204,9 @@ def snapshot(
         sample = pod_sample(prom, pod.name, at=at, rate_window=rate_window)
         if sample is not None:
             samples[collector.pod_key(target.namespace, pod.name)] = sample
-    snap, _ = collector.assemble(target, samples, collected_at=datetime.fromtimestamp(epoch + at, UTC))
+    # The model's gateway queue, as the fetcher reads inference_extension_flow_control_queue_size.
+    queued = prom.instant(GATEWAY_TARGET, "queue_size", at)
+    snap, _ = collector.assemble(
+        target, samples, collected_at=datetime.fromtimestamp(epoch + at, UTC), gateway_queue=queued
+    )
     return snap

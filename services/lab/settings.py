@@ -28,4 +28,5 @@ class Settings:
     slo_itl: float = 0.1
     request_timeout: float = 60.0
     flow_control: bool = True
+    termination_grace: float = 30.0  # a deleted pod's terminationGracePeriodSeconds (Kubernetes' default)
     drain_limit: float = 3600.0  # how long after the traffic ends requests may still be finishing

@@ -88,6 +88,7 @@ class _Sim:
             initial=policy.initial(fleet, traffic) or initial or {},
             flow_control=settings.flow_control,
             request_timeout=settings.request_timeout,
+            termination_grace=settings.termination_grace,
         )
         self._prometheus = Prometheus(
             scrape_interval=self._timing.scrape_interval, discovery_interval=self._timing.discovery_interval
@@ -139,6 +140,10 @@ class _Sim:
             self.scalings.append(Scaling(self._now, variant, before, after))
         for pod in created:
             self.at(pod.ready_at, lambda pod=pod: self._ready(pod))  # type: ignore[misc]
+        for pod in self._cluster.terminating():
+            if pod.terminating == self._now:
+                grace_end = self._now + self._cluster.termination_grace
+                self.at(grace_end, lambda pod=pod: self._cluster.end_grace(pod, self._now))  # type: ignore[misc]
 
     def add_target(self, name: str, reader: Reader) -> None:
         self._exporters[name] = reader

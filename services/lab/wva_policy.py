@@ -26,6 +26,7 @@ queue orders them.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,6 +97,8 @@ def build(
     spec: WvaSpec, *, fetch_interval: float, stabilization: float, reconcile_interval: float
 ) -> WvaPolicy:
     base = _settings(spec, fetch_interval=fetch_interval, stabilization=stabilization).scaling_base()
+    if spec.v1:
+        base = dataclasses.replace(base, analyzer="v1")  # WVA as shipped: its V1 rules
     configs = ConfigSet(default=base)
     if spec.config is not None:
         try:

@@ -54,17 +54,41 @@ async def poll_file(path: Path, on_data: OnData, *, interval: float = 5.0) -> No
         await asyncio.sleep(interval)
 
 
-class _ConfigMapSink:
-    """The one ConfigMap's data to ``on_data`` as the list-then-watch sees it (None: it is gone)."""
+WVA_NAME = "wva-saturation-scaling-config"  # WVA v0.9's name for the same ConfigMap
 
-    def __init__(self, on_data: OnData) -> None:
+
+class _ConfigMaps:
+    """The data of the ConfigMaps watched, in order of preference: the first that exists is in force
+    (None: none of them exists). Each list-then-watch reports its own; a change is passed on only
+    when the one in force changes."""
+
+    def __init__(self, names: list[str], on_data: OnData) -> None:
+        self._names = names
+        self._data: dict[str, dict[str, str] | None] = dict.fromkeys(names)
+        self._listed: set[str] = set()
         self._on_data = on_data
 
+    def sink(self, name: str) -> _One:
+        return _One(self, name)
+
+    def update(self, name: str, data: dict[str, str] | None) -> None:
+        self._data[name] = data
+        self._listed.add(name)
+        if self._listed >= set(self._names):  # every name listed once: the preference is known
+            self._on_data(next((d for n in self._names if (d := self._data[n]) is not None), None))
+
+
+class _One:
+    """One ConfigMap's list-then-watch sink."""
+
+    def __init__(self, maps: _ConfigMaps, name: str) -> None:
+        self._maps, self._name = maps, name
+
     def listed(self, kind: str, namespace: str | None, items: list[dict[str, Any]], *, expired: bool) -> None:
-        self._on_data(_data(items[0]) if items else None)
+        self._maps.update(self._name, _data(items[0]) if items else None)
 
     def changed(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
-        self._on_data(None if event_type == "DELETED" else _data(obj))
+        self._maps.update(self._name, None if event_type == "DELETED" else _data(obj))
 
 
 def _data(obj: dict[str, Any]) -> dict[str, str]:
@@ -73,20 +97,28 @@ def _data(obj: dict[str, Any]) -> dict[str, str]:
 
 
 async def watch_configmap(api: client.ApiClient, namespace: str, name: str, on_data: OnData) -> None:
-    """List, then watch, one ConfigMap (``fieldSelector=metadata.name=<name>``, which RBAC allows by
-    ``resourceNames``) with the shared list-then-watch loop and its error policy: transient failures
+    """List, then watch, the scaling ConfigMap — ``name``, or WVA v0.9's ``wva-saturation-scaling-config``
+    when ``name`` does not exist — each by ``fieldSelector=metadata.name=<name>``, which RBAC allows by
+    ``resourceNames``, with the shared list-then-watch loop and its error policy: transient failures
     are retried; a 403 (the Role is missing) stops the scaler loudly instead of deciding without it."""
     core = client.CoreV1Api(api)
+    names = [name] if name == WVA_NAME else [name, WVA_NAME]
+    maps = _ConfigMaps(names, on_data)
 
     async def listing(**kwargs: Any) -> Any:
         return await core.list_namespaced_config_map(namespace, **kwargs)
 
-    watch = ListWatch(
-        "configmap",
-        listing,
-        namespace,
-        _ConfigMapSink(on_data),
-        field_selector=f"metadata.name={name}",
-        on_restart=lambda kind, reason: telemetry.WATCH_RESTARTS.labels(kind=kind, reason=reason).inc(),
-    )
-    await watch.run()
+    watches = [
+        ListWatch(
+            "configmap",
+            listing,
+            namespace,
+            maps.sink(one),
+            field_selector=f"metadata.name={one}",
+            on_restart=lambda kind, reason: telemetry.WATCH_RESTARTS.labels(kind=kind, reason=reason).inc(),
+        )
+        for one in names
+    ]
+    async with asyncio.TaskGroup() as tg:
+        for watch in watches:
+            tg.create_task(watch.run())

@@ -45,7 +45,9 @@ from services.scaler.actions import (
     VAStatus,
 )
 from services.scaler.analyzers import Analyzer, GroupView, Recommendation, VariantView
+from services.scaler.analyzers.capacity import CapacityAnalyzer, CapacityMemory
 from services.scaler.analyzers.saturation import SaturationAnalyzer
+from services.scaler.analyzers.slo import SloAnalyzer, SloMemory
 from services.scaler.digest import Digest, digest
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
 from services.scaler.pacing import Pacing
@@ -119,6 +121,8 @@ class _VA:
 class _Group:
     names: list[str] = field(default_factory=list)  # kept sorted
     pacing: Pacing = field(default_factory=Pacing)
+    capacity: CapacityMemory = field(default_factory=CapacityMemory)  # what V2 learned of the model
+    latency: SloMemory = field(default_factory=SloMemory)  # what the SLO analyzer learned of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +244,10 @@ class Scaler:
             if old_group is not None:
                 self._leave(old_group, target.name)
                 touched.add(old_group)
-            bisect.insort(self._groups.setdefault(new_group, _Group()).names, target.name)
+            group = self._groups.setdefault(new_group, _Group())
+            bisect.insort(group.names, target.name)
+            if va.metrics is not None:  # a snapshot that came before its target, or from the old group
+                self._observe(new_group, target.name, va.metrics)
         touched.add(new_group)
         return self._evaluate_all(touched, now)
 
@@ -278,7 +285,9 @@ class Scaler:
             return actions
         va.metrics = metrics
         va.idle_since = _idle(metrics, va.idle_since)
-        actions.extend(self._evaluate((va.target.namespace, va.target.model_id), now))
+        group: GroupKey = (va.target.namespace, va.target.model_id)
+        self._observe(group, va.target.name, metrics)
+        actions.extend(self._evaluate(group, now))
         return actions
 
     def _on_metrics_deleted(self, event: MetricsDeleted, now: float) -> list[Action]:
@@ -347,6 +356,12 @@ class Scaler:
             return [report]
         self._configs = update.configs
         return [report, *self._evaluate_every(now)]
+
+    def _observe(self, key: GroupKey, variant: str, metrics: Digest) -> None:
+        """What the analyzers learn from a snapshot (on arrival: a replay rebuilds it in stream order)."""
+        group = self._groups[key]
+        group.capacity.observe(variant, metrics, self._configs.resolve(*key))
+        group.latency.observe(variant, metrics)
 
     # ------------------------------------------------------------------ membership
 
@@ -447,7 +462,16 @@ class Scaler:
             now=now,
         )
         idle = _group_idle(vas)
-        plan = zero.from_zero(view) or zero.to_zero(view, idle_since=idle) or self._analyzer.recommend(view)
+        analyzer: Analyzer = self._analyzer
+        if config.analyzer == "v2":
+            analyzer = CapacityAnalyzer(group.capacity)
+        elif config.analyzer == "slo":
+            analyzer = SloAnalyzer(group.latency, group.capacity)
+        plan = (
+            zero.from_zero(view, group.capacity)
+            or zero.to_zero(view, idle_since=idle)
+            or analyzer.recommend(view)
+        )
         names = [va.target.name for va in vas]
         expected = [v.expected for v in view.variants]
         recommended = dict(zip(names, plan.desired, strict=True))
@@ -524,6 +548,10 @@ class Scaler:
                 trigger=self._trigger,
                 cursor=self._cursor_now(),
             )
+            # Before the step: the status written after its outcome says why this evaluation acted.
+            va.conditions = outputs.conditions(
+                t, check, group_reason=plan.reason, group_detail=plan.detail, refusal=va.refusal
+            )
             wanted = final.desired != t.spec_replicas and (va.pending is None or va.pending.desired != final.desired)
             if allowed and wanted and now >= va.retry_at:
                 actions.append(
@@ -544,9 +572,6 @@ class Scaler:
                 va.last_decision = decision
             elif last is not None and last.current != t.spec_replicas:
                 va.last_decision = msgspec.structs.replace(last, current=t.spec_replicas)
-            va.conditions = outputs.conditions(
-                t, check, group_reason=plan.reason, group_detail=plan.detail, refusal=va.refusal
-            )
             actions.extend(self._status(va, now))
         return actions
 
@@ -593,8 +618,9 @@ def _at(now: float) -> datetime:
 
 
 def _idle(metrics: Digest, since: float | None) -> float | None:
-    """Since when the VA has reported no request (None: it reported some, or cannot tell)."""
-    if metrics.arrival_rate == 0.0 and metrics.status != "unavailable":
+    """Since when the VA has reported no completed and no queued request (None: it reported some, or
+    cannot tell)."""
+    if metrics.arrival_rate == 0.0 and not metrics.gateway_queue and metrics.status != "unavailable":
         return since if since is not None else metrics.collected_at
     return None
 

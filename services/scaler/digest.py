@@ -24,6 +24,9 @@ class ReplicaLoad:
     kv: float
     queue: float
     cache_tokens: int | None  # num_gpu_blocks * block_size, when the server reports it
+    running: float | None = None  # requests in its batch, when reported (and valid)
+    tokens_rate: float | None = None  # output tokens per second over the rate window
+    itl: float | None = None  # its average inter-token latency over the rate window
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ class Digest:
     arrival_rate: float | None
     avg_input_tokens: float | None
     avg_output_tokens: float | None
+    gateway_queue: float | None
+    ttft_seconds: float | None = None  # average over the rate window
+    itl_seconds: float | None = None
 
     def age(self, now: float) -> float:
         return now - self.collected_at
@@ -78,6 +84,9 @@ def digest(snapshot: MetricsSnapshot, *, received_at: float) -> Digest:
                     kv=kv,
                     queue=queue,
                     cache_tokens=_cache_tokens(replica.num_gpu_blocks, replica.block_size),
+                    running=replica.running if valid(replica.running) else None,
+                    tokens_rate=replica.generation_tokens_rate if valid(replica.generation_tokens_rate) else None,
+                    itl=replica.itl_seconds if valid(replica.itl_seconds) else None,
                 )
             )
         else:
@@ -86,6 +95,9 @@ def digest(snapshot: MetricsSnapshot, *, received_at: float) -> Digest:
     rate, bad_rate = _figure(allocation.arrival_rate)
     avg_in, bad_in = _figure(allocation.avg_input_tokens)
     avg_out, bad_out = _figure(allocation.avg_output_tokens)
+    gateway, bad_gateway = _figure(allocation.gateway_queue)
+    ttft, bad_ttft = _figure(allocation.ttft_seconds)
+    itl, bad_itl = _figure(allocation.itl_seconds)
     stamped = snapshot.collected_at.timestamp()
     return Digest(
         generation=snapshot.deployment_generation,
@@ -96,8 +108,11 @@ def digest(snapshot: MetricsSnapshot, *, received_at: float) -> Digest:
         skew=max(0.0, stamped - received_at),
         replicas=tuple(loads),
         excluded=tuple(excluded),
-        invalid_values=invalid + bad_rate + bad_in + bad_out,
+        invalid_values=invalid + bad_rate + bad_in + bad_out + bad_gateway + bad_ttft + bad_itl,
         arrival_rate=rate,
         avg_input_tokens=avg_in,
         avg_output_tokens=avg_out,
+        gateway_queue=gateway,
+        ttft_seconds=ttft,
+        itl_seconds=itl,
     )

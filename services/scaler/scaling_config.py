@@ -13,7 +13,8 @@ merge. Without a ``default`` key the built-in defaults below apply (WVA would us
 
 Keys keep WVA's names: ``kvCacheThreshold``, ``queueLengthThreshold``, ``kvSpareTrigger``,
 ``queueSpareTrigger``; wva adds ``scaleUpStep`` (``proportional`` | ``one``), ``maxScaleUpStep``,
-``scaleDownStep`` (``one`` | ``proportional``),
+``scaleDownStep`` (``one`` | ``proportional``), ``analyzer`` (``v1`` | ``v2`` | ``slo``), V2's
+``scaleUpThreshold`` and ``scaleDownBoundary``, the SLO analyzer's ``targetTTFT`` and ``targetITL`` (ms),
 ``scaleDownStabilizationSeconds``, ``staleAfterSeconds`` and ``scaleToZero: {enabled,
 retentionSeconds}``. WVA keys that wva does not use (``analyzerName``, ``enableLimiter`` …) are
 accepted and reported as warnings; any other key is an error, so a typo never passes silently.
@@ -30,6 +31,8 @@ import yaml
 
 ScaleUpStep = Literal["proportional", "one"]
 ScaleDownStep = Literal["one", "proportional"]
+AnalyzerName = Literal["v1", "v2", "slo"]
+ANALYZERS: Final[tuple[str, ...]] = ("v1", "v2", "slo")
 
 DEFAULT_KEY: Final = "default"
 
@@ -59,6 +62,11 @@ class ScalingConfig:
     scale_up_step: ScaleUpStep = "proportional"
     max_scale_up_step: int = 4
     scale_down_step: ScaleDownStep = "one"
+    analyzer: AnalyzerName = "slo"
+    scale_up_threshold: float = 0.85  # V2: scale up when demand exceeds this share of anticipated supply
+    scale_down_boundary: float = 0.70  # V2: spare capacity is supply beyond demand / this
+    target_ttft_ms: float = 2000.0  # SLO analyzer: the model's latency targets
+    target_itl_ms: float = 100.0
     scale_down_stabilization_seconds: float = 120.0
     stale_after_seconds: float = 45.0
     scale_to_zero: ScaleToZeroConfig = field(default_factory=ScaleToZeroConfig)
@@ -86,6 +94,19 @@ class ScalingConfig:
             errors.append(f"maxScaleUpStep must be >= 1, got {self.max_scale_up_step}")
         if self.scale_up_step not in ("proportional", "one"):
             errors.append(f"scaleUpStep must be 'proportional' or 'one', got {self.scale_up_step!r}")
+        for key, value in (("scaleUpThreshold", self.scale_up_threshold), ("scaleDownBoundary", self.scale_down_boundary)):
+            if not 0.0 < value <= 1.0:
+                errors.append(f"{key} must be in (0, 1], got {value}")
+        if self.scale_up_threshold <= self.scale_down_boundary:
+            errors.append(
+                f"scaleUpThreshold ({self.scale_up_threshold}) must be greater than scaleDownBoundary "
+                f"({self.scale_down_boundary})"
+            )
+        for key, value in (("targetTTFT", self.target_ttft_ms), ("targetITL", self.target_itl_ms)):
+            if not value > 0.0:
+                errors.append(f"{key} must be > 0 (milliseconds), got {value}")
+        if self.analyzer not in ANALYZERS:
+            errors.append(f"analyzer must be one of {', '.join(ANALYZERS)}, got {self.analyzer!r}")
         if self.scale_down_step not in ("proportional", "one"):
             errors.append(f"scaleDownStep must be 'one' or 'proportional', got {self.scale_down_step!r}")
         if self.kv_cache_threshold < self.kv_spare_trigger:
@@ -110,6 +131,10 @@ _FLOAT_KEYS: Final[Mapping[str, str]] = {
     "queueSpareTrigger": "queue_spare_trigger",
     "scaleDownStabilizationSeconds": "scale_down_stabilization_seconds",
     "staleAfterSeconds": "stale_after_seconds",
+    "scaleUpThreshold": "scale_up_threshold",
+    "scaleDownBoundary": "scale_down_boundary",
+    "targetTTFT": "target_ttft_ms",
+    "targetITL": "target_itl_ms",
 }
 _SELECTOR_KEYS: Final = frozenset({"model_id", "namespace"})
 # WVA settings of analyzers wva does not implement yet: accepted so WVA ConfigMaps apply unchanged.
@@ -117,8 +142,6 @@ _WVA_IGNORED_KEYS: Final = frozenset(
     {
         "enableLimiter",
         "analyzerName",
-        "scaleUpThreshold",
-        "scaleDownBoundary",
         "priority",
         "smoothingAlpha",
         "ttftSLOMs",
@@ -166,6 +189,11 @@ def parse_config(
                 errors.append(f"{where}: {key} must be 'proportional' or 'one', got {value!r}")
             else:
                 changes["scale_up_step" if key == "scaleUpStep" else "scale_down_step"] = value
+        elif key == "analyzer":
+            if value not in ANALYZERS:
+                errors.append(f"{where}: analyzer must be one of {', '.join(ANALYZERS)}, got {value!r}")
+            else:
+                changes["analyzer"] = value
         elif key == "scaleToZero":
             stz = _parse_scale_to_zero(where, value, base.scale_to_zero, errors)
             if stz is not None:

@@ -19,6 +19,17 @@ SCALING: Final = Counter(
     "Decisions that change a variant's replica count",
     ["variant_name", "namespace", "direction", "reason"],
 )
+# Per model group, as WVA exports them (token-capacity analysis; absent for V1 decisions).
+MODEL_LABELS: Final = ("model_name", "namespace")
+REQUIRED_CAPACITY: Final = Gauge(
+    "wva_required_capacity", "Tokens of capacity the model lacks: demand / scaleUpThreshold - anticipated supply", MODEL_LABELS
+)
+SPARE_CAPACITY: Final = Gauge(
+    "wva_spare_capacity", "Tokens of capacity the model could give up: supply - demand / scaleDownBoundary", MODEL_LABELS
+)
+SATURATION_UTILIZATION: Final = Gauge(
+    "wva_saturation_utilization", "The model's token demand over its ready supply (1: at capacity)", MODEL_LABELS
+)
 ACTUATIONS: Final = Counter("wva_scaler_actuations_total", "Scale patches by outcome", ["outcome"])
 DECISIONS: Final = Counter("wva_scaler_decisions_total", "Decisions published, by reason", ["reason"])
 EVENTS: Final = Counter("wva_scaler_events_total", "Events handled by the core, by kind", ["kind"])
@@ -40,6 +51,7 @@ class Gauges:
     def __init__(self) -> None:
         self._labels: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._scalings: dict[tuple[str, str], set[tuple[str, str, str, str]]] = {}
+        self._models: dict[tuple[str, str], tuple[str, str]] = {}  # VA -> its model's labels
 
     def decided(self, decision: Decision) -> None:
         key = (decision.namespace, decision.name)
@@ -51,6 +63,13 @@ class Gauges:
         DESIRED.labels(*labels).set(decision.desired)
         CURRENT.labels(*labels).set(decision.current)
         RATIO.labels(*labels).set(decision.desired / decision.current if decision.current else decision.desired)
+        n = decision.numbers
+        if n.required is not None and n.spare is not None and n.demand is not None:
+            model = (decision.model_id, decision.namespace)
+            self._models[key] = model
+            REQUIRED_CAPACITY.labels(*model).set(n.required)
+            SPARE_CAPACITY.labels(*model).set(n.spare)
+            SATURATION_UTILIZATION.labels(*model).set(n.demand / n.supply if n.supply else 0.0)
         if decision.desired != decision.current and not decision.reason.startswith("hold_"):
             direction = "up" if decision.desired > decision.current else "down"
             scaling = (decision.name, decision.namespace, direction, decision.reason)
@@ -69,6 +88,11 @@ class Gauges:
         for scaling in self._scalings.pop((namespace, name), set()):
             with contextlib.suppress(KeyError):
                 SCALING.remove(*scaling)
+        model = self._models.pop((namespace, name), None)
+        if model is not None and model not in self._models.values():  # its model's last VA
+            for gauge in (REQUIRED_CAPACITY, SPARE_CAPACITY, SATURATION_UTILIZATION):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*model)
 
     @staticmethod
     def _remove(labels: tuple[str, str, str]) -> None:

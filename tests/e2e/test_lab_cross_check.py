@@ -62,6 +62,7 @@ def test_the_ci_scenario_scales_the_same_in_the_lab_as_live(recorded_sandbox_run
                 rate_window=pipeline.Intervals().rate_window,
             ),
             flow_control=False,
+            termination_grace=0.0,  # the sandbox's runtime stops a deleted pod's server at once
         ),
     )
     simulated = simulation.run(

@@ -13,7 +13,7 @@ from services.scaler import telemetry as scaler_metrics
 from shared import messages
 from shared.observability import MESSAGES_REJECTED as REJECTED
 from shared.subjects import SubjectKind
-from tests.fixtures.scaler import NS, S, eq, eventually, first, gt, running_scaler, status_with, true
+from tests.fixtures.scaler import MODEL, NS, S, eq, eventually, first, gt, running_scaler, status_with, true
 
 
 async def test_saturation_scales_the_cheapest_variant_and_reports_everywhere(scaler_setup: Any) -> None:
@@ -141,3 +141,36 @@ async def test_invalid_configmap_is_reported_and_the_last_valid_one_stays(scaler
         assert await eventually(lambda: gt(cluster.replicas("a"), 1))
 
 
+
+
+async def test_wvas_configmap_name_selects_v2_and_its_gauges_are_exported(scaler_setup: Any) -> None:
+    # A WVA v0.9 user's ConfigMap, under WVA's name, with a per-model override key "<modelID>#<namespace>".
+    cluster, settings = scaler_setup
+    await cluster.add_variant("a", replicas=2, cost="10")
+    cm = {
+        "metadata": {"name": "wva-saturation-scaling-config", "namespace": "wva-system"},
+        "data": {"default": "scaleUpThreshold: 0.85\n", f"{MODEL}#{NS}": "analyzer: v2\nscaleDownBoundary: 0.7\n"},
+    }
+    await cluster.core.create_namespaced_config_map("wva-system", cm)
+    decisions: list[messages.Decision] = []
+
+    async def on_decision(msg: Msg) -> None:
+        decision = messages.events_decoder.decode(msg.data)
+        assert isinstance(decision, messages.Decision)
+        decisions.append(decision)
+
+    sub = await cluster.nc.subscribe(S.wildcard(SubjectKind.DECISIONS), cb=on_decision)
+    async with running_scaler(settings()):
+        t = await cluster.target("a", cost=10)
+        # docs/algorithms.md V2, first row: KV 0.70 and 0.75 of 16,384 tokens: D 23,756.8, RC 1,734.8 -> +1.
+        await cluster.snapshot(t, [0.70, 0.75], cache_tokens=16384)
+        assert await eventually(lambda: gt(cluster.replicas("a"), 2))
+        up = await eventually(lambda: first(decisions, lambda d: d.reason == "scale_up_required_capacity"))
+        assert up.numbers.required == pytest.approx(1734.8, abs=0.1) and up.applied
+        assert [(c.variant, c.source) for c in up.numbers.capacities] == [("a", "k1")]
+        # Once the step is decided, what is coming covers the demand: nothing required, 90.6 % used.
+        labels = {"model_name": MODEL, "namespace": NS}
+        await eventually(lambda: true(scaler_metrics.REQUIRED_CAPACITY.labels(**labels)._value.get() == 0))
+        assert scaler_metrics.SPARE_CAPACITY.labels(**labels)._value.get() == 0
+        assert scaler_metrics.SATURATION_UTILIZATION.labels(**labels)._value.get() == pytest.approx(23756.8 / 26214.4)
+    await sub.unsubscribe()

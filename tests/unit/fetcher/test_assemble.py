@@ -47,6 +47,20 @@ def test_two_pods_worked_example_and_a_foreign_pod_ignored() -> None:
     assert snap.allocation.ttft_seconds == 1.0 / 8  # traffic-weighted, not the mean of 0.2 and 0.1
     assert snap.allocation.itl_seconds == 16.0 / 800
     assert snap.deployment_generation == 3 and snap.collected_at == AT
+    # Each pod's own load and latency, the SLO analyzer's points: 200 tok/s at 20 ms, 600 at 20 ms.
+    assert [(r.generation_tokens_rate, r.itl_seconds) for r in snap.replicas] == [(200, 4.0 / 200), (600, 12.0 / 600)]
+
+
+def test_the_gateway_queue_is_the_models_and_a_bad_one_is_dropped() -> None:
+    samples = {pod_key("ns", "a"): busy(0.5, req=2, prompt=1000, gen=200, ttft=(0.4, 2), itl=(4.0, 200))}
+    snap, _ = assemble(target("a"), samples, collected_at=AT, gateway_queue=7.0)
+    assert snap.allocation.gateway_queue == 7.0
+    snap, dropped = assemble(target("a"), samples, collected_at=AT, gateway_queue=math.nan)
+    assert snap.allocation.gateway_queue is None and dropped == {"gateway_queue": 1}
+    # An idle pod generated nothing: no latency to learn from, not a zero latency.
+    idle = busy(0.0, req=0, prompt=0, gen=0, ttft=(0, 0), itl=(0, 0))
+    snap, _ = assemble(target("a"), {pod_key("ns", "a"): idle}, collected_at=AT)
+    assert (snap.replicas[0].generation_tokens_rate, snap.replicas[0].itl_seconds) == (0, None)
 
 
 def test_nan_inf_and_negative_values_are_dropped_and_counted() -> None:

@@ -1,5 +1,5 @@
 """The simulated cluster: the gateway's flow control and timeout, the live sandbox's direct routing,
-the deployment controller (start-up, ReplicaSet deletion order, lost requests), and cost counting
+the deployment controller (start-up, ReplicaSet deletion order, graceful termination), and cost counting
 every pod from creation to deletion."""
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ FLEET = fleets.Fleet(
 
 
 def _cluster(
-    arrivals: list[Arrival], *, flow_control: bool = True, initial: dict[str, int] | None = None
+    arrivals: list[Arrival],
+    *,
+    flow_control: bool = True,
+    initial: dict[str, int] | None = None,
+    grace: float = 30.0,
 ) -> Cluster:
     return Cluster(
         fleet=FLEET,
@@ -33,6 +37,7 @@ def _cluster(
         initial=initial or {"cheap": 1, "dear": 0},
         flow_control=flow_control,
         request_timeout=60.0,
+        termination_grace=grace,
     )
 
 
@@ -82,16 +87,42 @@ def test_new_pods_are_ready_after_startup_and_scale_down_removes_unready_then_ne
     assert (d.spec, d.generation, d.scalings) == (1, 4, 3)
 
 
-def test_a_deleted_pod_loses_its_running_and_waiting_requests() -> None:
+def test_a_deleted_pod_finishes_what_it_accepted_within_its_grace_period() -> None:
     arrivals = [Arrival(t=0.0, input_tokens=100, output_tokens=500) for _ in range(3)]
     cluster = _cluster(arrivals, initial={"cheap": 2})
     for i in range(3):
         cluster.arrive(i, 0.0)
-    cluster.scale("cheap", 1, now=1.0)  # the newer pod goes, with what it had
+    going = cluster.pods("cheap")[1]
+    accepted = len(going.replica.in_flight())
+    cluster.scale("cheap", 1, now=1.0)  # the newer pod goes: out of the endpoints, still serving
+    assert accepted and [p.name for p in cluster.terminating()] == [going.name]
+    assert [p.name for p in cluster.pods("cheap")] == ["cheap-00001"] and cluster.deployments["cheap"].ready == 1
+    assert cluster.settle(100.0) == 0 and cluster.log.outcome.count("served") == 3  # nothing lost
+    assert going.deleted is not None and 1.0 < going.deleted < 31.0  # it stopped with its last request
+    # Its GPU time counts until then, not until the deletion was asked for.
+    assert cluster.replica_seconds("cheap", until=100.0) == 100.0 + going.deleted
+
+
+def test_what_a_pod_has_not_finished_at_the_end_of_its_grace_is_lost() -> None:
+    arrivals = [Arrival(t=0.0, input_tokens=100, output_tokens=500) for _ in range(3)]
+    cluster = _cluster(arrivals, initial={"cheap": 2}, grace=2.0)
+    for i in range(3):
+        cluster.arrive(i, 0.0)
+    going = cluster.pods("cheap")[1]
+    cluster.scale("cheap", 1, now=1.0)
+    cluster.end_grace(going, 3.0)  # 500 tokens take longer than 2 s
     lost = [i for i, o in enumerate(cluster.log.outcome) if o == "deleted"]
-    assert lost and all(cluster.log.finished[i] == 1.0 for i in lost)
+    assert lost and all(cluster.log.finished[i] == 3.0 for i in lost)
+    assert going.deleted == 3.0 and cluster.terminating() == []
     assert cluster.settle(100.0) == 0
     assert cluster.log.outcome.count("served") == 3 - len(lost)
+
+
+def test_an_idle_or_starting_pod_stops_at_once() -> None:
+    cluster = _cluster([])
+    [starting] = cluster.scale("cheap", 2, now=10.0)
+    cluster.scale("cheap", 1, now=20.0)
+    assert starting.deleted == 20.0 and cluster.terminating() == []
 
 
 def test_gpu_cost_counts_every_pod_from_creation_to_deletion_within_the_traffic() -> None:

@@ -118,14 +118,18 @@ def test_targets_are_what_the_watcher_builds_from_the_same_objects() -> None:
     assert kinds.count("Tick") >= 60 and kinds.count("MetricsSnapshot") >= 2 * 60
 
 
-def test_wva_scales_the_cheap_variant_up_under_load_and_down_after_it() -> None:
+def _scale_up_and_down(config: dict[str, str] | None) -> tuple[simulation.Run, wva_policy.WvaPolicy]:
     policy = wva_policy.build(
-        wva_policy.WvaSpec(name="wva"), fetch_interval=1, stabilization=10, reconcile_interval=1
+        wva_policy.WvaSpec(name="wva", config=config), fetch_interval=1, stabilization=10, reconcile_interval=1
     )
     offered = Traffic(
         arrivals=_ramp(60, 40).arrivals, duration=120.0, source="60 s of 40 req/s, then quiet for 60 s"
     )
-    run = simulation.run(traffic=offered, fleet=FLEET, policy=policy, settings=FAST)
+    return simulation.run(traffic=offered, fleet=FLEET, policy=policy, settings=FAST), policy
+
+
+def test_wva_v1_rules_grow_the_cheap_variant_first_and_shrink_after_the_load() -> None:
+    run, policy = _scale_up_and_down({"default": "analyzer: v1"})
     ups = [s for s in run.scalings if s.after > s.before]
     downs = [s for s in run.scalings if s.after < s.before]
     # The cheapest variant grows first; the dear one only once the cheap one is at its maxReplicas.
@@ -137,6 +141,17 @@ def test_wva_scales_the_cheap_variant_up_under_load_and_down_after_it() -> None:
     # Decisions come from the core itself, with its reason codes.
     reasons = {d.reason for d in policy.decisions}
     assert {"scale_up_saturated", "scale_down_spare_capacity"} & reasons
+
+
+def test_the_default_analyzer_grows_under_load_and_gives_back_after_it() -> None:
+    run, policy = _scale_up_and_down(None)
+    ups = [s for s in run.scalings if s.after > s.before]
+    downs = [s for s in run.scalings if s.after < s.before]
+    assert ups and ups[0].t < 60.0 and downs and downs[-1].t > 60.0
+    assert [d.spec for d in run.samples][-1] == (1, 1)  # back to the floor once the load is gone
+    # Too short a run for a latency fit: V2 decides, and every decision says so.
+    grown = [d for d in policy.decisions if d.reason == "scale_up_required_capacity"]
+    assert grown and all(d.detail.startswith("latency not fitted yet") for d in grown)
 
 
 def test_wva_v1_acts_only_through_its_hpa_on_sync_ticks() -> None:

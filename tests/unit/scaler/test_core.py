@@ -371,6 +371,9 @@ def test_the_decision_of_a_step_follows_its_outcome() -> None:
     actions = s.handle(ScaleApplied(NS, "a", 2), 2)
     assert summary(actions) == [("a", 2, reasons.SCALE_UP_SATURATED), ("a", 2, reasons.HOLD_TRANSITION)]
     assert decisions(actions)[0].at == dt(2) and decisions(actions)[0].outcome == "applied"
+    # The status written with the outcome says why that step was taken (not the evaluation before it).
+    first = statuses(actions)[0].status.conditions
+    assert [c.message for c in first if c.type == "OptimizationReady"] == [reasons.SCALE_UP_SATURATED]
 
 
 def test_a_failed_step_is_published_as_not_applied_and_retried_after_a_backoff() -> None:

@@ -80,6 +80,10 @@ def test_parse_uses_wva_key_names() -> None:
         ({"kvCacheThreshold": 0, "kvSpareTrigger": 0}, "kvCacheThreshold must be in (0, 1], got 0"),
         ({"queueLengthThreshold": 0, "queueSpareTrigger": 0}, "queueLengthThreshold must be > 0, got 0"),
         ({"scaleDownStep": "all"}, "scaleDownStep"),
+        ({"analyzer": "v3"}, "analyzer must be one of v1, v2, slo"),
+        ({"targetITL": 0}, "targetITL must be > 0 (milliseconds), got 0"),
+        ({"targetTTFT": -5}, "targetTTFT must be > 0"),
+        ({"targetITL": "fast"}, "targetITL"),
     ],
 )
 def test_invalid_values_name_their_key(data: dict[str, object], key: str) -> None:
@@ -87,6 +91,11 @@ def test_invalid_values_name_their_key(data: dict[str, object], key: str) -> Non
         parse_config(data)
     assert key in str(info.value)
     assert str(info.value).startswith("default: ")
+
+
+def test_slo_targets_parse_in_milliseconds() -> None:
+    c = parse_config({"analyzer": "slo", "targetTTFT": 1500, "targetITL": 80})
+    assert (c.analyzer, c.target_ttft_ms, c.target_itl_ms) == ("slo", 1500.0, 80.0)
 
 
 def test_all_errors_of_a_kind_are_reported_at_once() -> None:

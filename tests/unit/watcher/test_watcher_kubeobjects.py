@@ -82,7 +82,7 @@ def test_invalid_va_names_each_field(spec: dict[str, Any], fields: list[str]) ->
 
 
 def test_an_invalid_deployment_name_is_not_published() -> None:
-    v = kubeobjects.variant_autoscaling(va({"scaleTargetRef": {"kind": "Deployment", "name": "Bad_Name"}}))
+    v = variantautoscaling.variant_autoscaling(va({"scaleTargetRef": {"kind": "Deployment", "name": "Bad_Name"}}))
     assert v.target_name == "" and v.deployment is None
 
 
