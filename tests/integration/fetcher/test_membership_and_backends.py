@@ -107,6 +107,10 @@ async def test_scrape_backend_gives_the_same_per_replica_values_as_prometheus(
             assert sa.avg_output_tokens == pytest.approx(pa.avg_output_tokens, rel=0.25), t.name
             assert sa.ttft_seconds == pytest.approx(pa.ttft_seconds, rel=0.5), t.name
             assert sa.itl_seconds == pytest.approx(pa.itl_seconds, rel=0.5), t.name
+            # Each pod's own rates too (the SLO analyzer's points).
+            for pr, sr in zip(p.replicas, s.replicas, strict=True):
+                assert sr.generation_tokens_rate == pytest.approx(pr.generation_tokens_rate, rel=0.25), t.name
+                assert sr.itl_seconds == pytest.approx(pr.itl_seconds, rel=0.5), t.name
 
         # Gauges: freeze the pods with requests queued and running, let Prometheus scrape them again,
         # and both backends must read exactly the same per-replica values.
@@ -119,7 +123,11 @@ async def test_scrape_backend_gives_the_same_per_replica_values_as_prometheus(
         for t in targets:
             p = by_prom.snapshots[(t.namespace, t.name)]  # type: ignore[index]
             s = by_scrape.snapshots[(t.namespace, t.name)]  # type: ignore[index]
-            assert p.replicas == s.replicas, t.name  # pod, KV usage, waiting, running, blocks: all equal
+            # Gauges are read the same way: pod, KV usage, waiting, running, blocks all equal.
+            gauges = ("pod", "kv_cache_usage", "waiting", "running", "num_gpu_blocks", "block_size")
+            assert [[getattr(r, f) for f in gauges] for r in p.replicas] == [
+                [getattr(r, f) for f in gauges] for r in s.replicas
+            ], t.name
         frozen_busy = by_prom.snapshots[("team-a", "busy")].replicas[0]  # type: ignore[index]
         assert frozen_busy.waiting and frozen_busy.running and frozen_busy.kv_cache_usage  # not a 0 == 0 test
     finally:
