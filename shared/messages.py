@@ -248,6 +248,15 @@ class Cursor(msgspec.Struct, frozen=True, kw_only=True):
     start_events: int = 0
 
 
+class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
+    """One evaluation of the scaler core: when, what made it evaluate, and where it was in its input
+    streams (as a decision's own ``at``, ``trigger`` and ``cursor``)."""
+
+    at: Timestamp
+    trigger: str = ""
+    cursor: Cursor = msgspec.field(default_factory=Cursor)
+
+
 class Decision(_Base, frozen=True, kw_only=True, tag="decision.v1"):
     model_id: str = ""
     accelerator: str = ""
@@ -266,6 +275,9 @@ class Decision(_Base, frozen=True, kw_only=True, tag="decision.v1"):
     # What actuation did: "" (not actuated: hold, hpa/dry-run mode, paused), "applied", "no_op", or why
     # it failed: "failed", "target_moved", "not_found", "refused" (the VA in the API does not allow it).
     outcome: str = ""
+    # A step's decision is published once its outcome is known (``at``, ``trigger``, ``cursor`` are the
+    # outcome's); ``chosen`` is the evaluation that chose the step, so a replay makes it at that instant.
+    chosen: Evaluation | None = None
 
 
 # ---------------------------------------------------------------- request/reply

@@ -56,6 +56,7 @@ from shared.messages import (
     Cursor,
     Decision,
     DecisionNumbers,
+    Evaluation,
     Invalidation,
     MetricsDeleted,
     MetricsSnapshot,
@@ -314,10 +315,12 @@ class Scaler:
             return []
         waiting, va.actuating = va.actuating, None
         at = _at(now)
+        chosen = Evaluation(at=waiting.decision.at, trigger=waiting.decision.trigger, cursor=waiting.decision.cursor)
         if isinstance(event, ScaleApplied):
             decision = msgspec.structs.replace(
-                waiting.decision, at=at, applied=True, outcome=event.outcome, trigger=self._trigger, cursor=self._cursor_now()
-            )
+                waiting.decision, at=at, applied=True, outcome=event.outcome, trigger=self._trigger,
+                cursor=self._cursor_now(), chosen=chosen,
+            )  # fmt: skip
             va.failures, va.refusal = 0, ""
             t = va.target
             if not (t.spec_replicas == event.replicas or t.deployment_generation > waiting.generation):
@@ -331,6 +334,7 @@ class Scaler:
                 detail=f"{waiting.decision.detail}; not applied ({event.outcome}): {event.detail}",
                 trigger=self._trigger,
                 cursor=self._cursor_now(),
+                chosen=chosen,
             )
             va.failures += 1
             va.retry_at = now + backoff(va.failures)

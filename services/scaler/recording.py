@@ -4,8 +4,10 @@ Every recorded decision carries its ``cursor`` (the stream sequences the core ha
 it began following) and its ``trigger``, so the replay feeds, before each evaluation, exactly the
 messages the live core had read by then — for targets and metrics only the last value per subject up to
 where it began, as its followers did — then the trigger itself at the decision's own instant: the
-message, a ``Tick``, the actuation outcome the decision reports, or the configuration. Messages that
-produced no decision are fed at the time NATS stored them; ticks that produced none changed nothing.
+message, a ``Tick``, the actuation outcome the decision reports, or the configuration. A step's
+decision is published with its outcome; its ``chosen`` evaluation (instant, trigger, cursor) is
+replayed where the live core made it, before the outcome. Messages that produced no decision are fed
+at the time NATS stored them; ticks that produced none changed nothing.
 
 A scaler that restarted during the recording began following at other sequences: each run is replayed
 by a fresh core, as it ran live.
@@ -97,6 +99,44 @@ def runs(entries: Sequence[Entry], config: Mapping[str, str] | None) -> list[Run
     return [_run(inputs, group, start, config) for start, group in by_start.items()]
 
 
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """One evaluation to reproduce: the live core's (at, trigger, cursor), the decision that carried
+    it (for the outcome it reports), and the decisions it must produce (none for a step's ``chosen``
+    evaluation, whose decision is published with its outcome)."""
+
+    at: float
+    trigger: str
+    cursor: Cursor
+    decision: Decision
+    expected: tuple[Decision, ...]
+
+
+def _points(decisions: Sequence[Entry]) -> list[_Point]:
+    """Every evaluation the recording shows, in time order: each group of decisions published by one
+    evaluation, and before a step's outcome the evaluation that chose the step (unless it also
+    published decisions of its own, and so is already a group)."""
+    groups: list[list[Decision]] = []
+    for entry in decisions:
+        d: Decision = entry.message
+        if groups and _same_evaluation(groups[-1][0], d):
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    seen = {(g[0].at, g[0].trigger, g[0].cursor) for g in groups}
+    points: list[_Point] = []
+    for group in groups:
+        first = group[0]
+        chosen = next((d.chosen for d in group if d.chosen is not None), None)
+        if chosen is not None and (chosen.at, chosen.trigger, chosen.cursor) not in seen:
+            seen.add((chosen.at, chosen.trigger, chosen.cursor))
+            points.append(_Point(chosen.at.timestamp(), chosen.trigger, chosen.cursor, first, ()))
+        points.append(_Point(first.at.timestamp(), first.trigger, first.cursor, first, tuple(group)))
+    # Published in the order the evaluations ran, except that a step's decision waits for its outcome:
+    # the stable sort puts its chosen evaluation back where it ran.
+    return sorted(points, key=lambda p: p.at)
+
+
 def _run(inputs: Sequence[Entry], decisions: Sequence[Entry], start: tuple[int, int, int], config: Mapping[str, str] | None) -> Run:
     begin = dict(zip(STREAMS, start, strict=True))
     queues = {stream: _consumed(inputs, stream, begin[stream]) for stream in STREAMS}
@@ -104,17 +144,10 @@ def _run(inputs: Sequence[Entry], decisions: Sequence[Entry], start: tuple[int, 
     steps: list[Step] = []
     expectations: list[Expectation] = []
     last = float("-inf")
-    evaluations: list[list[Entry]] = []
-    for d in decisions:
-        if evaluations and _same_evaluation(evaluations[-1][0].message, d.message):
-            evaluations[-1].append(d)
-        else:
-            evaluations.append([d])
-    for evaluation in evaluations:
-        decision: Decision = evaluation[0].message
-        at = decision.at.timestamp()
-        cursor = msgspec.structs.asdict(decision.cursor)
-        trigger_stream = _TRIGGERS.get(decision.trigger)
+    for point in _points(decisions):
+        at = point.at
+        cursor = msgspec.structs.asdict(point.cursor)
+        trigger_stream = _TRIGGERS.get(point.trigger)
         due: list[Entry] = []
         for stream in STREAMS:
             queue = queues[stream]
@@ -129,12 +162,12 @@ def _run(inputs: Sequence[Entry], decisions: Sequence[Entry], start: tuple[int, 
         for entry in sorted(due, key=lambda e: (e.t, STREAMS.index(e.stream), e.seq)):
             last = min(max(last, entry.t), at)
             steps.append(Step(t=last, event=entry.message, seq=entry.seq))
-        event = _trigger_event(decision, trigger_entry, config)
+        event = _trigger_event(point, trigger_entry, config)
         if event is not None:
             steps.append(Step(t=at, event=event, seq=trigger_entry.seq if trigger_entry is not None else None))
         last = max(last, at)
-        for d in evaluation:
-            expectations.append(Expectation(t=at, fields={k: getattr(d.message, k) for k in COMPARED}, line=0))
+        for d in point.expected:
+            expectations.append(Expectation(t=at, fields={k: getattr(d, k) for k in COMPARED}, line=0))
     rest = [e for stream in STREAMS for e in queues[stream][fed[stream]:]]
     for entry in sorted(rest, key=lambda e: (e.t, STREAMS.index(e.stream), e.seq)):
         last = max(last, entry.t)
@@ -163,19 +196,23 @@ def _same_evaluation(a: Decision, b: Decision) -> bool:
     return a.at == b.at and a.trigger == b.trigger and a.cursor == b.cursor
 
 
-def _trigger_event(decision: Decision, entry: Entry | None, config: Mapping[str, str] | None) -> Event | None:
+def _trigger_event(point: _Point, entry: Entry | None, config: Mapping[str, str] | None) -> Event | None:
     if entry is not None:
         event: Event = entry.message
         return event
-    if decision.trigger == "tick":
+    if point.trigger == "tick":
         return Tick()
-    if decision.trigger == "config":
+    if point.trigger == "config":
         return ConfigData(config, source="replay")
-    if decision.trigger == "scale_applied":
+    if not point.expected:
+        # A step chosen right after another step's outcome: that outcome is its own point, fed already.
+        return None
+    decision = point.decision
+    if point.trigger == "scale_applied":
         return ScaleApplied(
             decision.namespace, decision.name, decision.desired, "no_op" if decision.outcome == "no_op" else "applied"
         )
-    if decision.trigger == "scale_failed":
+    if point.trigger == "scale_failed":
         detail = decision.detail.rpartition(f"; not applied ({decision.outcome}): ")[2]
         return ScaleFailed(decision.namespace, decision.name, decision.desired, decision.outcome, detail)  # type: ignore[arg-type]
     return None  # a message trigger whose message is not in the recording

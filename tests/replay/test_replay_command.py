@@ -125,6 +125,27 @@ def test_the_recorders_clock_does_not_change_the_replay(seed: int, tmp_path: Pat
     assert main(["replay", str(burst_run(seed).write(tmp_path / "rec.jsonl")), "--check"]) == 0
 
 
+def test_a_step_replays_from_the_evaluation_that_chose_it(tmp_path: Path) -> None:
+    # Each stream has its own follower, so the core may read a message before one that NATS stored
+    # earlier on another stream. Here a Target saying a's pod is not ready any more is stored just
+    # before the snapshot that saturates a, but the core reads the snapshot first and chooses a step;
+    # the Target comes while the step is in flight. The step's decision is published with its outcome,
+    # and the replay must make the step where the live core chose it (``Decision.chosen``): fed in
+    # store order up to the outcome, the Target would hold the group and the step would never be made
+    # (it was never made in a replay of a sandbox run on a loaded machine).
+    run = LiveRun(seed=3)
+    run.deliver(target("a", replicas=1, max_replicas=6), 0)
+    run.deliver(snapshot("a", [0.2], at=10), 10)
+    unready = target("a", replicas=1, ready=0, max_replicas=6, t=60.0)
+    seq = run.store(unready, 60.000)
+    run.deliver(snapshot("a", [0.95], at=60.001), 60.001)
+    run.handle(unready, 60.003, seq)
+    run.settle(float("inf"))
+    steps = [line["event"] for line in run.lines if line["event"]["kind"] == "decision.v1" and line["event"]["outcome"]]
+    assert [(d["current"], d["desired"], d["chosen"]["trigger"]) for d in steps] == [(1, 2, "metrics.v1")]
+    assert main(["replay", str(run.write(tmp_path / "rec.jsonl")), "--check"]) == 0
+
+
 def test_replay_with_another_config_reports_the_differences(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recording = burst_run().write(tmp_path / "rec.jsonl")
     what_if = tmp_path / "what-if.yaml"
