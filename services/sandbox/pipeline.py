@@ -271,6 +271,8 @@ class Pipeline:
         lines = [f"nats:         {self.nats_url}"]
         if self.prometheus is not None:
             lines.append(f"prometheus:   {self.prometheus_url}")
+        if self.gateway is not None:
+            lines.append(f"gateway:      http://{self.gateway}/metrics  (the router's queue per model)")
         for name, port in self.service_ports.items():
             lines.append(
                 f"{name + ':':<13} http://127.0.0.1:{port}/metrics  (log {self.run_dir / (name + '.log')})"
