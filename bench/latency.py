@@ -355,7 +355,7 @@ async def run_invalidation(inst: Any, *, events: int) -> list[Table]:
         _row(table, n, await invalidation_latency(inst, n, vas, events=events), events)
     table.notes += [
         "The fetcher drops the VA's cache entries, waits its 20 ms batching window, runs the 11 targeted queries "
-        "of that VA (4 at a time) and publishes; NATS floor: the invalidation reaching a plain subscriber.",
+        "of that VA and the gateway's (4 at a time) and publishes; NATS floor: the invalidation reaching a plain subscriber.",
         "Not included: the watcher's share (Deployment change → Invalidation); 2c measures the whole path.",
     ]
     return [table]

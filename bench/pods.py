@@ -68,7 +68,7 @@ class PodsProcess:
 async def _serve(spec: Path) -> None:
     from aiohttp import web
 
-    from services.sandbox import queueing, vllm
+    from services.sandbox import exposition, queueing, vllm
 
     pods = [tuple(p) for p in json.loads(spec.read_text())]  # noqa: ASYNC240 - once, before serving
     clock = [0.0]
@@ -85,7 +85,7 @@ async def _serve(spec: Path) -> None:
         body = bodies.get((request.match_info["ns"], request.match_info["pod"]))
         if body is None:
             raise web.HTTPNotFound()
-        return web.Response(body=body, headers={"Content-Type": vllm.CONTENT_TYPE})
+        return web.Response(body=body, headers={"Content-Type": exposition.CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/pods/{ns}/{pod}/metrics", metrics)

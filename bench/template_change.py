@@ -266,7 +266,7 @@ async def run(
         "One event = a patch of one Deployment's pod template (an annotation) in the emulated API, one at a time, "
         "on a random VA whose previous rollout has settled, 0.2-0.5 s apart. The path: the emulator's watch "
         "event over HTTP, the watcher's debounce, index and publish (target, then invalidation), JetStream delivery "
-        "to the fetcher, its 20 ms batching window, the 11 targeted queries and the publish.",
+        "to the fetcher, its 20 ms batching window, the 11 targeted queries, the gateway's and the publish.",
         "The fresh snapshot describes the new pods (their template hash), which Prometheus has not scraped yet, as "
         "right after a real rollout: status partial, no saturation metrics for those pods; the queries are the "
         "same 11 as for any targeted fetch.",

@@ -37,7 +37,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from urllib3.util.retry import Retry
 
-from services.fetcher import credentials, promql, telemetry
+from services.fetcher import credentials, gateway, promql, telemetry
 from services.fetcher.collector import (
     Collection,
     CollectorError,
@@ -193,21 +193,46 @@ class PrometheusCollector:
                     sample.merge(q.field, value, how="max" if q.field == "kv_cache_usage" else "sum")
         return samples
 
+    async def _gateway(self, *, at: float, deadline: float, sent: list[int]) -> tuple[gateway.Queues, str]:
+        """The gateway's queue per model (one query), and the note snapshots get when it failed."""
+        text = promql.gateway_queue(self._settings.gateway_queue_metric)
+        try:
+            return gateway.from_series(await self.query(text, at=at, deadline=deadline, sent=sent)), ""
+        except CollectorError as exc:
+            return None, gateway.failed(self.name, exc)
+
     async def _collect_scopes(
-        self, groups: Sequence[tuple[promql.Scope, Sequence[Target]]]
+        self, groups: Sequence[tuple[promql.Scope, Sequence[Target]]], *, podless: Sequence[Target] = ()
     ) -> Collection:
+        """Every scope's queries and the gateway's, concurrently; ``podless`` targets (a model at zero)
+        get a snapshot with the gateway's queue only."""
         loop = asyncio.get_running_loop()
         at = time.time()
         collected_at = datetime.fromtimestamp(at, UTC)
         deadline = loop.time() + self._settings.fetch_budget
         sent = [0]
-        outcomes = await asyncio.gather(
-            *(self._samples(scope, at=at, deadline=deadline, sent=sent) for scope, _ in groups),
-            return_exceptions=True,
+        outcomes, (queues, note) = await asyncio.gather(
+            asyncio.gather(
+                *(self._samples(scope, at=at, deadline=deadline, sent=sent) for scope, _ in groups),
+                return_exceptions=True,
+            ),
+            self._gateway(at=at, deadline=deadline, sent=sent),
         )
+        notes = (note,) if note else ()
         snapshots: dict[VAKey, MetricsSnapshot] = {}
         failed = dropped_total = 0
         errors: list[str] = []
+
+        def add(t: Target, samples: dict[PodKey, PodSample]) -> None:
+            nonlocal dropped_total
+            snapshot, dropped = assemble(
+                t, samples, collected_at=collected_at, notes=notes, gateway_queue=gateway.queue_of(queues, t.model_id)
+            )
+            for field, count in dropped.items():
+                telemetry.DROPPED.labels(field=field).inc(count)
+            dropped_total += snapshot.dropped_values
+            snapshots[va_key(t.namespace, t.name)] = snapshot
+
         for (_, targets), outcome in zip(groups, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, CollectorError):
@@ -219,13 +244,10 @@ class PrometheusCollector:
                         t, collected_at=collected_at, reason=str(outcome)
                     )
                 continue
-            samples = outcome
             for t in targets:
-                snapshot, dropped = assemble(t, samples, collected_at=collected_at)
-                for field, count in dropped.items():
-                    telemetry.DROPPED.labels(field=field).inc(count)
-                dropped_total += snapshot.dropped_values
-                snapshots[va_key(t.namespace, t.name)] = snapshot
+                add(t, outcome)
+        for t in podless:
+            add(t, {})
         first = next((o for o in outcomes if isinstance(o, CollectorError)), None)
         if first is not None:
             log.warning("Prometheus collection failed: %s", first, extra={"detail": first.detail, "failed_scopes": failed})
@@ -243,19 +265,14 @@ class PrometheusCollector:
             groups = [(promql.per_va(t.namespace, (p.name for p in t.pods)), [t]) for t in with_pods]
         else:
             groups = [(promql.batched(t.namespace for t in with_pods), with_pods)]
-        collection = await self._collect_scopes(groups)
-        now = next(iter(collection.snapshots.values())).collected_at if collection.snapshots else datetime.now(UTC)
-        for t in targets:
-            if not t.pods:
-                snapshot, _ = assemble(t, {}, collected_at=now)
-                collection.snapshots[va_key(t.namespace, t.name)] = snapshot
-        return collection
+        return await self._collect_scopes(groups, podless=[t for t in targets if not t.pods])
 
     async def allocation_metrics(self, target: Target) -> MetricsSnapshot:
         if not target.pods:
-            return assemble(target, {}, collected_at=datetime.now(UTC))[0]
-        scope = promql.per_va(target.namespace, (p.name for p in target.pods))
-        collection = await self._collect_scopes([(scope, [target])])
+            collection = await self._collect_scopes([], podless=[target])
+        else:
+            scope = promql.per_va(target.namespace, (p.name for p in target.pods))
+            collection = await self._collect_scopes([(scope, [target])])
         return collection.snapshots[va_key(target.namespace, target.name)]
 
     async def aclose(self) -> None:

@@ -17,6 +17,9 @@ from typing import Final, Literal
 GROUP: Final = "namespace, model_name, pod"
 DEFAULT_ITL_METRIC: Final = "vllm:inter_token_latency_seconds"
 LEGACY_ITL_METRIC: Final = "vllm:time_per_output_token_seconds"
+# The inference gateway's flow-control queue per model (Gateway API Inference Extension).
+GATEWAY_QUEUE_METRIC: Final = "inference_extension_flow_control_queue_size"
+GATEWAY_MODEL_LABEL: Final = "target_model_name"
 
 _RE2_META: Final = frozenset("\\.+*?()|[]{}^$")
 
@@ -116,3 +119,8 @@ def availability(*, model_id: str, namespace: str) -> str:
         f'count(vllm:kv_cache_usage_perc{{namespace="{escape_string(namespace)}",'
         f'model_name="{escape_string(model_id)}"}})'
     )
+
+
+def gateway_queue(metric: str = GATEWAY_QUEUE_METRIC) -> str:
+    """Requests waiting at the gateway, per model: one query whatever the number of VAs or models."""
+    return f"sum by ({GATEWAY_MODEL_LABEL}) ({metric})"

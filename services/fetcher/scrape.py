@@ -27,7 +27,7 @@ from typing import Final, NoReturn
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.fetcher import telemetry
+from services.fetcher import gateway, telemetry
 from services.fetcher.collector import (
     RATES,
     Collection,
@@ -41,6 +41,7 @@ from services.fetcher.collector import (
 )
 from services.fetcher.settings import FetcherSettings
 from shared.messages import MetricsSnapshot, Target, VAKey, va_key
+from shared.redaction import redact
 
 log = logging.getLogger("wva.fetcher.scrape")
 
@@ -121,11 +122,11 @@ class RateTracker:
 
 
 class ScrapeFailed(CollectorError):
-    """One pod could not be scraped. ``str()`` is the short reason its VA shows (it names the pod);
-    ``detail`` is for the fetcher's log."""
+    """One pod (or the gateway) could not be scraped. ``str()`` is the short reason its VA shows (it
+    names the pod: ``source`` is ``pod <name>`` or ``gateway``); ``detail`` is for the fetcher's log."""
 
-    def __init__(self, pod: str, reason: str, *, detail: str = "") -> None:
-        super().__init__(f"pod {pod}: {reason}", detail=detail)
+    def __init__(self, source: str, reason: str, *, detail: str = "") -> None:
+        super().__init__(f"{source}: {reason}", detail=detail)
 
 
 class ScrapeCollector:
@@ -145,56 +146,78 @@ class ScrapeCollector:
             )
         return self._session
 
-    async def _scrape(self, pod: str, address: str) -> bytes:
+    async def _scrape(self, source: str, url: str) -> str:
+        """The text at ``url``; ScrapeFailed naming ``source`` for anything else. ``url`` goes to the
+        log only (redacted: the gateway's may carry credentials), never into a reason."""
         limit = self._settings.scrape_max_bytes
+        where = redact(url)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         async with self._slots:
             self.queries += 1
             try:
-                async with self._client().get(f"http://{address}/metrics", allow_redirects=False) as resp:
+                async with self._client().get(url, allow_redirects=False) as resp:
                     if resp.status != 200:
                         redirect = " (redirects are not followed)" if 300 <= resp.status < 400 else ""
-                        _fail(pod, f"HTTP {resp.status}{redirect}", detail=f"{address} answered {resp.status}")
+                        _fail(source, f"HTTP {resp.status}{redirect}", detail=f"{where} answered {resp.status}")
                     if (resp.content_length or 0) > limit:
-                        _fail(pod, f"metrics body larger than {limit} bytes", detail=f"{address}: Content-Length {resp.content_length}")
+                        _fail(source, f"metrics body larger than {limit} bytes", detail=f"{where}: Content-Length {resp.content_length}")
                     body = bytearray()
                     async for chunk in resp.content.iter_chunked(1 << 16):
                         body += chunk
                         if len(body) > limit:
-                            _fail(pod, f"metrics body larger than {limit} bytes", detail=address)
+                            _fail(source, f"metrics body larger than {limit} bytes", detail=where)
             except ScrapeFailed:
                 telemetry.QUERIES.labels(backend=self.name, outcome="error").inc()
                 raise
             except TimeoutError:
                 telemetry.QUERIES.labels(backend=self.name, outcome="error").inc()
-                _fail(pod, f"timed out after {self._settings.prometheus_timeout:g}s", detail=address)
+                _fail(source, f"timed out after {self._settings.prometheus_timeout:g}s", detail=where)
             except (aiohttp.ClientError, OSError) as exc:  # ServerDisconnected, ClientPayloadError, …
                 telemetry.QUERIES.labels(backend=self.name, outcome="error").inc()
-                _fail(pod, "unreachable", detail=f"{address}: {type(exc).__name__}: {exc}")
+                _fail(source, "unreachable", detail=redact(f"{where}: {type(exc).__name__}: {exc}"))
             telemetry.QUERIES.labels(backend=self.name, outcome="ok").inc()
-            return bytes(body)
-
-    async def _pod(self, namespace: str, pod: str, address: str) -> PodSample:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        body = await self._scrape(pod, address)
         telemetry.QUERY_SECONDS.labels(backend=self.name).observe(loop.time() - started)
         try:
-            text = body.decode("utf-8")
+            return body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            _fail(pod, "metrics are not UTF-8 text", detail=f"{address}: {exc}")
+            _fail(source, "metrics are not UTF-8 text", detail=f"{where}: {exc}")
+
+    async def _pod(self, namespace: str, pod: str, address: str) -> PodSample:
+        source, url = f"pod {pod}", f"http://{address}/metrics"
+        text = await self._scrape(source, url)
         try:
             sample, totals = await asyncio.to_thread(parse, text, itl_metric=self._settings.itl_metric)
         except Exception as exc:  # whatever the parser makes of hostile text is this pod's problem only
-            _fail(pod, "unreadable metrics (not the Prometheus text format)", detail=f"{address}: {type(exc).__name__}: {exc}")
+            _fail(source, "unreadable metrics (not the Prometheus text format)", detail=f"{address}: {type(exc).__name__}: {exc}")
+        loop = asyncio.get_running_loop()
         for field, value in self._rates.observe(pod_key(namespace, pod), loop.time(), totals).items():
             setattr(sample, field, value)
         return sample
+
+    async def _gateway(self) -> tuple[gateway.Queues, str]:
+        """The gateway's queue per model (one scrape of WVA_GATEWAY_METRICS_URL, when set), and the note
+        snapshots get when it failed."""
+        url = self._settings.gateway_metrics_url
+        if not url:
+            return None, ""
+        metric = self._settings.gateway_queue_metric
+        try:
+            text = await self._scrape("gateway", url)
+            try:
+                return await asyncio.to_thread(gateway.from_text, text, metric=metric), ""
+            except Exception as exc:  # hostile text: the gateway's problem, never the VAs' metrics
+                _fail("gateway", "unreadable metrics (not the Prometheus text format)", detail=f"{type(exc).__name__}: {exc}")
+        except ScrapeFailed as exc:
+            return None, gateway.failed(self.name, exc)
 
     async def _collect(self, targets: Sequence[Target]) -> Collection:
         collected_at = datetime.now(UTC)
         before = self.queries
         jobs = [(t.namespace, p.name, p.address) for t in targets for p in t.pods if p.address]
-        results = await asyncio.gather(*(self._pod(*job) for job in jobs), return_exceptions=True)
+        results, (queues, note) = await asyncio.gather(
+            asyncio.gather(*(self._pod(*job) for job in jobs), return_exceptions=True), self._gateway()
+        )
         samples: dict[PodKey, PodSample] = {}
         failures: dict[PodKey, ScrapeFailed] = {}
         for (ns, pod, _), result in zip(jobs, results, strict=True):
@@ -219,9 +242,10 @@ class ScrapeCollector:
             if t.pods and not scraped and own:
                 snapshot = unavailable(t, collected_at=collected_at, reason=_summary(own))
             else:
+                notes = ((_summary(own),) if own else ()) + ((note,) if note else ())
                 snapshot, dropped = assemble(
                     t, samples, collected_at=collected_at, missing_reason="no rates yet (first scrape)",
-                    notes=(_summary(own),) if own else (),
+                    notes=notes, gateway_queue=gateway.queue_of(queues, t.model_id),
                 )
                 for field, count in dropped.items():
                     telemetry.DROPPED.labels(field=field).inc(count)
@@ -246,8 +270,8 @@ class ScrapeCollector:
             self._session = None
 
 
-def _fail(pod: str, reason: str, *, detail: str) -> NoReturn:
-    raise ScrapeFailed(pod, reason, detail=detail) from None
+def _fail(source: str, reason: str, *, detail: str) -> NoReturn:
+    raise ScrapeFailed(source, reason, detail=detail) from None
 
 
 def _summary(reasons: list[str], shown: int = 3) -> str:

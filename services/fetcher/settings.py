@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from services.fetcher.promql import DEFAULT_ITL_METRIC
+from services.fetcher.promql import DEFAULT_ITL_METRIC, GATEWAY_QUEUE_METRIC
 from shared.settings import (
     Settings,
     SettingsError,
@@ -27,6 +27,10 @@ def _metric_name(text: str) -> str:
     if not re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
         raise ValueError(f"invalid metric name {text!r}")
     return text
+
+
+def _optional_url(text: str) -> str | None:
+    return url("http", "https")(text) if text.strip() else None
 
 
 def _token(text: str) -> str | None:
@@ -74,6 +78,14 @@ class FetcherSettings(Settings):
         "WVA_ITL_METRIC", DEFAULT_ITL_METRIC, _metric_name,
         "inter-token latency histogram (older vLLM: vllm:time_per_output_token_seconds)",
     )
+    gateway_queue_metric: str = setting(
+        "WVA_GATEWAY_QUEUE_METRIC", GATEWAY_QUEUE_METRIC, _metric_name,
+        "the inference gateway's queue per model (a gauge labelled target_model_name)",
+    )
+    gateway_metrics_url: str | None = setting(
+        "WVA_GATEWAY_METRICS_URL", None, _optional_url,
+        "scrape backend: the inference gateway's metrics URL, read once per collection (empty: no gateway)",
+    )
     fetch_budget: float = setting(
         "WVA_FETCH_BUDGET", 10.0, duration, "time allowed for one collection, retries included"
     )
@@ -106,6 +118,11 @@ class FetcherSettings(Settings):
             raise SettingsError("WVA_RATE_WINDOW must be positive")
         if self.prometheus_timeout <= 0 or self.fetch_budget <= 0:
             raise SettingsError("WVA_PROMETHEUS_TIMEOUT and WVA_FETCH_BUDGET must be positive")
+        if self.gateway_metrics_url and self.collector != "scrape":
+            raise SettingsError(
+                "WVA_GATEWAY_METRICS_URL is read by the scrape backend only; with WVA_COLLECTOR="
+                f"{self.collector} the gateway's queue comes from the backend (WVA_GATEWAY_QUEUE_METRIC)"
+            )
         if not self.fetch_queue_group.strip() or any(c in self.fetch_queue_group for c in " .*>"):
             raise SettingsError(f"WVA_FETCH_QUEUE_GROUP={self.fetch_queue_group!r}: must be one plain token")
 

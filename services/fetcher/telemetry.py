@@ -41,3 +41,8 @@ FETCH_REQUESTS: Final = Counter(
     "wva_fetcher_fetch_requests_total", "On-demand fetch requests, by how they were answered", ["answer"]
 )
 INVALIDATIONS: Final = Counter("wva_fetcher_invalidations_total", "Invalidations handled, by reason", ["reason"])
+GATEWAY_FAILURES: Final = Counter(
+    "wva_fetcher_gateway_failures_total",
+    "Collections whose read of the inference gateway's queue failed (the queue is then unknown), by backend",
+    ["backend"],
+)

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--gateway", choices=("flow-control", "direct"), default="flow-control",
-        help="flow-control: requests wait at the gateway while no replica has capacity; direct: as the live sandbox",
+        help="flow-control (as the live sandbox): requests wait at the gateway while no replica has capacity; "
+        "direct: every request goes to a ready replica at once, or fails when none is ready",
     )  # fmt: skip
     parser.add_argument("--oracle-window", default="60s", help="the oracle's planning window (default 60s)")
     parser.add_argument(

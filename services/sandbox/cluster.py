@@ -5,8 +5,9 @@
         await cluster.run_load()
 
 `Cluster` assembles the parts: the API emulator (kubeapi, with our `VllmRuntime` as its pod runtime),
-one Deployment and one VariantAutoscaling per variant, the router fed by the load generators, and the
-file_sd writer fed by pod readiness. `run_cluster` is the CLI's whole life cycle around it.
+one Deployment and one VariantAutoscaling per variant, the router (the inference gateway, with its
+queue per model and its `/metrics` at `gateway_address`) fed by the load generators, and the file_sd
+writer fed by pod readiness. `run_cluster` is the CLI's whole life cycle around it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from services.sandbox import filesd, load, router, runtime, scenario
+from services.sandbox import exposition, filesd, load, router, runtime, scenario
 from services.sandbox.kubeapi import KubeApiEmulator, Store
 from services.sandbox.kubeapi import resources as kube_resources
 
@@ -95,12 +96,17 @@ class Cluster:
         no_load: bool = False,
         load_scale: float = 1.0,
         api_port: int = 0,
+        request_timeout: float = router.DEFAULT_REQUEST_TIMEOUT,
+        wait_for_capacity: bool = True,
     ) -> None:
         self.scenario = spec
         self.no_load = no_load
         self.load_scale = load_scale
         self.kubeconfig_out = Path(kubeconfig_out) if kubeconfig_out is not None else None
-        self.router = router.Router()
+        self.router = router.Router(request_timeout=request_timeout, wait_for_capacity=wait_for_capacity)
+        for model in spec.models:
+            self.router.add_model(model.id)
+        self.gateway = exposition.serving(router.QueueSizeCollector(self.router))
         self.sd = filesd.FileSDWriter(prometheus_sd_out) if prometheus_sd_out is not None else None
         self.runtime = runtime.VllmRuntime(router=self.router, sd=self.sd)
         self._api_port = api_port
@@ -121,6 +127,10 @@ class Cluster:
         try:
             if self.sd is not None:
                 self.sd.flush()  # an empty target list at once, so Prometheus starts clean
+            await self.gateway.start()
+            self._stack.push_async_callback(self.gateway.stop)
+            dispatcher = asyncio.create_task(self.router.run(), name="sandbox-router")
+            self._stack.push_async_callback(_cancel, dispatcher)
             api = KubeApiEmulator(
                 runtime=self.runtime, startup_delay=CONTROLLER_READY_DELAY, port=self._api_port
             )
@@ -153,6 +163,13 @@ class Cluster:
             store.create(kube_resources.VARIANT_AUTOSCALINGS, variant_autoscaling_manifest(model, variant))
 
     # -- state
+
+    @property
+    def gateway_address(self) -> str:
+        """host:port of the router's `/metrics` (the gateway's queue per model)."""
+        if self.gateway.port is None:
+            raise RuntimeError("the cluster is not started")
+        return f"127.0.0.1:{self.gateway.port}"
 
     @property
     def store_api(self) -> KubeApiEmulator:
@@ -225,7 +242,7 @@ class Cluster:
     def describe(self) -> list[str]:
         """Human-readable lines: where everything listens."""
         api = self.store_api
-        lines = [f"kube API:     {api.url}"]
+        lines = [f"kube API:     {api.url}", f"gateway:      http://{self.gateway_address}/metrics"]
         if self.kubeconfig_out is not None:
             lines.append(f"kubeconfig:   {self.kubeconfig_out}")
         if self.sd is not None:
@@ -234,6 +251,12 @@ class Cluster:
             state = "ready" if key in self.runtime.ready_pods() else "starting"
             lines.append(f"pod {key}: http://127.0.0.1:{server.port}/metrics ({server.model_id}, {state})")
         return lines
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _scaled(profile: load.Profile, factor: float) -> load.RateProfile:
@@ -278,6 +301,8 @@ async def run_cluster(
     prometheus_sd_out: str | Path,
     no_load: bool = False,
     load_scale: float = 1.0,
+    wait_for_capacity: bool = True,
+    request_timeout: float = router.DEFAULT_REQUEST_TIMEOUT,
     stop: asyncio.Event | None = None,
     announce: Callable[[str], None] = print,
     on_started: Callable[[Cluster], Awaitable[None]] | None = None,
@@ -295,6 +320,8 @@ async def run_cluster(
         prometheus_sd_out=prometheus_sd_out,
         no_load=no_load,
         load_scale=load_scale,
+        wait_for_capacity=wait_for_capacity,
+        request_timeout=request_timeout,
     ) as cluster:
         boot = max((v.startup_seconds for _, v in spec.variants()), default=0.0)
         try:
@@ -317,8 +344,10 @@ async def run_cluster(
             if load_task in done:
                 load_task.result()  # a crashed generator fails loudly
                 for generator in cluster.generators:
+                    c = cluster.router.counters[generator.model_id]
                     announce(
-                        f"load done: {generator.model_id}: sent {generator.sent}, no replica {generator.refused}"
+                        f"load done: {generator.model_id}: sent {generator.sent + generator.refused}, waited at "
+                        f"the gateway {c.queued}, not served {c.timed_out + c.rejected}"
                     )
                 await stop_task
         finally:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from services.sandbox import cluster, pipeline, scenario, servers, session
+from services.sandbox import cluster, pipeline, router, scenario, servers, session
 from shared.settings import duration
 
 HELP: Final = "run wva end to end on an emulated cluster under a load scenario, live, with a report"
@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-dir", type=Path, help="where logs and stores go (default: a new temp directory)"
     )
     parser.add_argument("--headless", action="store_true", help="no live view: one line per decision")
+    parser.add_argument(
+        "--gateway", choices=("flow-control", "direct"), default="flow-control",
+        help="flow-control: requests wait at the gateway while no ready replica has capacity; direct: they "
+        "go to the least-loaded ready replica at once and wait only while the model has none",
+    )
+    parser.add_argument("--request-timeout", default="60s", help="a request waiting longer at the gateway fails")
     d = pipeline.Intervals()
     # Default: the scenario's `timing`, else these demo values.
     parser.add_argument("--fetch-interval", help=f"fetcher background interval (default {d.fetch:g}s)")
@@ -76,7 +82,7 @@ def resolve_scenario(value: Path) -> Path:
 def options(args: argparse.Namespace) -> session.Options:
     """The run's options from the flags; ValueError names the bad flag."""
     values = {}
-    for flag in ("duration", "fetch_interval", "scrape_interval", "reconcile_interval", "stabilization"):
+    for flag in ("duration", "fetch_interval", "scrape_interval", "reconcile_interval", "stabilization", "request_timeout"):
         raw = getattr(args, flag)
         if raw is None:
             continue
@@ -87,7 +93,9 @@ def options(args: argparse.Namespace) -> session.Options:
         if values[flag] <= 0 and flag != "stabilization":
             raise ValueError(f"--{flag.replace('_', '-')}: must be > 0")
     names = {"fetch_interval": "fetch", "scrape_interval": "scrape", "reconcile_interval": "reconcile"}
-    intervals = {names.get(flag, flag): value for flag, value in values.items() if flag != "duration"}
+    intervals = {
+        names.get(flag, flag): value for flag, value in values.items() if flag not in ("duration", "request_timeout")
+    }
     return session.Options(
         scenario=resolve_scenario(args.scenario),
         duration=values.get("duration"),
@@ -96,6 +104,8 @@ def options(args: argparse.Namespace) -> session.Options:
         record=args.record,
         run_dir=args.run_dir,
         load_scale=args.load_scale,
+        wait_for_capacity=args.gateway == "flow-control",
+        request_timeout=values.get("request_timeout", router.DEFAULT_REQUEST_TIMEOUT),
         live=False if args.headless else None,
         prometheus=servers.prometheus_binary(),
     )
@@ -106,12 +116,11 @@ async def serve(args: argparse.Namespace) -> int:
     if args.load_scale < 0:
         print("wva sandbox: --load-scale must be >= 0", file=sys.stderr)
         return 2
-    if not args.no_services:
-        try:
-            opts = options(args)
-        except ValueError as exc:
-            print(f"wva sandbox: {exc}", file=sys.stderr)
-            return 2
+    try:
+        opts = options(args)
+    except ValueError as exc:
+        print(f"wva sandbox: {exc}", file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,6 +134,8 @@ async def serve(args: argparse.Namespace) -> int:
             prometheus_sd_out=args.prometheus_sd_out,
             no_load=args.no_load,
             load_scale=args.load_scale,
+            wait_for_capacity=opts.wait_for_capacity,
+            request_timeout=opts.request_timeout,
             stop=stop,
             announce=lambda line: print(line, flush=True),
         )

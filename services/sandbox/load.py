@@ -236,8 +236,8 @@ Dispatch = Callable[..., bool]
 class LoadGenerator:
     """Replays `poisson_arrivals` in real time for one model, handing each request to `dispatch`.
 
-    `dispatch(model_id, input_tokens=…, output_tokens=…)` returns whether a replica took the request;
-    refused requests (no ready replica) are counted, as a gateway would return 503s.
+    `dispatch(model_id, input_tokens=…, output_tokens=…)` returns whether the gateway took the request
+    (sent it to a replica or queued it); refused ones (a replica rejected it at once) are counted.
     """
 
     def __init__(

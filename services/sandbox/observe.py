@@ -107,7 +107,9 @@ class Timeline:
     # variant -> (finished at, ttft, e2e) of every completed request seen at the pods
     completions: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)  # model id -> requests offered
-    refused: dict[str, int] = field(default_factory=dict)  # model id -> no ready replica / rejected
+    # model id -> requests that waited at the gateway (the router's queue) before a replica took them
+    queued: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)  # model id -> timed out at the gateway / rejected
     rejected_messages: int = 0
 
 
@@ -195,8 +197,11 @@ class Observer:
             self.load[generator.model_id] = (
                 generator.profile.rate(max(t, 0.0)) if t <= self.timeline.duration else 0.0
             )
-            self.timeline.sent[generator.model_id] = generator.sent
-            self.timeline.refused[generator.model_id] = generator.refused
+            self.timeline.sent[generator.model_id] = generator.sent + generator.refused
+            counters = cluster.router.counters.get(generator.model_id)
+            if counters is not None:
+                self.timeline.queued[generator.model_id] = counters.queued
+                self.timeline.refused[generator.model_id] = counters.timed_out + counters.rejected
         served = dict.fromkeys(self.live, 0)
         for key, server in cluster.runtime.servers().items():
             variant = self._variant_of(key, cluster)

@@ -87,6 +87,7 @@ class Pipeline:
         self.prometheus_port = servers.free_port()
         self.children: list[Child] = []
         self.service_ports: dict[str, int] = {}
+        self.gateway: str | None = None  # host:port of the router's /metrics, given to `start`
 
     @property
     def collector(self) -> str:
@@ -110,10 +111,16 @@ class Pipeline:
 
     # -- start
 
-    async def start(self, *, timeout: float = 30.0, record: Path | None = None) -> None:
+    async def start(
+        self, *, timeout: float = 30.0, record: Path | None = None, gateway: str | None = None
+    ) -> None:
         """nats-server, then `wva record` when asked, then Prometheus, then the services, each ready
         before the next. The recorder starts before the services so that the recording holds every
-        message the scaler reads: `wva replay --check` then reproduces every decision."""
+        message the scaler reads: `wva replay --check` then reproduces every decision.
+
+        `gateway` (host:port of the router's `/metrics`, `Cluster.gateway_address`): Prometheus scrapes
+        it, or, without Prometheus, the fetcher reads it itself (`WVA_GATEWAY_METRICS_URL`)."""
+        self.gateway = gateway
         self.run_dir.mkdir(parents=True, exist_ok=True)
         await self._start_nats(timeout)
         if record is not None:
@@ -139,6 +146,7 @@ class Pipeline:
             sd_path=self.sd_file,
             scrape_interval=self.intervals.scrape,
             port=self.prometheus_port,
+            gateway=self.gateway,
         )
         self.children.append(server.process)
         await self._start_server(server.process, lambda: server.start(timeout, pids_file=self.pids_file))
@@ -171,6 +179,8 @@ class Pipeline:
                 "WVA_CACHE_TTL": f"{i.cache_ttl:g}s",
                 "WVA_RATE_WINDOW": f"{i.rate_window:g}s",
             }
+            if self.gateway is not None and self.prometheus is None:
+                env["WVA_GATEWAY_METRICS_URL"] = f"http://{self.gateway}/metrics"
         if name == "scaler":
             env |= {
                 "WVA_FETCH_INTERVAL": f"{i.fetch:g}s",
@@ -261,6 +271,8 @@ class Pipeline:
         lines = [f"nats:         {self.nats_url}"]
         if self.prometheus is not None:
             lines.append(f"prometheus:   {self.prometheus_url}")
+        if self.gateway is not None:
+            lines.append(f"gateway:      http://{self.gateway}/metrics  (the router's queue per model)")
         for name, port in self.service_ports.items():
             lines.append(
                 f"{name + ':':<13} http://127.0.0.1:{port}/metrics  (log {self.run_dir / (name + '.log')})"

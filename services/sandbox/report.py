@@ -46,7 +46,8 @@ class Summary:
     collector: str
     duration: float
     sent: int
-    refused: int
+    queued: int  # waited at the gateway (the router's queue) first
+    refused: int  # timed out at the gateway, or rejected by a replica
     decisions: int
     first_scale_up: float | None  # seconds after the load started
     steps: int  # decisions that changed a VA's replicas (applied or not)
@@ -121,6 +122,7 @@ def summarize(
         collector=collector,
         duration=timeline.duration,
         sent=sum(timeline.sent.values()),
+        queued=sum(timeline.queued.values()),
         refused=sum(timeline.refused.values()),
         decisions=len(timeline.decisions),
         first_scale_up=min(ups, default=None),
@@ -175,7 +177,8 @@ def text_lines(summary: Summary) -> list[str]:
         "none" if summary.first_scale_up is None else f"{summary.first_scale_up:.1f}s after the load started"
     )
     lines = [
-        f"requests offered {summary.sent}, not served (no ready replica or rejected) {summary.refused}; "
+        f"requests offered {summary.sent}, waited at the gateway {summary.queued}, not served (timed out "
+        f"there or rejected) {summary.refused}; "
         f"{summary.decisions} decisions; first scale-up {first}",
         f"decisions: {summary.steps} replica changes, {summary.decisions - summary.steps} holds ("
         + ", ".join(f"{reason} {n}" for reason, n in summary.holds.items())

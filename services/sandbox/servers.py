@@ -233,7 +233,8 @@ class NatsServer:
 
 class PrometheusServer:
     """Prometheus on 127.0.0.1 scraping the file_sd targets in `sd_path` (default
-    `workdir/targets.json`, written empty) every `scrape_interval` seconds, and itself."""
+    `workdir/targets.json`, written empty) every `scrape_interval` seconds, itself, and the inference
+    gateway's metrics at `gateway` (host:port, job `inference-gateway`) when given."""
 
     def __init__(
         self,
@@ -243,6 +244,7 @@ class PrometheusServer:
         sd_path: Path | None = None,
         scrape_interval: float | str = 1.0,
         port: int | None = None,
+        gateway: str | None = None,
     ) -> None:
         self.binary = binary
         self.workdir = workdir
@@ -266,6 +268,13 @@ class PrometheusServer:
             "  - job_name: prometheus\n"
             "    static_configs:\n"
             f"      - targets: ['127.0.0.1:{self.port}']\n"
+            + (
+                "  - job_name: inference-gateway\n"
+                "    static_configs:\n"
+                f"      - targets: ['{gateway}']\n"
+                if gateway is not None
+                else ""
+            )
         )
         self.log_path = workdir / "prometheus.log"
         self.process = Child(

@@ -46,6 +46,8 @@ class Options:
     record: Path | None = None
     run_dir: Path | None = None
     load_scale: float = 1.0
+    wait_for_capacity: bool = True  # the router's flow control (`--gateway`)
+    request_timeout: float = 60.0
     live: bool | None = None  # None: a live view when stdout is a terminal
     prometheus: str | None = None  # the binary; resolved by the caller (None: scrape backend)
 
@@ -119,6 +121,8 @@ async def _run(
             prometheus_sd_out=run_dir / "targets.json",
             kubeconfig_out=run_dir / "kubeconfig.yaml",
             load_scale=options.load_scale,
+            wait_for_capacity=options.wait_for_capacity,
+            request_timeout=options.request_timeout,
         )
         try:
             async with cluster:
@@ -179,7 +183,7 @@ async def _start(pipe: pipeline.Pipeline, cluster: clusters.Cluster, boot: float
             await cluster.wait_ready()
     except TimeoutError:
         log.warning("not every pod became ready in time; running anyway")
-    await pipe.start(record=record)
+    await pipe.start(record=record, gateway=cluster.gateway_address)
 
 
 async def _play(

@@ -12,16 +12,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Iterator
-from typing import Final
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.sandbox import queueing
-
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+from services.sandbox import exposition, queueing
+from services.sandbox import router as routing
 
 Clock = Callable[[], float]
 
@@ -110,10 +106,11 @@ class EmulatedServer:
         self._clock: Clock = clock or asyncio.get_running_loop().time
         self._epoch = self._clock()
         self._next_id = 0
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_ReplicaCollector(self))
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
+        self._endpoint = exposition.serving(_ReplicaCollector(self))
+
+    @property
+    def port(self) -> int | None:
+        return self._endpoint.port
 
     def now(self) -> float:
         return self._clock() - self._epoch
@@ -131,42 +128,25 @@ class EmulatedServer:
         )
         return self.replica.submit(request) == "queued"
 
-    def load(self) -> float:
-        """Requests in the system per batch slot: what a gateway balances on."""
-        self.replica.advance(self.now())
-        return (self.replica.num_waiting + self.replica.num_running) / self.replica.params.max_num_seqs
+    def replica_load(self, key: str) -> routing.ReplicaLoad:
+        """What a gateway knows of this replica now (its metrics), under `key`."""
+        replica = self.replica
+        replica.advance(self.now())
+        return routing.ReplicaLoad(
+            key=key,
+            waiting=replica.num_waiting,
+            running=replica.num_running,
+            kv_cache_usage=replica.kv_cache_usage,
+            max_num_seqs=replica.params.max_num_seqs,
+        )
 
     def metrics_text(self) -> bytes:
-        return generate_latest(self.registry)
+        return self._endpoint.text()
 
     # -- HTTP
 
     async def start(self, *, host: str = "127.0.0.1", port: int = 0) -> int:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/health", self._health)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1])
-        return self.port
+        return await self._endpoint.start(host=host, port=port)
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics_text(), headers={"Content-Type": CONTENT_TYPE})
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        await self._endpoint.stop()

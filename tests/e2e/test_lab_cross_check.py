@@ -4,8 +4,7 @@ counts within ±1 of each other for at least 90 % of the time, variant by varian
 scale-up within one fetch interval — so the simulation cannot drift from the real services.
 
 The lab runs the scenario as the live sandbox has it: the same requests (same seeds), its `timing:`
-block, the sandbox's 15 s rate window, and direct routing (the live sandbox's router has no queue
-at the gateway yet)."""
+block, the sandbox's 15 s rate window, and the gateway's flow control (the live router's queue)."""
 
 from __future__ import annotations
 
@@ -61,7 +60,7 @@ def test_the_ci_scenario_scales_the_same_in_the_lab_as_live(recorded_sandbox_run
                 stabilization=timing.stabilization,
                 rate_window=pipeline.Intervals().rate_window,
             ),
-            flow_control=False,
+            flow_control=True,
             termination_grace=0.0,  # the sandbox's runtime stops a deleted pod's server at once
         ),
     )

@@ -19,7 +19,8 @@ from tests.fixtures.fetcher import Pods, RunFetcher, make_target
 from tests.fixtures.servers import NatsServer, PrometheusServer
 from tests.integration.fetcher.helpers import Snapshots, prometheus_queries_served, publish_targets
 
-QUERIES_PER_COLLECTION = 11  # one per metric, see promql.queries()
+POD_QUERIES = 11  # one per metric, see promql.queries()
+QUERIES_PER_COLLECTION = POD_QUERIES + 1  # and one for the gateway's queue (every model at once)
 
 
 async def _cluster(prom: PrometheusServer, pods: Pods) -> dict[str, messages.Target]:
@@ -73,6 +74,7 @@ async def test_background_cycle_publishes_one_snapshot_per_va_from_batched_queri
     assert alloc.ttft_seconds is not None and alloc.ttft_seconds > 0
     assert alloc.itl_seconds is not None and alloc.itl_seconds > 0
     assert l4.model_id == targets["l4"].model_id and l4.deployment_generation == 1
+    assert alloc.gateway_queue is None  # no gateway reports a queue: unknown, not 0
 
     a100 = snapshots.last("team-a", "llama.a100")
     assert isinstance(a100, messages.MetricsSnapshot)
@@ -127,7 +129,7 @@ async def test_queries_per_cycle_do_not_grow_with_vas_when_batched(
     if mode == "batched":
         assert counts == {10: QUERIES_PER_COLLECTION, 200: QUERIES_PER_COLLECTION}
     else:  # proportional to the VAs
-        assert counts == {10: 10 * QUERIES_PER_COLLECTION, 20: 20 * QUERIES_PER_COLLECTION}
+        assert counts == {10: 10 * POD_QUERIES + 1, 20: 20 * POD_QUERIES + 1}
 
 
 async def test_on_demand_fetch_uses_cache_then_shares_one_query_between_concurrent_misses(

@@ -1,5 +1,6 @@
 """The emulated cluster: objects as a user would apply them, load only to ready pods, scale-down
-through the API's scale subresource takes a pod out of routing and out of Prometheus' targets."""
+through the API's scale subresource takes a pod out of routing and out of Prometheus' targets, and a
+model at zero waits at the gateway (exported on its /metrics) until its first replica is ready."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
 from kubernetes_asyncio import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.sandbox.cluster import Cluster, wait_until
 from tests.fixtures.cluster import api_client_for
@@ -86,7 +89,8 @@ async def test_scaled_away_replica_gets_no_load_and_leaves_file_sd(
             assert servers[key].replica.stats.requests_arrived == arrived[key], key
             assert servers[key].port is not None
         assert servers[survivor].replica.stats.requests_arrived > arrived[survivor]
-        assert cluster.router.counters["org/model-7b"].no_replica == 0
+        counters = cluster.router.counters["org/model-7b"]
+        assert counters.timed_out == counters.rejected == 0
     finally:
         load.cancel()
         await asyncio.gather(load, return_exceptions=True)
@@ -126,3 +130,38 @@ async def test_new_replica_gets_load_only_once_ready(
     finally:
         load.cancel()
         await asyncio.gather(load, return_exceptions=True)
+
+
+async def _gateway_queue(cluster: Cluster) -> dict[str, float]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{cluster.gateway_address}/metrics") as resp,
+    ):
+        body = await resp.text()
+    return {
+        s.labels["target_model_name"]: s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name == "inference_extension_flow_control_queue_size"
+    }
+
+
+async def test_a_model_at_zero_queues_at_the_gateway_and_is_served_once_a_replica_is_ready(
+    sandbox_cluster: ClusterFactory, fast_scenario: str
+) -> None:
+    spec = fast_scenario.replace("max_replicas: 4, initial_replicas: 3", "min_replicas: 0, max_replicas: 4, initial_replicas: 0")
+    spec = spec.replace("max_replicas: 2, initial_replicas: 1", "min_replicas: 0, max_replicas: 2, initial_replicas: 0")
+    cluster = await sandbox_cluster(spec)
+    assert cluster.ready_pods() == [] and await _gateway_queue(cluster) == {"org/model-7b": 0.0}
+    for _ in range(5):
+        assert cluster.router.route("org/model-7b", input_tokens=100, output_tokens=10)
+    assert await _gateway_queue(cluster) == {"org/model-7b": 5.0}  # what Prometheus or the fetcher reads
+
+    cluster.store_api.store.patch("deployments", "llm", "fast-cheap", {"spec": {"replicas": 1}})
+    async with asyncio.timeout(5):
+        await wait_until(cluster.store_api.store, lambda: len(cluster.ready_pods("fast-cheap")) == 1)
+    (pod,) = cluster.ready_pods("fast-cheap")
+    counters = cluster.router.counters["org/model-7b"]
+    assert (counters.queued, counters.routed, counters.timed_out) == (5, 5, 0)  # sent the moment it was ready
+    assert cluster.runtime.servers()[pod].replica.stats.requests_arrived == 5
+    assert await _gateway_queue(cluster) == {"org/model-7b": 0.0}

@@ -91,7 +91,7 @@ async def test_run_cluster_plays_the_load_then_idles_until_stopped(tmp_path: Pat
     (done,) = [line for line in lines if line.startswith("load done")]
     sent = int(done.split("sent ")[1].split(",")[0])
     assert 20 <= sent <= 65  # 40 req/s for one second, Poisson
-    assert done.endswith("no replica 0")
+    assert done.endswith("not served 0")
     assert not task.done()  # the cluster outlives its load, for watching the scale-down
     stop.set()
     async with asyncio.timeout(10):

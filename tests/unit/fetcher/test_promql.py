@@ -62,3 +62,8 @@ def test_durations(seconds: float, text: str) -> None:
 def test_availability_escapes_the_model() -> None:
     q = promql.availability(model_id='x"y', namespace="ns")
     assert q == 'count(vllm:kv_cache_usage_perc{namespace="ns",model_name="x\\"y"})'
+
+
+def test_the_gateway_queue_is_one_query_per_model_whatever_the_vas() -> None:
+    assert promql.gateway_queue() == "sum by (target_model_name) (inference_extension_flow_control_queue_size)"
+    assert promql.gateway_queue("epp_queue") == "sum by (target_model_name) (epp_queue)"

@@ -44,11 +44,25 @@ def test_ttl_check_only_applies_when_both_are_on(env: dict[str, str]) -> None:
         ({"WVA_PROMETHEUS_URL": "prometheus:9090"}, "WVA_PROMETHEUS_URL"),
         ({"WVA_RATE_WINDOW": "fast"}, "WVA_RATE_WINDOW"),
         ({"WVA_ITL_METRIC": "not a metric"}, "WVA_ITL_METRIC"),
+        ({"WVA_GATEWAY_QUEUE_METRIC": "queue size"}, "WVA_GATEWAY_QUEUE_METRIC"),
+        ({"WVA_COLLECTOR": "scrape", "WVA_GATEWAY_METRICS_URL": "gateway:9090/metrics"}, "WVA_GATEWAY_METRICS_URL"),
+        # Prometheus reads the gateway itself: a URL here would be silently unused.
+        ({"WVA_GATEWAY_METRICS_URL": "http://gateway:9090/metrics"}, "WVA_GATEWAY_METRICS_URL"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         load(FetcherSettings, environ=env)
+
+
+def test_the_gateway_is_the_inference_extensions_queue_and_optional() -> None:
+    s = load(FetcherSettings, environ={})
+    assert s.gateway_queue_metric == "inference_extension_flow_control_queue_size"
+    assert s.gateway_metrics_url is None
+    scrape = load(FetcherSettings, environ={"WVA_COLLECTOR": "scrape", "WVA_GATEWAY_METRICS_URL": ""})
+    assert scrape.gateway_metrics_url is None  # empty: no gateway
+    url = "http://127.0.0.1:9000/metrics"
+    assert load(FetcherSettings, environ={"WVA_COLLECTOR": "scrape", "WVA_GATEWAY_METRICS_URL": url}).gateway_metrics_url == url
 
 
 def test_every_selectable_collector_has_a_backend() -> None:
