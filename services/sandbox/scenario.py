@@ -20,8 +20,9 @@
             initial_replicas: 1
             startup_seconds: 3      # pod creation -> Ready
             server: {max_num_seqs: 32, kv_cache_tokens: 16384}            # see queueing.ServerParams
-    expectations:                   # checked by the sandbox run (a later issue), ignored here
-      - {variant: llama-a100, min_replicas_reached: 3}
+    expectations:                   # checked at the end of a sandbox run (expectations.py)
+      - {variant: llama-a100, min_replicas_reached: 3}   # also max_replicas_reached_at_most,
+                                                         # final_replicas_at_most|at_least, scale_ups_at_most
 
 Variant names are unique across a scenario so expectations can name them alone.
 
@@ -93,6 +94,7 @@ class Expectation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_replicas_reached_at_most: int | None = None  # spec.replicas never above this
     final_replicas_at_most: int | None = None
     final_replicas_at_least: int | None = None
+    scale_ups_at_most: int | None = None  # increases of spec.replicas seen over the run
 
 
 class Timing(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -233,7 +235,7 @@ def _check(s: Scenario) -> list[str]:
                 f"expectations[{k}].variant: no variant named {e.variant!r} (have {sorted(seen)})"
             )
         bounds = (e.min_replicas_reached, e.max_replicas_reached_at_most, e.final_replicas_at_most,
-                  e.final_replicas_at_least)  # fmt: skip
+                  e.final_replicas_at_least, e.scale_ups_at_most)  # fmt: skip
         if all(b is None for b in bounds):
             problems.append(f"expectations[{k}]: states no bound")
     return problems
