@@ -239,6 +239,8 @@ class Cluster:
 def _scaled(profile: load.Profile, factor: float) -> load.RateProfile:
     if factor == 1.0:
         return profile
+    if isinstance(profile, load.Requests):  # recorded requests: the same ones, closer together
+        return profile.scaled(factor)
     return _ScaledProfile(profile, factor)
 
 

@@ -290,7 +290,7 @@ class Pipeline:
         lines = [f"nats:         {self.nats_url}"]
         if self.prometheus is not None:
             lines.append(f"prometheus:   {self.prometheus_url}")
-        for name, port in self.service_ports.items():
+        for name, port in sorted(self.service_ports.items(), key=lambda item: SERVICES.index(item[0])):
             lines.append(
                 f"{name + ':':<13} http://127.0.0.1:{port}/metrics  (log {self.run_dir / (name + '.log')})"
             )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import random
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from services.sandbox import load, pipeline, queueing, scenario
+from services.sandbox import arrivals, load, pipeline, queueing, scenario
 from services.scaler.scaling_config import ScalingConfig
 
 SCENARIOS = Path(scenario.__file__).parent / "scenarios"
@@ -223,3 +224,75 @@ def test_default_scenario_tells_its_story_by_construction() -> None:
     needed = lag + 2 * one_stage
     assert (one_stage, lag, needed) == (25, 20, 70)
     assert spec.duration - settled >= 1.25 * needed
+
+
+def test_trace_scenario_replays_its_slice_with_its_attribution_and_story_by_construction() -> None:
+    """trace.yaml's comment, recomputed from the Azure trace it replays."""
+    spec = scenario.load_scenario(SCENARIOS / "trace.yaml")
+    (model,) = spec.models
+    replay = model.load
+    assert isinstance(replay, load.Requests)
+    attribution = "Azure LLM inference trace 2023, conversation (Microsoft, AzurePublicDataset, CC-BY 4.0)"
+    assert attribution in replay.attribution and "Splitwise" in replay.attribution
+    assert attribution in " ".join((SCENARIOS / "trace.yaml").read_text().replace("# ", "").split())
+    sent = list(load.requests(replay, input_tokens=model.requests.input_tokens,
+                              output_tokens=model.requests.output_tokens, seed=0, end=spec.duration))  # fmt: skip
+    recorded = arrivals.read(arrivals.resolve("azure-conv"))
+    first = next(i for i, a in enumerate(recorded) if a.t >= replay.start)
+    # Every request of the slice, in order, at (recorded time - start) / rate scale, with its lengths.
+    assert sent == [
+        ((a.t - replay.start) / replay.rate_scale, a.input_tokens, a.output_tokens)
+        for a in recorded[first : first + len(sent)]
+    ]
+    assert len(sent) == 2303 and recorded[first + len(sent)].t >= replay.start + spec.duration * replay.rate_scale
+
+    config = ScalingConfig()
+    times = [t for t, _, _ in sent]
+
+    def rate(t: float, window: float) -> float:
+        return (bisect.bisect_right(times, t) - bisect.bisect_right(times, t - window)) / window
+
+    busiest_minute = max(rate(t, 60) for t in range(60, int(spec.duration) + 1))
+    busiest_15s = max(rate(t / 10, 15) for t in range(150, int(spec.duration) * 10 + 1))
+    assert (busiest_minute, round(busiest_15s, 1)) == (12.35, 13.7)
+    assert rate(60, 60) > 0.9 * busiest_minute  # the first minute already needs the growth
+    mean_in = sum(i for _, i, _ in sent) / len(sent)
+    mean_out = sum(o for _, _, o in sent) / len(sent)
+    cheap, expensive = model.variants
+    c = {v.name: _slo_capacity(v.server, mean_in=mean_in, mean_out=mean_out, config=config) for v in model.variants}
+    k1 = {v.name: v.server.kv_cache_tokens * config.kv_cache_threshold for v in model.variants}
+    noise = 0.3
+    for capacity in (c, k1):
+        ratio = (float(expensive.cost) / capacity[expensive.name]) / (float(cheap.cost) / capacity[cheap.name])
+        assert ratio >= 1.0 + noise, ratio
+    expect = {e.variant: e for e in spec.expectations}
+    reached = expect[cheap.name].min_replicas_reached
+    assert reached is not None and cheap.replicas < reached
+    up = config.scale_up_threshold
+    assert busiest_minute / up > (1.0 + noise) * ((reached - 1) * c[cheap.name] + expensive.replicas * c[expensive.name])
+    assert expect[expensive.name].scale_ups_at_most == 0
+    carried = (1.0 - noise) * (cheap.max_replicas * c[cheap.name] + expensive.replicas * c[expensive.name])
+    assert carried >= 1.1 * busiest_15s / up
+    # The cache holds the longest request the replay can send (the scenario loader checks it too).
+    assert max(i + o for _, i, o in replay.requests) <= cheap.server.kv_cache_tokens
+
+
+def test_a_request_trace_is_read_relative_to_the_scenario_and_checked(tmp_path: Path) -> None:
+    ramp = "{kind: ramp, start_rps: 1, end_rps: 5, duration: 10}"
+    (tmp_path / "t.csv").write_text("time,prompt,output\n0,100,20\n5,4000,500\n")
+    (tmp_path / "far.csv").write_text("0,10,5\n100,10,5\n")
+
+    def load_with(replay: str, *, change: tuple[str, str] = ("", "")) -> scenario.Scenario:
+        (tmp_path / "s.yaml").write_text(GOOD.replace(ramp, replay).replace(*change))
+        return scenario.load_scenario(tmp_path / "s.yaml")
+
+    replay = load_with("{kind: requests, file: t.csv}").models[0].load
+    assert isinstance(replay, load.Requests) and replay.requests == [(0.0, 100, 20), (5.0, 4000, 500)]
+    # The trace's own lengths are checked against every variant's cache, not the model's `requests:`.
+    small_cache = ("server: {max_num_seqs: 8}", "server: {max_num_seqs: 8, kv_cache_tokens: 4096}")
+    with pytest.raises(scenario.ScenarioError, match=r"cannot hold the largest request \(4000 \+ 500 tokens\)"):
+        load_with("{kind: requests, file: t.csv}", change=small_cache)
+    with pytest.raises(scenario.ScenarioError, match=r"models\[0\]\.load: window starts at 50s, after the traffic ends"):
+        load_with("{kind: requests, file: t.csv, start: 50}")
+    with pytest.raises(scenario.ScenarioError, match=r"no request of .*far\.csv within the scenario's 30s"):
+        load_with("{kind: requests, file: far.csv, start: 40}")  # its next request comes at 60 s
