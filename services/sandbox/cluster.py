@@ -103,6 +103,8 @@ class Cluster:
         self.router = router.Router()
         self.sd = filesd.FileSDWriter(prometheus_sd_out) if prometheus_sd_out is not None else None
         self.runtime = runtime.VllmRuntime(router=self.router, sd=self.sd)
+        # The replicas a scenario begins with were running before it: ready at once (wait_ready ends it).
+        self.runtime.pre_existing = True
         self._api_port = api_port
         self.api: KubeApiEmulator | None = None
         self.generators: list[load.LoadGenerator] = []
@@ -182,7 +184,7 @@ class Cluster:
 
     async def wait_ready(self) -> None:
         """Until every variant has as many ready, serving pods as its Deployment asks for (bound it
-        with `asyncio.timeout`)."""
+        with `asyncio.timeout`). From then on new pods boot for their variant's startup_seconds."""
 
         def settled() -> bool:
             return all(
@@ -190,7 +192,10 @@ class Cluster:
                 for _, v in self.scenario.variants()
             )
 
-        await wait_until(self.store_api.store, settled)
+        try:
+            await wait_until(self.store_api.store, settled)
+        finally:
+            self.runtime.pre_existing = False
 
     # -- load
 
