@@ -120,7 +120,15 @@ async def test_scrape_backend_gives_the_same_per_replica_values_as_prometheus(
         for t in targets:
             p = by_prom.snapshots[(t.namespace, t.name)]  # type: ignore[index]
             s = by_scrape.snapshots[(t.namespace, t.name)]  # type: ignore[index]
-            assert p.replicas == s.replicas, t.name  # pod, KV usage, waiting, running, blocks: all equal
+            # Pod, KV usage, waiting, running, blocks: all equal. Each pod's token rate and ITL (the
+            # SLO analyzer's points) are rates over windows up to a scrape apart: close, not equal.
+            def gauges(r: messages.ReplicaMetrics) -> tuple[object, ...]:
+                return (r.pod, r.kv_cache_usage, r.waiting, r.running, r.num_gpu_blocks, r.block_size)
+
+            assert [gauges(r) for r in p.replicas] == [gauges(r) for r in s.replicas], t.name
+            for pr, sr in zip(p.replicas, s.replicas, strict=True):
+                assert sr.generation_tokens_rate == pytest.approx(pr.generation_tokens_rate, rel=0.25), t.name
+                assert sr.itl_seconds == pytest.approx(pr.itl_seconds, rel=0.5), t.name
         frozen_busy = by_prom.snapshots[("team-a", "busy")].replicas[0]  # type: ignore[index]
         assert frozen_busy.waiting and frozen_busy.running and frozen_busy.kv_cache_usage  # not a 0 == 0 test
     finally:

@@ -16,7 +16,7 @@ from tests.fixtures.fetcher import Pods, RunFetcher, make_target
 from tests.fixtures.servers import NatsServer, PrometheusServer
 from tests.integration.fetcher.helpers import Snapshots, prometheus_queries_served, publish_targets
 
-QUERIES_PER_COLLECTION = 11  # one per metric, see promql.queries()
+QUERIES_PER_COLLECTION = 12  # one per metric, see promql.queries()
 
 
 async def _cluster(prom: PrometheusServer, pods: Pods) -> dict[str, messages.Target]:
@@ -101,7 +101,7 @@ async def test_queries_per_cycle_do_not_grow_with_vas_when_batched(
     await handle.wait_ready()
     fetcher = handle.fetcher
     counts = {}
-    # Batched: the 10 and 200 VAs. Per-VA sends 11 queries per VA, so 10 and 20 show the growth.
+    # Batched: the 10 and 200 VAs. Per-VA sends 12 queries per VA, so 10 and 20 show the growth.
     sizes = (10, 200) if mode == "batched" else (10, 20)
     for n in sizes:
         # n VAs over 4 namespaces; one of them owns the real pod, the others list pods that do not exist.
