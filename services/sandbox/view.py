@@ -157,8 +157,9 @@ class LineView:
                 holds.pop(group, None)
                 self._shown[group] = ""
                 self.say(decision_line(mark))
-            else:
+            elif mark.reason.startswith("hold_"):
                 holds[group] = mark
+            # else: the group's step went to another variant; that variant's line shows it.
         self._seen = len(decisions)
         for group, mark in holds.items():
             if self._shown.get(group) != mark.reason:

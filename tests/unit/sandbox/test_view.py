@@ -112,3 +112,18 @@ def test_a_step_counts_once_and_a_paced_stage_is_a_step() -> None:
     assert "hold_stabilizing (applied)" in lines[2] and "(target_moved)" in lines[-1]
     marks = observer.timeline.decisions
     assert [(d.current, d.desired) for d in marks if d.is_scaling] == [(1, 2), (6, 5)]
+
+
+def test_a_step_of_another_variant_is_not_shown_as_a_hold_when_it_comes_first() -> None:
+    # The scaler publishes the group's decision for every VA; the one of the VA that does not move
+    # (current == desired, the step's reason) may reach a refresh before the step itself, published
+    # once actuated: it is not a hold of the group.
+    observer = observe.Observer(scenario.parse_scenario(SCENARIO, source="t"))
+    out = io.StringIO()
+    with view.LineView(out) as shown:
+        _decide(observer, 1.0, "cheap", 1, 1, "scale_down_spare_capacity")
+        shown.refresh(observer, 1.0)
+        _decide(observer, 1.1, "dear", 2, 1, "scale_down_spare_capacity", applied=True, outcome="applied")
+        shown.refresh(observer, 2.0)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "dear" in lines[0] and "2 -> 1" in lines[0], lines
