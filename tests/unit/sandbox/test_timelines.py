@@ -5,7 +5,10 @@ the production scaler core (test_stories.py) and run live (tests/e2e).
 
 Capacities are the SLO analyzer's model of a replica (docs/algorithms.md, "SLO analyzer") and V2's
 token capacity (a share of the KV cache); `NOISE` is how far an estimate may be from that model (the
-decision lab's fits stay within it once fitted).
+decision lab's fits stay within it once fitted). `MEASURED` is how far above the offered rate the
+measured one may be: the fetcher's arrival rate is the rate of finished requests, so a backlog that
+drains adds to it, and Prometheus extrapolates the series of a pod that just appeared (live runs of
+the default scenario measured up to 26 % above the offered 32 req/s while the cheap variant grew).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ SCENARIOS = Path(scenario.__file__).parent / "scenarios"
 CONFIG = ScalingConfig()
 UP, DOWN = CONFIG.scale_up_threshold, CONFIG.scale_down_boundary
 NOISE = 0.3
+MEASURED = 1.3
 
 
 @dataclass(frozen=True)
@@ -115,12 +119,13 @@ def test_default_scenario_tells_its_story_by_construction() -> None:
     assert spare >= (1.0 + NOISE) * c[expensive.name], spare
 
     # The peak: the cheap variant must reach its expected count even with estimates 30 % high, and its
-    # maxReplicas covers the peak even with estimates 30 % low, so the expensive one is never grown.
+    # maxReplicas covers the peak even with estimates 30 % low and a measured rate 30 % high, so the
+    # expensive one is never grown.
     peak = model.load.peak()
     reached = expect[cheap.name].min_replicas_reached
     assert reached is not None
     assert peak / UP > (1.0 + NOISE) * ((reached - 1) * c[cheap.name] + c[expensive.name])
-    assert (1.0 - NOISE) * (cheap.max_replicas * c[cheap.name] + c[expensive.name]) >= peak / UP
+    assert (1.0 - NOISE) * (cheap.max_replicas * c[cheap.name] + c[expensive.name]) >= MEASURED * peak / UP
     assert expect[expensive.name].scale_ups_at_most == 0
 
     # The end: at the final load both floors carry it with far more than one replica's spare, so the
@@ -173,7 +178,7 @@ def test_trace_scenario_replays_its_slice_with_its_attribution_and_story_by_cons
     assert busiest_minute / UP > (1.0 + NOISE) * ((reached - 1) * c[cheap.name] + expensive.replicas * c[expensive.name])
     assert expect[expensive.name].scale_ups_at_most == 0
     carried = (1.0 - NOISE) * (cheap.max_replicas * c[cheap.name] + expensive.replicas * c[expensive.name])
-    assert carried >= 1.1 * busiest_15s / UP
+    assert carried >= MEASURED * busiest_15s / UP
     # The cache holds the longest request the replay can send (the scenario loader checks it too).
     assert max(i + o for _, i, o in replay.requests) <= cheap.server.kv_cache_tokens
 
@@ -230,9 +235,9 @@ def test_cold_start_scenario_waits_for_its_pods_by_construction() -> None:
     queued = _queue_at_floors(spec, step, boot - step_at)
     assert queued <= 30
     assert _queue_at_floors(spec, 1.1 * step, boot - step_at) > 4 * queued
-    # The bound while the pods boot: estimates at half the model's, a measured rate 15 % high, the queue.
-    demand = (1.15 * step + queued / 30.0) / UP
-    more = math.ceil((demand - 0.5 * c[expensive.name] * expensive.replicas) / (0.5 * c[cheap.name]))
+    # The bound while the pods boot: estimates 30 % low, a measured rate 30 % high, the queue drained.
+    demand = (MEASURED * step + queued / 30.0) / UP
+    more = math.ceil((demand - (1.0 - NOISE) * c[expensive.name] * expensive.replicas) / ((1.0 - NOISE) * c[cheap.name]))
     at_most = expect[cheap.name].max_replicas_reached_at_most
     assert at_most is not None and cheap.replicas + more <= at_most <= cheap.max_replicas / 2
     assert expect[expensive.name].scale_ups_at_most == 0
