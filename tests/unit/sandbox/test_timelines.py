@@ -8,7 +8,7 @@ token capacity (a share of the KV cache); `NOISE` is how far an estimate may be 
 decision lab's fits stay within it once fitted). `MEASURED` is how far above the offered rate the
 measured one may be: the fetcher's arrival rate is the rate of finished requests, so a backlog that
 drains adds to it, and Prometheus extrapolates the series of a pod that just appeared (live runs of
-the default scenario measured up to 26 % above the offered 32 req/s while the cheap variant grew).
+the default scenario measured up to 31 % above the offered 32 req/s while the cheap variant grew).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SCENARIOS = Path(scenario.__file__).parent / "scenarios"
 CONFIG = ScalingConfig()
 UP, DOWN = CONFIG.scale_up_threshold, CONFIG.scale_down_boundary
 NOISE = 0.3
-MEASURED = 1.3
+MEASURED = 1.35
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def test_default_scenario_tells_its_story_by_construction() -> None:
     assert spare >= (1.0 + NOISE) * c[expensive.name], spare
 
     # The peak: the cheap variant must reach its expected count even with estimates 30 % high, and its
-    # maxReplicas covers the peak even with estimates 30 % low and a measured rate 30 % high, so the
+    # maxReplicas covers the peak even with estimates 30 % low and a measured rate 35 % high, so the
     # expensive one is never grown.
     peak = model.load.peak()
     reached = expect[cheap.name].min_replicas_reached
@@ -235,7 +235,7 @@ def test_cold_start_scenario_waits_for_its_pods_by_construction() -> None:
     queued = _queue_at_floors(spec, step, boot - step_at)
     assert queued <= 30
     assert _queue_at_floors(spec, 1.1 * step, boot - step_at) > 4 * queued
-    # The bound while the pods boot: estimates 30 % low, a measured rate 30 % high, the queue drained.
+    # The bound while the pods boot: estimates 30 % low, a measured rate 35 % high, the queue drained.
     demand = (MEASURED * step + queued / 30.0) / UP
     more = math.ceil((demand - (1.0 - NOISE) * c[expensive.name] * expensive.replicas) / ((1.0 - NOISE) * c[cheap.name]))
     at_most = expect[cheap.name].max_replicas_reached_at_most
