@@ -18,6 +18,7 @@ HELP_IMPORTS = {
     "services.fetcher",
     "services.scaler",
     "services.sandbox",
+    "services.lab",  # finding `wva lab`'s module imports the package's __init__ (its exceptions)
     "services.tools",
 }
 HEAVY = (
