@@ -22,7 +22,7 @@ from bench.report import Table, stat
 from services.lab import fleet as fleets
 from services.lab import runner, traffic
 from services.lab.settings import Settings
-from services.sandbox import load, queueing
+from services.sandbox import arrivals, load, queueing
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def lab_runs(cases: Sequence[LabCase]) -> Table:
     fleet = fleets.load_fleet(fleets.DEFAULT_FLEET)
     for case in cases:
         offered = traffic.from_trace(
-            traffic.resolve_trace("azure-conv"), rate_scale=case.rate_scale, window=case.window
+            arrivals.resolve("azure-conv"), rate_scale=case.rate_scale, window=case.window
         )
         lab = runner.Lab(traffic=offered, fleet=fleet, settings=Settings(), warm_start=case.warm_start)
         started = time.perf_counter()

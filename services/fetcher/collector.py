@@ -58,11 +58,16 @@ class QueryError(CollectorError):
 
 # The per-pod figures every backend produces. Rates are per second over the rate window; histogram
 # figures are the rates of their ``_sum`` and ``_count`` series, so averages over many pods weigh each
-# pod by its traffic.
+# pod by its traffic. Request lengths are those of finished requests (``vllm:request_prompt_tokens``
+# and ``vllm:request_generation_tokens``, observed when a request finishes, as
+# ``vllm:request_success_total`` counts it): tokens processed per second include requests still
+# running, so over finished requests they overstate the lengths while a pod fills up (a new pod: three
+# times as long in the sandbox's ci scenario).
 GAUGES: Final = ("kv_cache_usage", "waiting", "running")
 RATES: Final = (
     "request_rate",
-    "prompt_tokens_rate",
+    "request_prompt_tokens_rate",
+    "request_generation_tokens_rate",
     "generation_tokens_rate",
     "ttft_sum_rate",
     "ttft_count_rate",
@@ -80,8 +85,9 @@ class PodSample:
     waiting: float | None = None
     running: float | None = None
     request_rate: float | None = None
-    prompt_tokens_rate: float | None = None
-    generation_tokens_rate: float | None = None
+    request_prompt_tokens_rate: float | None = None  # prompt tokens of the requests that finished
+    request_generation_tokens_rate: float | None = None  # output tokens of the requests that finished
+    generation_tokens_rate: float | None = None  # tokens generated, running requests' included
     ttft_sum_rate: float | None = None
     ttft_count_rate: float | None = None
     itl_sum_rate: float | None = None
@@ -239,11 +245,11 @@ def assemble(
         dropped["gateway_queue"] = 1
     allocation = AllocationMetrics(
         arrival_rate=requests,
-        avg_input_tokens=_ratio(totals["prompt_tokens_rate"], totals["request_rate"])
-        if have_rate["prompt_tokens_rate"]
+        avg_input_tokens=_ratio(totals["request_prompt_tokens_rate"], totals["request_rate"])
+        if have_rate["request_prompt_tokens_rate"]
         else None,
-        avg_output_tokens=_ratio(totals["generation_tokens_rate"], totals["request_rate"])
-        if have_rate["generation_tokens_rate"]
+        avg_output_tokens=_ratio(totals["request_generation_tokens_rate"], totals["request_rate"])
+        if have_rate["request_generation_tokens_rate"]
         else None,
         ttft_seconds=_ratio(totals["ttft_sum_rate"], totals["ttft_count_rate"]) if have_rate["ttft_count_rate"] else None,
         itl_seconds=_ratio(totals["itl_sum_rate"], totals["itl_count_rate"]) if have_rate["itl_count_rate"] else None,

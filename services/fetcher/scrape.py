@@ -57,7 +57,8 @@ def counter_fields(itl_metric: str) -> dict[str, str]:
     """Sample name -> the rate field it feeds."""
     return {
         "vllm:request_success_total": "request_rate",
-        "vllm:prompt_tokens_total": "prompt_tokens_rate",
+        "vllm:request_prompt_tokens_sum": "request_prompt_tokens_rate",
+        "vllm:request_generation_tokens_sum": "request_generation_tokens_rate",
         "vllm:generation_tokens_total": "generation_tokens_rate",
         "vllm:time_to_first_token_seconds_sum": "ttft_sum_rate",
         "vllm:time_to_first_token_seconds_count": "ttft_count_rate",

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from services.lab import LabError, report, runner, traffic
 from services.lab import fleet as fleets
 from services.lab.settings import Settings, Timing
-from services.sandbox import scenario
+from services.sandbox import arrivals, scenario
 from shared.settings import duration
 
 HELP: Final = "compare wva with HPA, KEDA and an oracle on a trace or scenario, in simulated time"
@@ -132,7 +132,7 @@ def build_lab(args: argparse.Namespace) -> tuple[runner.Lab, report.Context]:
                  "stabilization": "stabilization"}  # fmt: skip
         timing = {names[k]: v for k, v in spec.timing.given().items()}
     else:
-        path = traffic.resolve_trace(args.trace or "azure-conv")
+        path = arrivals.resolve(args.trace or "azure-conv")
         offered = traffic.from_trace(path, rate_scale=args.rate_scale, window=window)
         fleet = fleets.load_fleet(args.fleet or fleets.DEFAULT_FLEET)
     if args.startup is not None:

@@ -40,7 +40,8 @@ Reader = Callable[[float], Mapping[str, float]]
 GAUGES: Final = ("kv_cache_usage", "waiting", "running")
 COUNTERS: Final = {
     "request_rate": "request_success_total",
-    "prompt_tokens_rate": "prompt_tokens_total",
+    "request_prompt_tokens_rate": "request_prompt_tokens_sum",
+    "request_generation_tokens_rate": "request_generation_tokens_sum",
     "generation_tokens_rate": "generation_tokens_total",
     "ttft_sum_rate": "ttft_seconds_sum",
     "ttft_count_rate": "ttft_seconds_count",
@@ -57,7 +58,8 @@ def pod_metrics(replica: queueing.Replica) -> dict[str, float]:
         "waiting": float(replica.num_waiting),
         "running": float(replica.num_running),
         "request_success_total": float(s.requests_succeeded),
-        "prompt_tokens_total": float(s.prompt_tokens),
+        "request_prompt_tokens_sum": s.request_prompt_tokens.sum,
+        "request_generation_tokens_sum": s.request_generation_tokens.sum,
         "generation_tokens_total": float(s.generation_tokens),
         "ttft_seconds_sum": s.ttft.sum,
         "ttft_seconds_count": float(s.ttft.count),

@@ -109,6 +109,8 @@ class Cluster:
         self.gateway = exposition.serving(router.QueueSizeCollector(self.router))
         self.sd = filesd.FileSDWriter(prometheus_sd_out) if prometheus_sd_out is not None else None
         self.runtime = runtime.VllmRuntime(router=self.router, sd=self.sd)
+        # The replicas a scenario begins with were running before it: ready at once (wait_ready ends it).
+        self.runtime.pre_existing = True
         self._api_port = api_port
         self.api: KubeApiEmulator | None = None
         self.generators: list[load.LoadGenerator] = []
@@ -199,7 +201,7 @@ class Cluster:
 
     async def wait_ready(self) -> None:
         """Until every variant has as many ready, serving pods as its Deployment asks for (bound it
-        with `asyncio.timeout`)."""
+        with `asyncio.timeout`). From then on new pods boot for their variant's startup_seconds."""
 
         def settled() -> bool:
             return all(
@@ -207,7 +209,10 @@ class Cluster:
                 for _, v in self.scenario.variants()
             )
 
-        await wait_until(self.store_api.store, settled)
+        try:
+            await wait_until(self.store_api.store, settled)
+        finally:
+            self.runtime.pre_existing = False
 
     # -- load
 
@@ -262,6 +267,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def _scaled(profile: load.Profile, factor: float) -> load.RateProfile:
     if factor == 1.0:
         return profile
+    if isinstance(profile, load.Requests):  # recorded requests: the same ones, closer together
+        return profile.scaled(factor)
     return _ScaledProfile(profile, factor)
 
 

@@ -3,12 +3,14 @@
 A profile maps seconds since the start of the run to requests per second. Arrivals are a
 non-homogeneous Poisson process drawn by thinning (Lewis & Shedler): candidates at the profile's peak
 rate, each kept with probability rate(t)/peak. Given a seed the arrival times are fixed, so a scenario
-replays the same traffic every run.
+replays the same traffic every run. One profile is not drawn but replayed: `requests`, a slice of a
+recorded request trace (arrivals.py), each request at its time with its own prompt and output lengths.
 
 Exceptions::
 
     ValueError
-    └── TraceError      a CSV trace that cannot be read (bad row, non-increasing time, negative rate)
+    └── TraceError      a CSV trace that cannot be read (bad row, non-increasing time, negative rate),
+                        or a request trace (arrivals.TraceError, the same class)
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import msgspec
 
-from services.sandbox import queueing
+from services.sandbox import arrivals, queueing
+from services.sandbox.arrivals import TraceError
 
 
 class Constant(
@@ -146,7 +149,67 @@ class Trace(
         return max((rps for _, rps in self.points), default=0.0)
 
 
-Profile = Constant | Ramp | Step | Spike | Sine | Trace
+class Requests(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="requests", tag_field="kind"
+):
+    """A slice of a recorded request trace, replayed as recorded: every request at its time with its
+    own prompt and output tokens (the model's `requests:` lengths do not apply). `file` is a trace
+    (arrivals.py: one row per request) or a shipped one by name (`azure-conv`); the replay starts
+    `start` seconds into it (its own clock) and lasts the scenario's duration; `rate_scale` compresses
+    time (2: twice the rate, so twice as much of the trace). `rate(t)` is the recorded arrival rate
+    over the `RATE_WINDOW` seconds up to `t`, for the live view and the report.
+    """
+
+    file: str
+    start: float = 0.0
+    rate_scale: float = 1.0
+    # Resolved by the scenario loader: every request from `start` to the trace's end as (seconds since
+    # the replay began, prompt tokens, output tokens), and the trace's attribution (CC-BY asks for one).
+    requests: list[tuple[float, int, int]] = []
+    attribution: str = ""
+
+    RATE_WINDOW: ClassVar[float] = 10.0
+
+    def resolved(self, path: Path) -> Requests:
+        """This replay of the trace at `path` (TraceError when it cannot be read or starts after its end)."""
+        recorded = arrivals.read(path)
+        sliced, _ = arrivals.window(recorded, recorded[-1].t, start=self.start, length=None)
+        compressed = arrivals.scaled(sliced, self.rate_scale)
+        return msgspec.structs.replace(
+            self,
+            file=str(path),
+            requests=[(a.t, a.input_tokens, a.output_tokens) for a in compressed],
+            attribution=arrivals.attribution_for(path),
+        )
+
+    def scaled(self, factor: float) -> Requests:
+        """The same requests at `factor` times the rate (`--load-scale`): time divided by `factor`
+        (0: none)."""
+        if factor <= 0:
+            return msgspec.structs.replace(self, requests=[])
+        return msgspec.structs.replace(
+            self,
+            rate_scale=self.rate_scale * factor,
+            requests=[(t / factor, i, o) for t, i, o in self.requests],
+        )
+
+    def rate(self, t: float) -> float:
+        def upto(when: float) -> int:
+            return bisect.bisect_right(self.requests, when, key=lambda r: r[0])
+
+        return (upto(t) - upto(t - self.RATE_WINDOW)) / self.RATE_WINDOW
+
+    def peak(self) -> float:
+        """The highest `rate` (it is highest right at an arrival): one pass over the arrivals."""
+        most, first = 0, 0
+        for last, (t, _, _) in enumerate(self.requests):
+            while self.requests[first][0] <= t - self.RATE_WINDOW:
+                first += 1
+            most = max(most, last - first + 1)
+        return most / self.RATE_WINDOW
+
+
+Profile = Constant | Ramp | Step | Spike | Sine | Trace | Requests
 
 
 class RateProfile(Protocol):
@@ -155,10 +218,6 @@ class RateProfile(Protocol):
     def rate(self, t: float) -> float: ...
 
     def peak(self) -> float: ...
-
-
-class TraceError(ValueError):
-    """A CSV trace that cannot be read."""
 
 
 def read_trace_csv(path: Path) -> list[tuple[float, float]]:
@@ -219,8 +278,12 @@ def requests(
     """`(arrival time, input tokens, output tokens)` of every request a load generator sends (pure).
 
     Lengths draw from their own stream (`seed + 1`) so changing the profile does not change request
-    sizes. The live generator and the decision lab both take their traffic from here.
+    sizes. A request trace (`Requests`) is replayed as recorded instead. The live generator and the
+    decision lab both take their traffic from here.
     """
+    if isinstance(profile, Requests):
+        yield from ((t, i, o) for t, i, o in profile.requests if t < end)
+        return
     lengths = random.Random(seed + 1)
     for t in poisson_arrivals(profile, seed=seed, end=end):
         yield t, input_tokens.sample(lengths), output_tokens.sample(lengths)
@@ -281,6 +344,11 @@ class LoadGenerator:
             await asyncio.sleep(max(0.0, epoch + self._duration - loop.time()))
 
 
+def attribution(profile: RateProfile | None) -> str:
+    """What results on this load must credit: a request trace's attribution, else nothing."""
+    return profile.attribution if isinstance(profile, Requests) else ""
+
+
 def expected_requests(profile: RateProfile, *, start: float, end: float, step: float = 0.01) -> float:
     """∫ rate dt over [start, end] (midpoint rule) — the mean count Poisson arrivals should match."""
     n = max(1, math.ceil((end - start) / step))
@@ -294,11 +362,13 @@ __all__ = [
     "Profile",
     "Ramp",
     "RateProfile",
+    "Requests",
     "Sine",
     "Spike",
     "Step",
     "Trace",
     "TraceError",
+    "attribution",
     "expected_requests",
     "model_seed",
     "poisson_arrivals",

@@ -22,7 +22,7 @@ import nats.aio.msg
 import nats.aio.subscription
 
 from services.sandbox import cluster as clusters
-from services.sandbox import router, scenario
+from services.sandbox import load, router, scenario
 from services.sandbox.kubeapi import resources as kube_resources
 from shared import messages as m
 from shared.observability import count_rejected
@@ -51,15 +51,24 @@ class DecisionMark:
     reason: str
     applied: bool
     detail: str = ""
+    outcome: str = ""  # what actuation did: "applied", "failed", … ("" when this decision did not actuate)
 
     @property
     def is_scaling(self) -> bool:
-        return self.applied and self.desired != self.current
+        """A replica change that was made. The scaler publishes a step once, with its outcome; the
+        decisions that follow until the Deployment shows it carry its count (applied, no outcome,
+        a hold's reason) and are not changes of their own. A stage of a paced scale-down is one, with
+        the reason `hold_stabilizing` (the rest of the decrease is still stabilizing)."""
+        if self.desired == self.current:
+            return False
+        if self.outcome:
+            return self.outcome == "applied"
+        return self.applied and not self.reason.startswith("hold_")
 
     @property
     def is_step(self) -> bool:
         """A decision to change this VA's replicas, applied or not; anything else holds it."""
-        return self.desired != self.current and not self.reason.startswith("hold_")
+        return self.is_scaling or (self.desired != self.current and not self.reason.startswith("hold_"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +120,12 @@ class Timeline:
     queued: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)  # model id -> timed out at the gateway / rejected
     rejected_messages: int = 0
+    attribution: str = ""  # what results on this load must credit (a recorded trace's licence)
+
+
+def scenario_attribution(spec: scenario.Scenario) -> str:
+    """The attributions of the recorded traces the scenario replays, one line each."""
+    return "\n".join(dict.fromkeys(a for m in spec.models if (a := load.attribution(m.load))))
 
 
 def variant_infos(spec: scenario.Scenario) -> list[VariantInfo]:
@@ -133,7 +148,11 @@ class Observer:
     def __init__(self, spec: scenario.Scenario) -> None:
         infos = variant_infos(spec)
         self.timeline = Timeline(
-            scenario=spec.name, duration=spec.duration, variants=infos, models=[mo.id for mo in spec.models]
+            scenario=spec.name,
+            duration=spec.duration,
+            variants=infos,
+            models=[mo.id for mo in spec.models],
+            attribution=scenario_attribution(spec),
         )
         self.live: dict[str, LiveVariant] = {
             i.name: LiveVariant(info=i, spec=i.initial_replicas) for i in infos
@@ -181,6 +200,7 @@ class Observer:
                     reason=message.reason,
                     applied=message.applied,
                     detail=message.detail,
+                    outcome=message.outcome,
                 )
                 live.decision = mark
                 self.timeline.decisions.append(mark)

@@ -21,6 +21,8 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import signal
 import sys
@@ -83,8 +85,8 @@ class Pipeline:
         self.prometheus = prometheus
         self.extra_env = dict(extra_env or {})
         self.pids_file = run_dir / "pids"
-        self.nats_port = servers.free_port()
-        self.prometheus_port = servers.free_port()
+        self.nats_port = 0  # known once started (the launcher picks the port, another if it was taken)
+        self.prometheus_port = 0
         self.children: list[Child] = []
         self.service_ports: dict[str, int] = {}
         self.gateway: str | None = None  # host:port of the router's /metrics, given to `start`
@@ -135,9 +137,10 @@ class Pipeline:
         binary = servers.nats_server_binary()
         if binary is None:
             raise PipelineError(f"nats-server not found: {servers.NATS_INSTALL_HINT}")
-        server = servers.NatsServer(binary, self.run_dir, port=self.nats_port)
+        server = servers.NatsServer(binary, self.run_dir)
         self.children.append(server.process)
         await self._start_server(server.process, lambda: server.start(timeout, pids_file=self.pids_file))
+        self.nats_port = server.port
 
     async def _start_prometheus(self, binary: str, timeout: float) -> None:
         server = servers.PrometheusServer(
@@ -145,11 +148,11 @@ class Pipeline:
             self.run_dir / "prometheus",
             sd_path=self.sd_file,
             scrape_interval=self.intervals.scrape,
-            port=self.prometheus_port,
             gateway=self.gateway,
         )
         self.children.append(server.process)
         await self._start_server(server.process, lambda: server.start(timeout, pids_file=self.pids_file))
+        self.prometheus_port = server.port
 
     @staticmethod
     async def _start_server(child: Child, start: Callable[[], None]) -> None:
@@ -161,20 +164,21 @@ class Pipeline:
         log.info("started %s (pid %s), log %s", child.name, child.pid, child.log_path)
 
     def _service_env(self, name: str) -> dict[str, str]:
-        port = servers.free_port()
-        self.service_ports[name] = port
         i = self.intervals
         env = {
             "WVA_NATS_URL": self.nats_url,
-            "WVA_HTTP_ADDR": f"127.0.0.1:{port}",
+            # Port 0: the service binds a free port itself and logs it, so no other process on a
+            # shared machine can take it between a pick here and the service's bind.
+            "WVA_HTTP_ADDR": "127.0.0.1:0",
             "WVA_LOG_FORMAT": "json",
         }
         if name in ("watcher", "scaler"):
             env["KUBECONFIG"] = str(self.kubeconfig.resolve())
         if name == "fetcher":
+            if self.prometheus is not None:
+                env["WVA_PROMETHEUS_URL"] = self.prometheus_url
             env |= {
                 "WVA_COLLECTOR": self.collector,
-                "WVA_PROMETHEUS_URL": self.prometheus_url,
                 "WVA_FETCH_INTERVAL": f"{i.fetch:g}s",
                 "WVA_CACHE_TTL": f"{i.cache_ttl:g}s",
                 "WVA_RATE_WINDOW": f"{i.rate_window:g}s",
@@ -200,7 +204,32 @@ class Pipeline:
 
     async def _wait_service_ready(self, name: str, timeout: float) -> None:
         child = self.child(name)
-        await self._wait_http(child, f"http://127.0.0.1:{self.service_ports[name]}/readyz", timeout)
+        started = time.monotonic()
+        port = await self._bound_port(child, timeout)
+        self.service_ports[name] = port
+        await self._wait_http(child, f"http://127.0.0.1:{port}/readyz", timeout - (time.monotonic() - started))
+
+    @staticmethod
+    async def _bound_port(child: Child, timeout: float) -> int:
+        """The HTTP port a service bound, from its log line "<name> started" (it logs JSON lines)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = child.exit_code()
+            if code is not None:
+                raise PipelineError(f"{child.name} exited with {code} at start:\n{child.log_tail()}")
+            try:
+                lines = child.log_path.read_text(errors="replace").splitlines()
+            except OSError:
+                lines = []
+            for line in lines:
+                with contextlib.suppress(ValueError):  # a line that is not JSON (a traceback) says nothing
+                    record = json.loads(line)
+                    if isinstance(record, dict) and record.get("msg") == f"{child.name} started":
+                        port = record.get("http_port")
+                        if isinstance(port, int):
+                            return port
+            await asyncio.sleep(0.05)
+        raise PipelineError(f"{child.name} did not start in {timeout:g}s:\n{child.log_tail()}")
 
     async def _wait_http(self, child: Child, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -273,7 +302,7 @@ class Pipeline:
             lines.append(f"prometheus:   {self.prometheus_url}")
         if self.gateway is not None:
             lines.append(f"gateway:      http://{self.gateway}/metrics  (the router's queue per model)")
-        for name, port in self.service_ports.items():
+        for name, port in sorted(self.service_ports.items(), key=lambda item: SERVICES.index(item[0])):
             lines.append(
                 f"{name + ':':<13} http://127.0.0.1:{port}/metrics  (log {self.run_dir / (name + '.log')})"
             )

@@ -55,6 +55,7 @@ class Summary:
     variants: list[VariantSummary]
     outcomes: list[expectations.Outcome]
     crashed: list[str]
+    attribution: str = ""  # a recorded trace's, printed with the results
 
     @property
     def ok(self) -> bool:
@@ -131,6 +132,7 @@ def summarize(
         variants=variants,
         outcomes=outcomes,
         crashed=crashed,
+        attribution=timeline.attribution,
     )
 
 
@@ -184,6 +186,7 @@ def text_lines(summary: Summary) -> list[str]:
         + ", ".join(f"{reason} {n}" for reason, n in summary.holds.items())
         + ")",
     ]
+    lines += summary.attribution.splitlines()
     for o in summary.outcomes:
         lines.append(f"  [{'ok' if o.met else 'FAILED'}] {o.text}")
     for name in summary.crashed:
@@ -448,6 +451,7 @@ def render_html(summary: Summary, timeline: observe.Timeline, *, kv_threshold: f
 <h1>wva sandbox: scenario <code>{html.escape(summary.scenario)}</code> &mdash; {verdict}</h1>
 <p>{summary.duration:g} s of load, metrics through <b>{html.escape(summary.collector)}</b>.
 Dotted vertical lines mark applied scaling decisions (hover for the reason).</p>
+{"".join(f"<p>{html.escape(line)}</p>" for line in summary.attribution.splitlines())}
 <h2>Summary</h2>
 <table>{head}{rows}</table>
 <pre>{lines}</pre>

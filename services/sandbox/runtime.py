@@ -4,7 +4,9 @@ A pod says what it serves through annotations on its Deployment's pod template (
 so a Deployment created by anyone — the cluster assembly, a test, `kubectl apply` — gets the right server,
 and a pod without them serves nothing. `start` plays the container's boot: it waits `startup-seconds`
 (weights loading; vLLM serves nothing meanwhile), then serves `/metrics` on 127.0.0.1 and returns the
-port. The deployment controller marks the pod Ready afterwards.
+port. The deployment controller marks the pod Ready afterwards. Pods started while `pre_existing` is set
+(the ones a scenario begins with, until the cluster is first ready) were running before the story began:
+they serve at once, as in the decision lab.
 
 Readiness is taken from the pod objects themselves (`observe`, a store listener): only a pod whose Ready
 condition is True is routed to and listed for Prometheus, which is what an inference gateway and
@@ -81,6 +83,7 @@ class VllmRuntime:
         self.sd = sd
         self._pods: dict[routing.PodKey, _Pod] = {}
         self._ready: dict[routing.PodKey, str] = {}  # key -> uid of the pod the API says is Ready
+        self.pre_existing = False  # pods started meanwhile skip their boot (Cluster sets it at first)
 
     # -- PodRuntime
 
@@ -92,7 +95,7 @@ class VllmRuntime:
         key = routing.pod_key(meta["namespace"], meta["name"])
         # Boot time first, with nothing listening: cancellation here (pod deleted while booting) leaves
         # nothing behind.
-        await asyncio.sleep(spec.startup_seconds)
+        await asyncio.sleep(0.0 if self.pre_existing else spec.startup_seconds)
         server = vllm.EmulatedServer(model_id=spec.model_id, params=spec.params)
         port = await server.start()
         self._pods[key] = _Pod(uid=meta["uid"], server=server, model_id=spec.model_id)

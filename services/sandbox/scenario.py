@@ -10,7 +10,7 @@
         requests:            # request lengths (fixed | uniform | lognormal)
           input_tokens: {kind: lognormal, median: 512, sigma: 0.5, max: 4096}
           output_tokens: {kind: uniform, min: 64, max: 192}
-        load: {kind: ramp, start_rps: 2, end_rps: 12, duration: 60}   # or constant|step|spike|sine|trace
+        load: {kind: ramp, start_rps: 2, end_rps: 12, duration: 60}   # or constant|step|spike|sine|trace|requests
         variants:
           - name: llama-a100        # the Deployment; the VA has the same name unless `va:` says otherwise
             cost: "40"              # a string, as in the VariantAutoscaling CRD
@@ -20,8 +20,9 @@
             initial_replicas: 1
             startup_seconds: 3      # pod creation -> Ready
             server: {max_num_seqs: 32, kv_cache_tokens: 16384}            # see queueing.ServerParams
-    expectations:                   # checked by the sandbox run (a later issue), ignored here
-      - {variant: llama-a100, min_replicas_reached: 3}
+    expectations:                   # checked at the end of a sandbox run (expectations.py)
+      - {variant: llama-a100, min_replicas_reached: 3}   # also max_replicas_reached_at_most,
+                                                         # final_replicas_at_most|at_least, scale_ups_at_most
 
 Variant names are unique across a scenario so expectations can name them alone.
 
@@ -41,7 +42,7 @@ from typing import Any, Final
 import msgspec
 import yaml
 
-from services.sandbox import load, queueing
+from services.sandbox import arrivals, load, queueing
 from shared import subjects
 
 # The CRD's pattern for spec.variantCost: a scenario the API server would refuse fails here, earlier.
@@ -93,6 +94,7 @@ class Expectation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_replicas_reached_at_most: int | None = None  # spec.replicas never above this
     final_replicas_at_most: int | None = None
     final_replicas_at_least: int | None = None
+    scale_ups_at_most: int | None = None  # increases of spec.replicas seen over the run
 
 
 class Timing(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -128,7 +130,8 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file; a CSV trace's `file:` is read relative to it."""
+    """Read and validate a scenario file; a trace's `file:` is read relative to it (a request trace's
+    may also name a shipped one, `azure-conv`)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -177,6 +180,15 @@ def _resolve_traces(scenario: Scenario, *, source: str, base_dir: Path | None) -
                 raise ScenarioError(f"{source}: models[{i}].load: {exc}") from None
             profile = msgspec.structs.replace(profile, points=points, file=str(csv_path))
             model = msgspec.structs.replace(model, load=profile)
+        elif isinstance(profile, load.Requests):
+            path = arrivals.SHIPPED.get(profile.file, Path(profile.file))
+            if not path.is_absolute():
+                path = (base_dir or Path.cwd()) / path
+            try:
+                profile = profile.resolved(path)
+            except load.TraceError as exc:
+                raise ScenarioError(f"{source}: models[{i}].load: {exc}") from None
+            model = msgspec.structs.replace(model, load=profile)
         models.append(model)
     return msgspec.structs.replace(scenario, models=models)
 
@@ -198,6 +210,8 @@ def _check(s: Scenario) -> list[str]:
         if not model.variants:
             problems.append(f"{where}.variants: at least one variant is needed")
         problems += _profile_problems(f"{where}.load", model.load)
+        if isinstance(model.load, load.Requests) and not any(t < s.duration for t, _, _ in model.load.requests):
+            problems.append(f"{where}.load: no request of {model.load.file} within the scenario's {s.duration:g}s")
         for field in ("input_tokens", "output_tokens"):
             lo, hi = queueing.length_bounds(getattr(model.requests, field))
             if lo < 1 or hi < lo:
@@ -206,6 +220,8 @@ def _check(s: Scenario) -> list[str]:
                 )
         _, max_in = queueing.length_bounds(model.requests.input_tokens)
         _, max_out = queueing.length_bounds(model.requests.output_tokens)
+        if isinstance(model.load, load.Requests) and model.load.requests:  # the trace's own lengths
+            max_in, max_out = max((i + o, i, o) for _, i, o in model.load.requests)[1:]
         for j, v in enumerate(model.variants):
             vwhere = f"{where}.variants[{j}]"
             problems += _name_problem(f"{vwhere}.name", v.name)
@@ -233,7 +249,7 @@ def _check(s: Scenario) -> list[str]:
                 f"expectations[{k}].variant: no variant named {e.variant!r} (have {sorted(seen)})"
             )
         bounds = (e.min_replicas_reached, e.max_replicas_reached_at_most, e.final_replicas_at_most,
-                  e.final_replicas_at_least)  # fmt: skip
+                  e.final_replicas_at_least, e.scale_ups_at_most)  # fmt: skip
         if all(b is None for b in bounds):
             problems.append(f"expectations[{k}]: states no bound")
     return problems

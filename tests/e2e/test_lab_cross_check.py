@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from services.lab import fleet as fleets
-from services.lab import runner, simulation, traffic
-from services.lab.settings import Settings, Timing
-from services.sandbox import pipeline, scenario
+from services.sandbox import scenario
+from tests.fixtures.lab import simulate_as_in_the_sandbox
 from tests.fixtures.sandbox import CI_FETCH_INTERVAL, SHIPPED, SandboxRun
 
 pytestmark = pytest.mark.slow
@@ -47,29 +45,8 @@ def test_the_ci_scenario_scales_the_same_in_the_lab_as_live(recorded_sandbox_run
     run = recorded_sandbox_run
     assert run.returncode == 0, run.output
     spec = scenario.load_scenario(SHIPPED / "ci.yaml")
-    timing = spec.timing
-    assert timing.fetch and timing.scrape and timing.reconcile and timing.stabilization is not None
-    lab = runner.Lab(
-        traffic=traffic.from_scenario(spec),
-        fleet=fleets.from_scenario(spec),
-        settings=Settings(
-            timing=Timing(
-                scrape_interval=timing.scrape,
-                fetch_interval=timing.fetch,
-                reconcile_interval=timing.reconcile,
-                stabilization=timing.stabilization,
-                rate_window=pipeline.Intervals().rate_window,
-            ),
-            flow_control=True,
-            termination_grace=0.0,  # the sandbox's runtime stops a deleted pod's server at once
-        ),
-    )
-    simulated = simulation.run(
-        traffic=lab.traffic,
-        fleet=lab.fleet,
-        policy=runner.build(runner.parse_policy("wva"), lab, None),
-        settings=lab.settings,
-    )
+    assert spec.timing.given().keys() == {"fetch", "scrape", "reconcile", "stabilization"}
+    simulated = simulate_as_in_the_sandbox(spec)
     live = _live_scalings(run.output)
     assert live, run.output
     report = []

@@ -47,6 +47,20 @@ def test_each_bound_is_checked_against_peak_or_final_spec_replicas() -> None:
     ]
 
 
+def test_scale_ups_are_counted_as_increases_between_samples() -> None:
+    # 1 -> 3 is one step of two replicas; 3 -> 2 -> 4 is another increase.
+    outcomes = expectations.check(
+        _timeline([1, 3, 3, 2, 4]),
+        [scenario.Expectation(variant="a", scale_ups_at_most=1), scenario.Expectation(variant="a", scale_ups_at_most=2)],
+    )
+    assert [(o.met, o.text) for o in outcomes] == [
+        (False, "a is scaled up at most 1 times: ups 2"),
+        (True, "a is scaled up at most 2 times: ups 2"),
+    ]
+    never = expectations.check(_timeline([2, 2, 1, 1]), [scenario.Expectation(variant="a", scale_ups_at_most=0)])
+    assert [(o.met, o.text) for o in never] == [(True, "a is scaled up at most 0 times: ups 0")]
+
+
 def test_summary_counts_replica_minutes_and_first_scale_up() -> None:
     timeline = _timeline([1] * 30 + [3] * 31)  # 30 s at 1 replica, 30 s at 3 (the last sample ends it)
     summary = report.summarize(timeline, collector="scrape", outcomes=[], crashed=["scaler (exit 1)"])

@@ -18,8 +18,8 @@ HELP_IMPORTS = {
     "services.fetcher",
     "services.scaler",
     "services.sandbox",
+    "services.lab",  # finding `wva lab`'s module imports the package's __init__ (its exceptions)
     "services.tools",
-    "services.lab",
 }
 HEAVY = (
     "rich",

@@ -17,7 +17,8 @@ more careful than ``x*``: the largest load at which the line's lower confidence 
 errors of the fitted mean, which grow with the distance from the loads seen) still meets the target —
 close to ``x*`` once many points at varied loads pin the line down, well below it while few, noisy or
 far-off points do. Divided by the model's output tokens per request it is requests per second, and no
-more than the KV cache holds at that latency. Demand is the model's arrival rate plus what waits in
+more than the KV cache holds (``x * ITL`` running requests, at the latency the same bound predicts for
+that load). Demand is the model's arrival rate plus what waits in
 queues (the gateway's and the replicas'), drained over ``DRAIN_SECONDS``; sizing is V2's — required and
 spare capacity against anticipated and ready supply, cheapest per unit capacity first (``sizing.py``) —
 in requests per second.
@@ -36,7 +37,8 @@ Failure modes, and what the analyzer does about them (each also in docs/algorith
 - the line bends far past the target (prefills stall whole batches): points beyond ``FIT_LIMIT`` times
   the target are left out of the fit, which is made where decisions are made;
 - a KV cache that fills before the latency target binds: capacity is capped at what the cache holds
-  (``n = x * ITL`` running requests of the model's shape within ``kvCacheThreshold``);
+  (``n = x * ITL`` running requests of the model's shape within ``kvCacheThreshold``, at the ITL the
+  line predicts for that load — below the target, since the cache binds first);
 - the time to first token is not modelled: past capacity it is queueing that makes it grow, and sizing
   below capacity (``scaleUpThreshold``) with queues counted as demand is what keeps it short.
 """
@@ -92,17 +94,23 @@ class Fit:
             return self.bound
         return max(0.0, (self.alpha - 1.0 / itl) / self.beta)
 
-    def capacity_at(self, itl: float) -> float:
+    def capacity_at(self, itl: float, *, running: float | None = None) -> float:
         """The most tokens per second at which the line's lower confidence bound (``Z`` standard errors
         of the fitted mean) still meets ``itl``: close to :meth:`tokens_at` once many points at varied
-        loads pin the line down, well below it while few or noisy points do, or far from the loads seen."""
+        loads pin the line down, well below it while few or noisy points do, or far from the loads seen.
+
+        With ``running`` (the requests a replica's KV cache holds), also no more than puts that many
+        running at the latency the bound predicts for the load (``n = x * ITL``): a cache that fills
+        before the target binds fills at a lower latency than the target. Not fitted: the conservative
+        bound, and the cache's requests at the target latency."""
         if not self.fitted:
-            return self.bound
+            return self.bound if running is None else min(self.bound, running / itl)
         goal = 1.0 / itl
 
         def inside(x: float) -> bool:
             se = self.sigma * math.sqrt(1.0 / self.points + (x - self.mean_x) ** 2 / self.sxx)
-            return self.alpha - self.beta * x - Z * se >= goal
+            inverse_itl = self.alpha - self.beta * x - Z * se
+            return inverse_itl >= goal and (running is None or inverse_itl * running >= x)
 
         hi = self.tokens_at(itl)
         if not inside(0.0):
@@ -234,11 +242,10 @@ class SloAnalyzer:
         fit = self.memory.fit(view.name, itl_target)
         if fit is None:
             return sizing.Sized(view, None, "unknown"), None
-        tokens = fit.capacity_at(itl_target)
         cache = self.capacity.cache_tokens.get(view.name)
         shape = self.capacity.tokens_per_request or DEFAULT_TOKENS_PER_REQUEST
-        if cache is not None:  # no more running than its KV cache holds: n = x * ITL
-            tokens = min(tokens, cache * config.kv_cache_threshold / shape / itl_target)
+        running = None if cache is None else cache * config.kv_cache_threshold / shape
+        tokens = fit.capacity_at(itl_target, running=running)
         capacity = tokens / out if tokens > 0 else None
         source = f"fit r2={fit.r2:.2f}" if fit.fitted else "bound"
         return sizing.Sized(view, capacity, source), fit

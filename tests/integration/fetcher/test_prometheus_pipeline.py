@@ -19,7 +19,7 @@ from tests.fixtures.fetcher import Pods, RunFetcher, make_target
 from tests.fixtures.servers import NatsServer, PrometheusServer
 from tests.integration.fetcher.helpers import Snapshots, prometheus_queries_served, publish_targets
 
-POD_QUERIES = 11  # one per metric, see promql.queries()
+POD_QUERIES = 12  # one per metric, see promql.queries()
 QUERIES_PER_COLLECTION = POD_QUERIES + 1  # and one for the gateway's queue (every model at once)
 
 
@@ -112,7 +112,7 @@ async def test_queries_per_cycle_do_not_grow_with_vas_when_batched(
     )
     counts = {}
     try:
-        # Batched: the 10 and 200 VAs. Per-VA sends 11 queries per VA, so 10 and 20 show the growth.
+        # Batched: the 10 and 200 VAs. Per-VA sends 12 queries per VA, so 10 and 20 show the growth.
         sizes = (10, 200) if mode == "batched" else (10, 20)
         for n in sizes:
             # n VAs over 4 namespaces; one of them owns the real pod, the others list pods that do not exist.

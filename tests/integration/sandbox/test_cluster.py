@@ -165,3 +165,21 @@ async def test_a_model_at_zero_queues_at_the_gateway_and_is_served_once_a_replic
     assert (counters.queued, counters.routed, counters.timed_out) == (5, 5, 0)  # sent the moment it was ready
     assert cluster.runtime.servers()[pod].replica.stats.requests_arrived == 5
     assert await _gateway_queue(cluster) == {"org/model-7b": 0.0}
+
+
+async def test_the_replicas_a_scenario_begins_with_serve_at_once_and_new_ones_boot(
+    sandbox_cluster: ClusterFactory, fast_scenario: str, tmp_path: Path
+) -> None:
+    # A 60 s start-up (the cold-start scenario's): the first pods were running before the story began,
+    # as in the decision lab, so the run does not wait a minute before its load; a pod added later boots.
+    spec = fast_scenario.replace("initial_replicas: 3, startup_seconds: 0.2", "initial_replicas: 2, startup_seconds: 60")
+    started = asyncio.get_running_loop().time()
+    cluster = await sandbox_cluster(spec, prometheus_sd_out=tmp_path / "targets.json")  # ready within 15 s
+    assert asyncio.get_running_loop().time() - started < 15
+    assert len(cluster.ready_pods("fast-cheap")) == 2
+    cluster.store_api.store.patch("deployments", "llm", "fast-cheap", {"spec": {"replicas": 3}})
+    await asyncio.sleep(1.0)
+    # The third pod exists and boots: no server, not ready (the expensive variant's one pod serves).
+    assert len(cluster.ready_pods("fast-cheap")) == 2 and len(cluster.runtime.servers()) == 3
+    pods, _ = cluster.store_api.store.list("pods", "llm")
+    assert sum(1 for p in pods if p["metadata"]["name"].startswith("fast-cheap-")) == 3

@@ -20,8 +20,8 @@ def target(*pods: str) -> Target:
 
 def busy(kv: float, *, req: float, prompt: float, gen: float, ttft: tuple[float, float], itl: tuple[float, float]) -> PodSample:
     return PodSample(
-        kv_cache_usage=kv, waiting=1, running=4, request_rate=req, prompt_tokens_rate=prompt,
-        generation_tokens_rate=gen, ttft_sum_rate=ttft[0], ttft_count_rate=ttft[1],
+        kv_cache_usage=kv, waiting=1, running=4, request_rate=req, request_prompt_tokens_rate=prompt,
+        request_generation_tokens_rate=gen, generation_tokens_rate=gen, ttft_sum_rate=ttft[0], ttft_count_rate=ttft[1],
         itl_sum_rate=itl[0], itl_count_rate=itl[1], num_gpu_blocks=1024, block_size=16,
     )
 
@@ -49,6 +49,22 @@ def test_two_pods_worked_example_and_a_foreign_pod_ignored() -> None:
     assert snap.deployment_generation == 3 and snap.collected_at == AT
     # Each pod's own load and latency, the SLO analyzer's points: 200 tok/s at 20 ms, 600 at 20 ms.
     assert [(r.generation_tokens_rate, r.itl_seconds) for r in snap.replicas] == [(200, 4.0 / 200), (600, 12.0 / 600)]
+
+
+def test_request_lengths_are_those_of_finished_requests() -> None:
+    # Pod a serves steadily: 2 finished req/s of 500 prompt and 100 output tokens. Pod b has just
+    # started: it generates 400 tokens/s for requests still running and has finished none. The model's
+    # request shape is a's; tokens generated over requests finished would say 300 output tokens, and the
+    # SLO analyzer, dividing a replica's tokens/s by it, would take every replica for a third of itself.
+    a = busy(0.5, req=2, prompt=1000, gen=200, ttft=(0.4, 2), itl=(4.0, 200))
+    b = PodSample(
+        kv_cache_usage=0.6, waiting=0, running=20, request_rate=0, request_prompt_tokens_rate=0,
+        request_generation_tokens_rate=0, generation_tokens_rate=400, ttft_sum_rate=0.3, ttft_count_rate=3,
+        itl_sum_rate=8.0, itl_count_rate=400, num_gpu_blocks=1024, block_size=16,
+    )  # fmt: skip
+    snap, _ = assemble(target("a", "b"), {pod_key("ns", "a"): a, pod_key("ns", "b"): b}, collected_at=AT)
+    assert (snap.allocation.avg_input_tokens, snap.allocation.avg_output_tokens) == (500, 100)
+    assert [r.generation_tokens_rate for r in snap.replicas] == [200, 400]  # each pod's load, all of it
 
 
 def test_the_gateway_queue_is_the_models_and_a_bad_one_is_dropped() -> None:

@@ -33,7 +33,7 @@ def test_regex_values_match_literally() -> None:
 
 def test_batched_queries_cover_namespaces_and_group_by_pod() -> None:
     qs = promql.queries(promql.batched(["b", "a", "b"]), rate_window=60)
-    assert len(qs) == 11
+    assert len(qs) == 12
     kv = qs[0].promql
     assert kv == 'max by (namespace, model_name, pod) (vllm:kv_cache_usage_perc{namespace=~"a|b"})'
     assert 'sum by (namespace, model_name, pod) (rate(vllm:request_success_total{namespace=~"a|b"}[60s]))' in [

@@ -1,5 +1,6 @@
-"""Traffic: the trace reader (rows, header, errors naming file and line), time scaling and windows,
-and scenario traffic identical to what the live sandbox's load generator sends."""
+"""Traffic: a trace's requests (read by the sandbox's reader, tests/unit/sandbox/test_arrivals.py)
+scaled in time and sliced, errors as the lab's, and scenario traffic identical to what the live
+sandbox's load generator sends."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.lab import TraceError, traffic
-from services.sandbox import load, scenario
+from services.sandbox import arrivals, load, scenario
 
 SCENARIOS = Path(scenario.__file__).parent / "scenarios"
 
@@ -17,59 +18,6 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "trace.csv"
     path.write_text(text)
     return path
-
-
-def test_azure_rows_with_their_header_become_arrivals_from_the_first_row(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path,
-        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-        "2023-11-16 18:15:46.6805900,374,44\n"
-        "2023-11-16 18:15:50.9951690,396,109\n"
-        "2023-11-16 18:15:50.9951690,12,1\n",
-    )
-    arrivals = traffic.read_trace(path)
-    assert [(round(a.t, 6), a.input_tokens, a.output_tokens) for a in arrivals] == [
-        (0.0, 374, 44),
-        (4.314579, 396, 109),
-        (4.314579, 12, 1),
-    ]
-
-
-def test_times_in_seconds_and_comments_are_accepted(tmp_path: Path) -> None:
-    path = _write(tmp_path, "# seconds, prompt, output\n10.5,100,20\n\n12,50,5\n")
-    assert [(a.t, a.input_tokens) for a in traffic.read_trace(path)] == [(0.0, 100), (1.5, 50)]
-
-
-@pytest.mark.parametrize(
-    ("text", "line", "message"),
-    [
-        ("time,prompt,output\n1,10,5\n2,10\n", 3, "expected 3 columns"),
-        ("1,10,5\nyesterday,10,5\n", 2, "neither a date-time nor a number"),
-        ("1,10,5\n2,ten,5\n", 2, "whole numbers >= 1"),
-        ("1,10,5\n2,10,0\n", 2, "whole numbers >= 1"),
-        ("1,10,5\n2,10,-3\n", 2, "whole numbers >= 1"),
-        ("5,10,5\n4,10,5\n", 2, "time goes backwards"),
-        ("1,10,5\n2,1.5,5\n", 2, "whole numbers >= 1"),
-        ("1,10,5\nnan,10,5\n", 2, "neither a date-time nor a number"),
-    ],
-)
-def test_a_malformed_row_names_the_file_and_the_line(
-    tmp_path: Path, text: str, line: int, message: str
-) -> None:
-    path = _write(tmp_path, text)
-    with pytest.raises(TraceError, match=message) as caught:
-        traffic.read_trace(path)
-    assert str(caught.value).startswith(f"{path}:{line}: ")
-
-
-def test_an_empty_or_missing_trace_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(TraceError, match="no requests"):
-        traffic.read_trace(_write(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n"))
-    with pytest.raises(TraceError, match="cannot read"):
-        traffic.read_trace(tmp_path / "missing.csv")
-    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(TraceError, match=r"binary\.csv"):
-        traffic.read_trace(tmp_path / "binary.csv")
 
 
 def test_rate_scale_compresses_time_and_window_slices_simulated_time(tmp_path: Path) -> None:
@@ -87,11 +35,16 @@ def test_rate_scale_compresses_time_and_window_slices_simulated_time(tmp_path: P
 
 
 def test_the_shipped_azure_trace_keeps_its_attribution() -> None:
-    offered = traffic.from_trace(traffic.resolve_trace("azure-conv"))
+    offered = traffic.from_trace(arrivals.resolve("azure-conv"))
     assert len(offered.arrivals) == 19366
     assert 3490 < offered.duration < 3510
     assert "CC-BY 4.0" in offered.attribution and "Splitwise" in offered.attribution
-    assert (traffic.TRACES / "README.md").read_text().count("CC-BY 4.0") >= 1
+    assert (arrivals.TRACES / "README.md").read_text().count("CC-BY 4.0") >= 1
+
+
+def test_a_trace_that_cannot_be_read_is_a_lab_error(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match=r"mine\.csv:2: expected 3 columns"):
+        traffic.from_trace(_write(tmp_path, "1,10,5\n2,10\n").rename(tmp_path / "mine.csv"))
 
 
 def test_scenario_traffic_is_what_the_sandbox_load_generator_sends() -> None:

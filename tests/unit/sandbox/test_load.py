@@ -107,3 +107,43 @@ async def test_generator_dispatches_in_real_time_and_counts_refusals() -> None:
     assert all(m == "m" and i == 7 and 3 <= o <= 5 for m, i, o in calls)
     assert generator.sent + generator.refused == len(calls)
     assert generator.refused == (len(calls) + 1) // 2
+
+
+# --------------------------------------------------------------------------- recorded requests
+
+TRACE = "time,prompt,output\n100,10,5\n101,20,6\n103,30,7\n109,40,8\n110,50,9\n"
+
+
+def _replay(tmp_path: Path, **kw: float) -> load.Requests:
+    (tmp_path / "t.csv").write_text(TRACE)
+    return load.Requests(file="t.csv", **kw).resolved(tmp_path / "t.csv")  # type: ignore[arg-type]
+
+
+def test_a_request_trace_is_replayed_as_recorded_from_its_start_and_compressed(tmp_path: Path) -> None:
+    replay = _replay(tmp_path, start=1.0, rate_scale=2.0)  # from 101 on: times (t - 100 - 1) / 2
+    assert replay.requests == [(0.0, 20, 6), (1.0, 30, 7), (4.0, 40, 8), (4.5, 50, 9)]
+    lengths = queueing.Fixed(value=1)  # the model's lengths do not apply to recorded requests
+    sent = list(load.requests(replay, input_tokens=lengths, output_tokens=lengths, seed=3, end=4.5))
+    assert sent == [(0.0, 20, 6), (1.0, 30, 7), (4.0, 40, 8)]
+    assert load.attribution(replay) == "" and load.attribution(load.Constant(rps=1)) == ""
+
+
+def test_a_request_trace_rate_counts_the_last_window_and_scales_with_the_load(tmp_path: Path) -> None:
+    replay = _replay(tmp_path)  # arrivals at 0, 1, 3, 9, 10 s
+    window = load.Requests.RATE_WINDOW
+    assert [replay.rate(t) for t in (0.0, 3.0, 9.5, 10.0, 11.5, 30.0)] == [
+        n / window for n in (1, 3, 4, 4, 3, 0)
+    ]
+    assert replay.peak() == 4 / window
+    doubled = replay.scaled(2.0)
+    assert [t for t, _, _ in doubled.requests] == [0.0, 0.5, 1.5, 4.5, 5.0]
+    assert doubled.peak() == 5 / window and doubled.rate_scale == 2.0
+    assert replay.scaled(0.0).requests == []
+
+
+def test_the_azure_trace_keeps_its_attribution_in_a_replay() -> None:
+    from services.sandbox import arrivals
+
+    replay = load.Requests(file="azure-conv", start=60).resolved(arrivals.resolve("azure-conv"))
+    assert "CC-BY 4.0" in load.attribution(replay) and "Splitwise" in load.attribution(replay)
+    assert replay.requests[0][0] >= 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sandbox import load, pipeline, queueing, scenario
+from services.sandbox import load, queueing, scenario
 
 SCENARIOS = Path(scenario.__file__).parent / "scenarios"
 
@@ -140,32 +140,22 @@ def test_a_scenario_carries_the_timing_its_story_needs_and_flags_override_it() -
     assert opts.intervals == {"stabilization": 9.0}  # the rest comes from the scenario at run time
 
 
-def test_default_scenario_leaves_time_for_its_scale_down_by_construction() -> None:
-    """The timeline written in default.yaml's comment, recomputed from the file: `make demo` must
-    pass by construction, with margin, not by luck (it once ended `final 3` for the cheap variant)."""
-    spec = scenario.load_scenario(SCENARIOS / "default.yaml")
-    intervals = pipeline.Intervals(**spec.timing.given())
-    assert spec.timing.given().keys() == {"fetch", "scrape", "reconcile", "stabilization"}
-    one_decision = intervals.stabilization + intervals.fetch + intervals.reconcile + 1.0
-    lag = intervals.rate_window + intervals.scrape + intervals.fetch + intervals.reconcile
-    (model,) = spec.models
-    assert isinstance(model.load, load.Trace)
-    points = model.load.points
-    final_rate = points[-1][1]
-    # The load is at its final level from `settled` on: the first point after the last other level.
-    last_other = max(t for t, rate in points if rate != final_rate)
-    settled = min(t for t, rate in points if t > last_other)
-    assert settled == 120
-    # V1 removes one replica per decision: worst case, every variant at maxReplicas when the load drops.
-    finals = {e.variant: e.final_replicas_at_most for e in spec.expectations if e.final_replicas_at_most}
-    decisions = sum(
-        variant.max_replicas - finals.get(variant.name, max(variant.min_replicas, 1)) for variant in model.variants
-    )
-    needed = lag + decisions * one_decision
-    assert (one_decision, lag, decisions, needed) == (25, 20, 3, 95)
-    assert spec.duration - settled >= 1.25 * needed
-    # The opening: the expensive variant's one decision lands while its removal is still safe (the
-    # load under half of the ~16 req/s that one cheap and one expensive replica carry below the trigger).
-    expensive = next(v for v in model.variants if v.name == "llama-8b-expensive")
-    assert expensive.replicas - finals[expensive.name] == 1
-    assert model.load.rate(lag + one_decision) <= 8.5
+def test_a_request_trace_is_read_relative_to_the_scenario_and_checked(tmp_path: Path) -> None:
+    ramp = "{kind: ramp, start_rps: 1, end_rps: 5, duration: 10}"
+    (tmp_path / "t.csv").write_text("time,prompt,output\n0,100,20\n5,4000,500\n")
+    (tmp_path / "far.csv").write_text("0,10,5\n100,10,5\n")
+
+    def load_with(replay: str, *, change: tuple[str, str] = ("", "")) -> scenario.Scenario:
+        (tmp_path / "s.yaml").write_text(GOOD.replace(ramp, replay).replace(*change))
+        return scenario.load_scenario(tmp_path / "s.yaml")
+
+    replay = load_with("{kind: requests, file: t.csv}").models[0].load
+    assert isinstance(replay, load.Requests) and replay.requests == [(0.0, 100, 20), (5.0, 4000, 500)]
+    # The trace's own lengths are checked against every variant's cache, not the model's `requests:`.
+    small_cache = ("server: {max_num_seqs: 8}", "server: {max_num_seqs: 8, kv_cache_tokens: 4096}")
+    with pytest.raises(scenario.ScenarioError, match=r"cannot hold the largest request \(4000 \+ 500 tokens\)"):
+        load_with("{kind: requests, file: t.csv}", change=small_cache)
+    with pytest.raises(scenario.ScenarioError, match=r"models\[0\]\.load: window starts at 50s, after the traffic ends"):
+        load_with("{kind: requests, file: t.csv, start: 50}")
+    with pytest.raises(scenario.ScenarioError, match=r"no request of .*far\.csv within the scenario's 30s"):
+        load_with("{kind: requests, file: far.csv, start: 40}")  # its next request comes at 60 s

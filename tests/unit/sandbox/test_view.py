@@ -33,10 +33,12 @@ def _decide(
     reason: str,
     *,
     applied: bool = False,
+    outcome: str = "",
 ) -> None:
     decision = m.Decision(
-        namespace="llm", name=va, at=AT, current=current, desired=desired, reason=reason, applied=applied
-    )
+        namespace="llm", name=va, at=AT, current=current, desired=desired, reason=reason, applied=applied,
+        outcome=outcome,
+    )  # fmt: skip
     observer.handle(f"wva.decisions.llm.{va}", m.encode(decision), t)
 
 
@@ -86,3 +88,42 @@ def test_prints_steps_and_hold_changes_once_per_group() -> None:
     assert "dear                    2 -> 1  scale_down_spare_capacity (applied)" in lines[3]
     assert "(not applied)" in lines[5]
     assert len(observer.timeline.decisions) == 20  # the rest are counted, not printed
+
+
+def test_a_step_counts_once_and_a_paced_stage_is_a_step() -> None:
+    # As the scaler publishes them: the step once, with its outcome; until the Deployment shows it,
+    # the decisions that follow carry its count (applied, no outcome, a hold's reason). A stage of a
+    # paced scale-down (6 -> 5 while 1 is still stabilizing) is a change with the reason hold_stabilizing.
+    observer = observe.Observer(scenario.parse_scenario(SCENARIO.replace("max_replicas: 4", "max_replicas: 8"), source="t"))
+    out = io.StringIO()
+    with view.LineView(out) as shown:
+        _decide(observer, 1.0, "cheap", 1, 2, "scale_up_required_capacity", applied=True, outcome="applied")
+        _decide(observer, 1.1, "cheap", 1, 2, "hold_no_trigger", applied=True)
+        shown.refresh(observer, 1.5)
+        _decide(observer, 5.0, "cheap", 6, 5, "hold_stabilizing", applied=True, outcome="applied")
+        _decide(observer, 5.1, "cheap", 5, 5, "hold_stabilizing")
+        shown.refresh(observer, 5.5)
+        _decide(observer, 9.0, "cheap", 5, 6, "scale_up_required_capacity", applied=True, outcome="target_moved")
+        shown.refresh(observer, 9.5)
+    lines = out.getvalue().splitlines()
+    assert [line.split("s ", 1)[1].split()[:4] for line in lines if " -> " in line] == [
+        ["cheap", "1", "->", "2"], ["cheap", "6", "->", "5"], ["cheap", "5", "->", "6"],
+    ]  # fmt: skip
+    assert "hold_stabilizing (applied)" in lines[2] and "(target_moved)" in lines[-1]
+    marks = observer.timeline.decisions
+    assert [(d.current, d.desired) for d in marks if d.is_scaling] == [(1, 2), (6, 5)]
+
+
+def test_a_step_of_another_variant_is_not_shown_as_a_hold_when_it_comes_first() -> None:
+    # The scaler publishes the group's decision for every VA; the one of the VA that does not move
+    # (current == desired, the step's reason) may reach a refresh before the step itself, published
+    # once actuated: it is not a hold of the group.
+    observer = observe.Observer(scenario.parse_scenario(SCENARIO, source="t"))
+    out = io.StringIO()
+    with view.LineView(out) as shown:
+        _decide(observer, 1.0, "cheap", 1, 1, "scale_down_spare_capacity")
+        shown.refresh(observer, 1.0)
+        _decide(observer, 1.1, "dear", 2, 1, "scale_down_spare_capacity", applied=True, outcome="applied")
+        shown.refresh(observer, 2.0)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "dear" in lines[0] and "2 -> 1" in lines[0], lines

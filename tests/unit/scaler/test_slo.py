@@ -268,15 +268,19 @@ def test_output_tokens_per_request_are_the_models_weighted_by_traffic() -> None:
     assert [c.capacity for c in rec.numbers.capacities] == [pytest.approx(8.0), pytest.approx(8.0)]
 
 
-def test_a_kv_cache_that_fills_first_caps_the_capacity() -> None:
+def test_a_kv_cache_that_fills_first_caps_the_capacity_at_the_latency_it_fills_at() -> None:
     memory = learned(("a", SWEEP))
-    # 16,384 tokens x 0.80 / 640 per request = 20.5 requests running at most; at 100 ms that is
-    # 204.8 tokens/s, 1.02 requests/s per replica — not the 8 the latency alone would allow.
-    m = digest(wire("a", [150.0] * 2, rate=3.0, cache=16384), received_at=0)
+    # 16,384 tokens x 0.80 / 640 per request = 20.48 requests running at most. On the line they run at
+    # ITL = 20 + 0.5 x 20.48 = 30.24 ms (n = x * ITL gives x = alpha n / (1 + beta n)), so a replica
+    # generates 1,024 / 1.512 = 677.2 tokens/s: 3.39 requests/s — not the 8 the latency alone would
+    # allow, nor the 1.02 of a full cache at the 100 ms target (a latency a full cache never reaches).
+    m = digest(wire("a", [150.0] * 2, rate=8.0, cache=16384), received_at=0)
     rec = recommend(memory, view("a", m, cost=10.0, ready=2))
     assert rec.numbers is not None
-    assert rec.numbers.capacities[0].capacity == pytest.approx(16384 * 0.8 / 640 / 0.1 / OUT)
-    assert rec.desired == (4,)  # 3 / 0.85 = 3.53 against 2.05: +2
+    running = 16384 * 0.8 / 640
+    assert rec.numbers.capacities[0].capacity == pytest.approx(50.0 * running / (1 + 0.025 * running) / OUT)
+    assert rec.numbers.capacities[0].capacity == pytest.approx(3.386, abs=1e-3)
+    assert rec.desired == (3,)  # 8 / 0.85 = 9.41 against 2 x 3.39 = 6.77: +1
 
 
 # ------------------------------------------------------------------------------------------ fallback
