@@ -22,7 +22,7 @@ import contextlib
 import math
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +108,9 @@ async def _publisher(nats_url: str) -> tuple[Any, Any]:
     subjects = Subjects()
     await streams.ensure(js, subjects, streams.StreamSpec())
 
-    async def publish(snapshot: messages.MetricsSnapshot) -> None:
-        await natsio.publish(js, subjects.metrics(snapshot.namespace, snapshot.name), snapshot)
+    async def publish(snapshots: Sequence[messages.MetricsSnapshot]) -> list[Exception | None]:
+        batch = [natsio.Outgoing(subjects.metrics(s.namespace, s.name), s) for s in snapshots]
+        return [r if isinstance(r, Exception) else None for r in await natsio.publish_many(js, batch)]
 
     return nc, publish
 

@@ -90,8 +90,8 @@ def _child(component: str, n: int, trace: bool) -> dict[str, float]:
             async def aclose(self) -> None:
                 return None
 
-        async def publish(snapshot: messages.MetricsSnapshot) -> None:
-            return None
+        async def publish(snapshots: Sequence[messages.MetricsSnapshot]) -> list[Exception | None]:
+            return [None] * len(snapshots)
 
         fetcher = Fetcher(
             collector=StubCollector(),  # type: ignore[arg-type]  # only collect() is used
