@@ -63,6 +63,7 @@ from shared.messages import (
     Target,
     TargetDeleted,
     VAKey,
+    interned,
     kind_of,
     va_key,
 )
@@ -220,6 +221,7 @@ class Scaler:
         return m is None or m.generation < max(t.deployment_generation, va.awaiting) or m.age(now) > 2 * stale / 3
 
     def _on_target(self, target: Target, now: float) -> list[Action]:
+        target = interned(target)  # kept per VA: its repeated strings shared (the same values)
         key = va_key(target.namespace, target.name)
         va = self._vas.get(key)
         old_group: GroupKey | None = None

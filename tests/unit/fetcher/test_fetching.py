@@ -12,6 +12,7 @@ from services.fetcher import cache as caching
 from services.fetcher.collector import Collection, PodSample, assemble, pod_key
 from services.fetcher.fetching import Fetcher
 from services.fetcher.tracking import Tracker
+from shared import messages
 from shared.messages import MetricsSnapshot, PodRef, Target, va_key
 
 
@@ -244,3 +245,14 @@ async def test_snapshots_a_batch_could_not_publish_are_counted_and_logged_and_th
     assert sorted(tried[-1]) == ["a", "b", "c"]
     assert value("wva_fetcher_snapshots_total", status="partial") - published == 5
     await fetcher.aclose()
+
+
+def test_tracked_targets_share_their_repeated_strings() -> None:
+    tracker = Tracker()
+    for name in ("a", "b"):
+        decoded = messages.targets_decoder.decode(messages.encode(target(name)))
+        assert isinstance(decoded, Target)
+        tracker.put(decoded)
+    a, b = tracker.get("ns", "a"), tracker.get("ns", "b")
+    assert a is not None and b is not None
+    assert a.namespace is b.namespace and a.model_id is b.model_id and a.pods[0].phase is b.pods[0].phase

@@ -292,3 +292,18 @@ def test_messages_are_immutable_and_not_tracked_by_the_garbage_collector() -> No
         assert cls.__struct_config__.frozen and not cls.__struct_config__.gc, cls.__name__
     decoded = m.any_decoder.decode(m.encode(SAMPLES[0]))
     assert isinstance(decoded, m.Target) and not gc.is_tracked(decoded) and not gc.is_tracked(decoded.pods[0])
+
+
+def test_interned_targets_are_equal_and_share_their_repeated_strings() -> None:
+    target = SAMPLES[0]
+    assert isinstance(target, m.Target)
+    other = msgspec.structs.replace(target, name="llama-h100", scale_target=m.ScaleTarget(name="llama-h100"))
+    a, b = (m.targets_decoder.decode(m.encode(t)) for t in (target, other))  # each with its own strings
+    assert isinstance(a, m.Target) and isinstance(b, m.Target)
+    ia, ib = m.interned(a), m.interned(b)
+    assert ia == a and ib == b
+    for field in ("namespace", "model_id", "accelerator", "controller_instance"):
+        assert getattr(ia, field) is getattr(ib, field), field
+    assert ia.scale_target.kind is ib.scale_target.kind and ia.scale_target.api_version is ib.scale_target.api_version
+    assert ia.pods[0].phase is ib.pods[0].phase
+    assert ib.scale_target.name is ib.name  # a scale target naming the VA itself keeps one string
