@@ -21,3 +21,24 @@ def test_targets_are_kept_with_their_repeated_strings_shared() -> None:
     actions = feed(s, [(0, snapshot("a", [0.79], at=0)), (0, snapshot("b", [0.5], at=0))])
     a, b = (next(d for d in decisions(actions) if d.name == n) for n in ("a", "b"))
     assert a.namespace == NS and a.namespace is b.namespace and a.model_id is b.model_id
+
+
+def test_the_slo_memory_keeps_the_last_points_in_order_and_nothing_for_a_variant_without_any() -> None:
+    from services.scaler.analyzers.slo import POINTS, SloMemory
+    from services.scaler.digest import digest
+
+    from .test_slo import itl, wire
+
+    memory = SloMemory()
+    memory.observe("idle", digest(wire("idle", [0.0, 0.0]), received_at=0))  # no tokens generated: no point
+    assert memory.points == {}
+    loads = [100.0 + i for i in range(3 * POINTS // 2)]  # more than the memory holds: it wraps
+    for i in range(0, len(loads), 3):
+        memory.observe("a", digest(wire("a", loads[i : i + 3]), received_at=0))
+    kept = loads[-POINTS:]
+    assert memory.points["a"].pairs() == [(x, itl(x)) for x in kept]
+    # The fit over the wrapped memory is the fit over those points in that order, bit for bit.
+    fresh = SloMemory()
+    for i in range(0, POINTS, 2):
+        fresh.observe("a", digest(wire("a", kept[i : i + 2]), received_at=0))
+    assert memory.fit("a", 0.1) == fresh.fit("a", 0.1)
