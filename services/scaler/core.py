@@ -42,7 +42,6 @@ from services.scaler.actions import (
     InputWarning,
     ScaleAction,
     StatusAction,
-    VAStatus,
 )
 from services.scaler.analyzers import Analyzer, GroupView, Recommendation, VariantView
 from services.scaler.analyzers.capacity import CapacityAnalyzer, CapacityMemory
@@ -110,8 +109,8 @@ class _VA:
     nudged_at: float = float("-inf")
     last_decision: Decision | None = None
     conditions: tuple[Condition, ...] = ()
-    status: VAStatus | None = None  # the last one emitted
-    transitions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    transitions: outputs.Transitions = ()
+    status: tuple[object, ...] = ()  # outputs.status_inputs of the last status emitted
 
     @property
     def expected(self) -> int:
@@ -156,8 +155,11 @@ class Scaler:
         self._vas: dict[VAKey, _VA] = {}
         self._groups: dict[GroupKey, _Group] = {}
         self._orphans: OrderedDict[VAKey, tuple[Digest, float | None]] = OrderedDict()
-        self._targeting: dict[tuple[str, str], set[str]] = {}  # (namespace, deployment) -> VA names
+        # (namespace, deployment) -> the names of the VAs that target it, sorted (almost always one: a
+        # tuple is a quarter of a set's size)
+        self._targeting: dict[tuple[str, str], tuple[str, ...]] = {}
         self._cursor = dict.fromkeys(_CURSOR_FIELDS, 0)
+        self._cursor_shared: Cursor | None = None
         self._trigger = ""
 
     # ------------------------------------------------------------------ public API
@@ -175,6 +177,7 @@ class Scaler:
         stream = _STREAMS.get(type(event))
         if stream is not None and seq is not None:
             self._cursor[stream] = seq
+            self._cursor_shared = None
         self._trigger = _trigger(event)
         if isinstance(event, Tick):
             return self._on_tick(now)
@@ -196,6 +199,7 @@ class Scaler:
             self._cursor.update(
                 start_targets=event.targets, start_metrics=event.metrics, start_events=event.events
             )
+            self._cursor_shared = None
             return []
         raise TypeError(f"not a scaler event: {type(event).__name__}")
 
@@ -379,20 +383,22 @@ class Scaler:
 
     def _retarget(self, target: Target) -> set[GroupKey]:
         """Index the Deployment ``target`` names; the groups whose conflicts changed."""
-        names = self._targeting.setdefault(self._deployment(target), set())
-        names.add(target.name)
+        deployment = self._deployment(target)
+        names = self._targeting.get(deployment, ())
+        if target.name not in names:
+            names = self._targeting[deployment] = tuple(sorted((*names, target.name)))
         return self._groups_of(target.namespace, names) if len(names) > 1 else set()
 
     def _untarget(self, target: Target) -> set[GroupKey]:
         deployment = self._deployment(target)
-        names = self._targeting.get(deployment, set())
-        names.discard(target.name)
+        names = tuple(n for n in self._targeting.get(deployment, ()) if n != target.name)
         if not names:
             self._targeting.pop(deployment, None)
             return set()
+        self._targeting[deployment] = names
         return self._groups_of(target.namespace, names)
 
-    def _groups_of(self, namespace: str, names: set[str]) -> set[GroupKey]:
+    def _groups_of(self, namespace: str, names: Sequence[str]) -> set[GroupKey]:
         found = set()
         for name in names:
             va = self._vas.get(va_key(namespace, name))
@@ -401,8 +407,8 @@ class Scaler:
         return found
 
     def _conflict(self, target: Target) -> list[str]:
-        names = self._targeting.get(self._deployment(target), set())
-        return sorted(names) if len(names) > 1 else []
+        names = self._targeting.get(self._deployment(target), ())
+        return list(names) if len(names) > 1 else []
 
     # ------------------------------------------------------------------ evaluation
 
@@ -579,14 +585,19 @@ class Scaler:
 
     def _status(self, va: _VA, now: float) -> list[Action]:
         """A StatusAction when the VA's status (last decision, conditions) changed."""
-        body = outputs.status(va.target, va.last_decision, va.conditions, va.transitions, now=_at(now))
-        if body == va.status:
+        va.transitions = outputs.transitions(va.conditions, va.transitions, now=_at(now))
+        inputs = outputs.status_inputs(va.target, va.last_decision, va.conditions, va.transitions)
+        if inputs == va.status:
             return []
-        va.status = body
+        va.status = inputs
+        body = outputs.status(va.target, va.last_decision, va.conditions, va.transitions)
         return [StatusAction(namespace=va.target.namespace, name=va.target.name, status=body)]
 
     def _cursor_now(self) -> Cursor:
-        return Cursor(**self._cursor)
+        """The stream positions consumed so far; one object for every decision until one moves."""
+        if self._cursor_shared is None:
+            self._cursor_shared = Cursor(**self._cursor)
+        return self._cursor_shared
 
 
 # ---------------------------------------------------------------------- helpers

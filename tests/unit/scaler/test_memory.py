@@ -42,3 +42,20 @@ def test_the_slo_memory_keeps_the_last_points_in_order_and_nothing_for_a_variant
     for i in range(0, POINTS, 2):
         fresh.observe("a", digest(wire("a", kept[i : i + 2]), received_at=0))
     assert memory.fit("a", 0.1) == fresh.fit("a", 0.1)
+
+
+def test_what_many_vas_have_in_common_is_one_object() -> None:
+    from services.scaler import holds, reasons
+    from services.scaler.actions import StatusAction
+
+    from .builders import statuses
+
+    s = Scaler()
+    feed(s, [(0, target("a", cost=40)), (0, target("b", cost=80))])
+    actions = feed(s, [(5, snapshot("a", [0.5], at=5))]) + feed(s, [(5, snapshot("b", [0.5], at=5))])
+    a, b = (next(d for d in decisions(actions) if d.name == n) for n in ("a", "b"))
+    assert a.cursor == b.cursor and a.cursor is b.cursor  # decided at the same stream positions
+    stamps = [c.last_transition_time for st in statuses(actions) if isinstance(st, StatusAction) for c in st.status.conditions]
+    assert len(stamps) > 2 and len({id(t) for t in stamps if t == stamps[0]}) == 1  # one string per instant
+    ok = holds.condition(reasons.METRICS_AVAILABLE, True, reasons.METRICS_FOUND, "saturation metrics are available")
+    assert ok is holds.condition(reasons.METRICS_AVAILABLE, True, reasons.METRICS_FOUND, "saturation metrics are available")
