@@ -271,7 +271,9 @@ class Scaler:
 
     def _on_snapshot(self, snapshot: MetricsSnapshot, now: float) -> list[Action]:
         key = va_key(snapshot.namespace, snapshot.name)
-        metrics = digest(snapshot, received_at=now)
+        va = self._vas.get(key)
+        names = None if va is None else {p.name: p.name for p in va.target.pods}
+        metrics = digest(snapshot, received_at=now, names=names)
         actions: list[Action] = []
         if metrics.skew > self._max_skew:
             actions.append(
@@ -282,7 +284,6 @@ class Scaler:
                     detail=f"snapshot stamped {metrics.skew:.1f}s ahead of this scaler's clock; using its arrival time",
                 )
             )
-        va = self._vas.get(key)
         if va is None:
             previous = self._orphans.pop(key, None)
             self._orphans[key] = (metrics, _idle(metrics, None if previous is None else previous[1]))

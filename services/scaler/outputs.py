@@ -58,10 +58,11 @@ def status_inputs(
 ) -> tuple[object, ...]:
     """What :func:`status` reads, as a value: equal inputs give an equal status and, as every one of
     them is written into it, different inputs a different one."""
-    written = None
-    if decision is not None:
-        written = (decision.accelerator or target.accelerator, decision.desired, decision.at, decision.applied)
-    return (target.va_generation if current else None, written, current, stamps)
+    generation = target.va_generation if current else None
+    if decision is None:
+        return (generation, current, stamps)
+    accelerator = decision.accelerator or target.accelerator
+    return (generation, current, stamps, accelerator, decision.desired, decision.at, decision.applied)
 
 
 def conditions(target: Target, check: Check, *, group_reason: str, group_detail: str, refusal: str) -> tuple[Condition, ...]:

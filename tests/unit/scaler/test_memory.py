@@ -3,6 +3,8 @@ decoded message repeats, nothing allocated for what has not happened yet."""
 
 from __future__ import annotations
 
+import msgspec
+
 from services.scaler.core import Scaler
 from shared import messages
 
@@ -59,3 +61,22 @@ def test_what_many_vas_have_in_common_is_one_object() -> None:
     assert len(stamps) > 2 and len({id(t) for t in stamps if t == stamps[0]}) == 1  # one string per instant
     ok = holds.condition(reasons.METRICS_AVAILABLE, True, reasons.METRICS_FOUND, "saturation metrics are available")
     assert ok is holds.condition(reasons.METRICS_AVAILABLE, True, reasons.METRICS_FOUND, "saturation metrics are available")
+
+
+def test_a_digest_keeps_the_targets_pod_names_and_is_not_tracked_by_the_garbage_collector() -> None:
+    import gc
+
+    from services.scaler.digest import digest
+
+    sent = snapshot("a", [0.5, 0.6], at=0)
+    sent = msgspec.structs.replace(
+        sent, replicas=tuple(msgspec.structs.replace(r, num_gpu_blocks=1024, block_size=16) for r in sent.replicas)
+    )
+    wired = messages.metrics_decoder.decode(messages.encode(sent))  # each replica with its own 16384
+    assert isinstance(wired, messages.MetricsSnapshot)
+    names = {r.pod: "".join(r.pod) for r in wired.replicas}  # the Target's own strings
+    d = digest(wired, received_at=0, names=names)
+    assert [r.pod for r in d.replicas] == [r.pod for r in wired.replicas]
+    assert all(r.pod is names[r.pod] for r in d.replicas)
+    assert not gc.is_tracked(d) and not any(gc.is_tracked(r) for r in d.replicas)
+    assert d.replicas[0].cache_tokens == 16384 and d.replicas[0].cache_tokens is d.replicas[1].cache_tokens
