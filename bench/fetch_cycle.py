@@ -2,9 +2,11 @@
 
 A real Prometheus scrapes emulated vLLM pods (``bench.pods``: the sandbox's ``/metrics`` text, 116
 series per pod) for 10 / 100 / 1,000 VAs of 1-4 pods each, every size in its own namespaces, all in
-one Prometheus. For each size two fetchers (``services.fetcher.fetching.Fetcher`` with the real
+one Prometheus. For each size three fetchers (``services.fetcher.fetching.Fetcher`` with the real
 ``PrometheusCollector``, the real ``MemoryCache`` and ``Tracker``, publishing to a real nats-server)
-run ``cycle()`` alternately (ABBA order), so both modes share the machine's noise. Per cycle:
+run ``cycle()`` in turn (ABC CBA order), so every mode shares the machine's noise: batched (the
+default: uncompressed answers), batched with ``WVA_PROMETHEUS_COMPRESSION=true`` (gzip), per-VA. Per
+cycle:
 
 - queries sent (the collector's own count, retries included),
 - wall time (the cycle's own ``duration_ms``: query, split per VA, cache, publish),
@@ -37,7 +39,7 @@ from services.fetcher.tracking import Tracker
 from shared import messages, natsio, streams
 from shared.subjects import Subjects
 
-MODES = ("batched", "per-va")
+MODES = ("batched", "batched-gzip", "per-va")
 
 
 @dataclass
@@ -118,7 +120,12 @@ async def _publisher(nats_url: str) -> tuple[Any, Any]:
 def _fetcher(
     inst: Installation, mode: str, targets: list[messages.Target], publish: Any
 ) -> tuple[Fetcher, _Bytes]:
-    settings = FetcherSettings(prometheus_url=inst.prometheus.url, query_mode=mode, nats_url=inst.nats_url)
+    settings = FetcherSettings(
+        prometheus_url=inst.prometheus.url,
+        query_mode="per-va" if mode == "per-va" else "batched",
+        prometheus_compression=mode == "batched-gzip",
+        nats_url=inst.nats_url,
+    )
     collector = factory.create(settings)
     counter = _Bytes()
     session = getattr(collector, "_session", None)  # the collector's requests.Session (bench-only peek)
@@ -146,7 +153,7 @@ async def run(inst: Installation, *, reps: int) -> list[Table]:
             "Prometheus CPU ms/cycle",
             "KiB returned/cycle",
             "snapshots ok",
-            "per-VA ÷ batched (time, CPU)",
+            "÷ batched (time, CPU)",
         ],
     )
     try:
@@ -155,10 +162,10 @@ async def run(inst: Installation, *, reps: int) -> list[Table]:
     finally:
         await nc.drain()
     table.notes += [
-        f"Scrape interval {inst.scrape_interval:g}s, rate window 60s, {reps} measurements per mode (ABBA order), "
+        f"Scrape interval {inst.scrape_interval:g}s, rate window 60s, {reps} measurements per mode (ABC CBA order), "
         "Prometheus concurrency 4 (the default). CPU is net of the scraping CPU measured in idle windows in between; "
         "small negative values mean below the noise.",
-        "Bytes: the JSON bodies as decoded (Prometheus gzips on the wire).",
+        "Bytes: the JSON bodies as decoded (batched-gzip sends about a tenth of them over the wire).",
     ]
     return [table]
 
@@ -175,8 +182,8 @@ async def _one_size(
     queries: dict[str, list[float]] = {m: [] for m in MODES}
     kib: dict[str, list[float]] = {m: [] for m in MODES}
     ok: dict[str, list[float]] = {m: [] for m in MODES}
-    pair_wall: list[float] = []
-    pair_cpu: list[float] = []
+    pair_wall: dict[str, list[float]] = {m: [] for m in MODES}  # each mode over batched, per repetition
+    pair_cpu: dict[str, list[float]] = {m: [] for m in MODES}
     try:
         for mode in MODES:  # warm-up: connections, Prometheus caches
             await fetchers[mode][0].cycle()
@@ -205,14 +212,15 @@ async def _one_size(
                 cpu[mode].append(net)
                 kib[mode].append((counter.total - b0) / k / 1024)
                 got[mode] = (w, net)
-            pair_wall.append(got["per-va"][0] / got["batched"][0])
-            if got["batched"][1] > 0:
-                pair_cpu.append(got["per-va"][1] / got["batched"][1])
+            for mode in MODES[1:]:
+                pair_wall[mode].append(got[mode][0] / got["batched"][0])
+                if got["batched"][1] > 0:
+                    pair_cpu[mode].append(got[mode][1] / got["batched"][1])
     finally:
         for fetcher, _ in fetchers.values():
             await fetcher.aclose()
     for mode in MODES:
-        ratios = f"{stat(pair_wall).fmt(2)}x, {stat(pair_cpu).fmt(2)}x" if mode == "per-va" else ""
+        ratios = f"{stat(pair_wall[mode]).fmt(2)}x, {stat(pair_cpu[mode]).fmt(2)}x" if pair_wall[mode] else ""
         q = stat(queries[mode])
         table.add(
             [
@@ -235,8 +243,8 @@ async def _one_size(
             kib_per_cycle=stat(kib[mode]),
             ok_share=stat(ok[mode]),
             **(
-                {"per_va_over_batched_time": stat(pair_wall), "per_va_over_batched_cpu": stat(pair_cpu)}
-                if mode == "per-va"
+                {"over_batched_time": stat(pair_wall[mode]), "over_batched_cpu": stat(pair_cpu[mode])}
+                if pair_wall[mode]
                 else {}
             ),
         )
