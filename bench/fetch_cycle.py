@@ -36,7 +36,7 @@ from services.fetcher import factory
 from services.fetcher.fetching import Fetcher
 from services.fetcher.settings import FetcherSettings
 from services.fetcher.tracking import Tracker
-from shared import messages, natsio, streams
+from shared import messages, natsio, publishing, streams
 from shared.subjects import Subjects
 
 MODES = ("batched", "batched-gzip", "per-va")
@@ -111,8 +111,8 @@ async def _publisher(nats_url: str) -> tuple[Any, Any]:
     await streams.ensure(js, subjects, streams.StreamSpec())
 
     async def publish(snapshots: Sequence[messages.MetricsSnapshot]) -> list[Exception | None]:
-        batch = [natsio.Outgoing(subjects.metrics(s.namespace, s.name), s) for s in snapshots]
-        return [r if isinstance(r, Exception) else None for r in await natsio.publish_many(js, batch)]
+        batch = [publishing.Outgoing(subjects.metrics(s.namespace, s.name), s) for s in snapshots]
+        return [r if isinstance(r, Exception) else None for r in await publishing.publish_many(nc, batch)]
 
     return nc, publish
 

@@ -34,7 +34,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from shared import natsio, streams
+from shared import natsio, publishing, streams
 from shared.messages import MetricsDeleted, TargetDeleted
 from shared.observability import Health, HttpServer, setup_logging
 from shared.redaction import redact
@@ -75,14 +75,14 @@ class Runtime:
         )
 
     async def publish_many(
-        self, batch: Sequence[natsio.Outgoing], *, attempts: int = 4, timeout: float = 2.0
+        self, batch: Sequence[publishing.Outgoing], *, attempts: int = 4, timeout: float = 2.0
     ) -> list[PubAck | Exception]:
-        """``natsio.publish_many`` that re-creates lost streams and lets tombstones expire: per message
+        """``publishing.publish_many`` that re-creates lost streams and lets tombstones expire: per message
         its ack or the error it failed with."""
         batch = [self._expiring(o) for o in batch]
-        return await natsio.publish_many(self.js, batch, attempts=attempts, timeout=timeout, heal=self.ensure_streams)
+        return await publishing.publish_many(self.nc, batch, attempts=attempts, timeout=timeout, heal=self.ensure_streams)
 
-    def _expiring(self, o: natsio.Outgoing) -> natsio.Outgoing:
+    def _expiring(self, o: publishing.Outgoing) -> publishing.Outgoing:
         ttl = self._ttl(o.message) if o.msg_ttl is None else None
         return o if ttl is None else dataclasses.replace(o, msg_ttl=ttl)
 

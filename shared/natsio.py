@@ -3,16 +3,11 @@
 - :func:`connect` supports every auth option (user/password, token, NKey seed, creds file) and TLS
   (CA, client certificate), retries the first connection with tenacity for a bounded time, logs and
   counts disconnects and reconnects.
-- :func:`publish_many` sends messages to JetStream, each with a ``Nats-Msg-Id`` so that a retried
-  publish is stored once, and retries transient failures a bounded number of times with the same id.
-  The messages go out together and their acks are awaited concurrently, with one retry policy for the
-  batch instead of one per message: 1,000 snapshots take 35-40 ms instead of 100-110
-  (docs/benchmarks.md). Messages
-  of one subject are stored in the order given: the second is sent once the first is stored or has
-  failed for good. It returns each message's ``PubAck`` or the error it failed with; nothing is lost
-  silently. When no stream answers (a NATS restart with an empty store, a deleted stream) it calls
-  ``heal`` (which re-creates the streams) before the next attempt. :func:`publish` is one message of it,
-  and raises that error.
+- :func:`publish` sends one message to JetStream with a ``Nats-Msg-Id`` so that a retried publish is
+  stored once, and retries transient failures a bounded number of times with the same id. When no
+  stream answers (a NATS restart with an empty store, a deleted stream) it calls ``heal`` (which
+  re-creates the streams) before the next attempt. ``shared.publishing`` sends many at once with the
+  same rules.
 
 Credentials never reach a log line or an error message: URLs go through ``shared.redaction``.
 
@@ -25,13 +20,10 @@ Exceptions::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import uuid
-from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -45,7 +37,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    retry_if_result,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential,
@@ -65,16 +56,13 @@ CONNECTION_EVENTS: Final = Counter(
 PUBLISHED: Final = Counter("wva_messages_published_total", "Messages published, by kind", ["kind"])
 
 _TRANSIENT_CONNECT: Final = (OSError, TimeoutError, nats.errors.NoServersError, nats.errors.TimeoutError)
-_TRANSIENT_PUBLISH: Final = (
+TRANSIENT_PUBLISH: Final = (
     nats.errors.TimeoutError,
     nats.js.errors.NoStreamResponseError,
     nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.OutboundBufferLimitError,  # disconnected, and the client's buffer is full until it is back
 )
-
-
-_IN_FLIGHT: Final = 64  # publishes awaiting their ack at once (more gains nothing: measured at 1,000)
 
 
 class NatsStartupError(Exception):
@@ -219,19 +207,8 @@ async def connect(settings: Settings, *, name: str) -> Client:
     return nc
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message to publish. ``msg_id`` (``Nats-Msg-Id``) defaults to a random one, the same for every
-    retry; ``msg_ttl`` (whole seconds) makes the server drop the message after that long (``Nats-TTL``;
-    the stream must allow it)."""
-
-    subject: str
-    message: msgspec.Struct
-    msg_id: str | None = None
-    msg_ttl: float | None = None
-
-
 Heal = Callable[[], Awaitable[object]]
+PUBLISH_WAIT: Final = wait_exponential(multiplier=0.1, max=1)  # between attempts (shared.publishing too)
 
 
 async def publish(
@@ -245,119 +222,34 @@ async def publish(
     msg_ttl: float | None = None,
     heal: Heal | None = None,
 ) -> PubAck:
-    """Publish one message and wait for its ack (:func:`publish_many`); raises what it failed with."""
-    outcome = (
-        await publish_many(
-            js, [Outgoing(subject, message, msg_id, msg_ttl)], attempts=attempts, timeout=timeout, heal=heal
-        )
-    )[0]
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
+    """Publish to JetStream and wait for the ack; retries reuse one ``Nats-Msg-Id``.
 
-
-async def publish_many(
-    js: JetStreamContext,
-    batch: Sequence[Outgoing],
-    *,
-    attempts: int = 4,
-    timeout: float = 2.0,
-    heal: Heal | None = None,
-) -> list[PubAck | Exception]:
-    """Publish every message of ``batch`` and wait for the acks, together; per message its ack or the
-    error of its last attempt. Transient failures (no ack within ``timeout``, no stream, NATS
-    reconnecting) are retried up to ``attempts`` times in all, with backoff; ``heal`` is awaited when
-    no stream took a message, before the retry. Messages of one subject are stored in ``batch`` order."""
-    outcomes: list[PubAck | Exception | None] = [None] * len(batch)
-    payloads = [messages.encode(o.message) for o in batch]
-    ids = [o.msg_id or uuid.uuid4().hex for o in batch]
-    for wave in _waves(batch):
-        await _store(js, batch, payloads, ids, wave, outcomes, attempts=attempts, timeout=timeout, heal=heal)
-    stored = Tally(messages.kind_of(o.message) for o, r in zip(batch, outcomes, strict=True) if isinstance(r, PubAck))
-    for kind, n in stored.items():
-        PUBLISHED.labels(kind=kind).inc(n)
-    done: list[PubAck | Exception] = []
-    for r in outcomes:
-        assert r is not None  # every message had at least one attempt
-        done.append(r)
-    return done
-
-
-async def _store(
-    js: JetStreamContext,
-    batch: Sequence[Outgoing],
-    payloads: Sequence[bytes],
-    ids: Sequence[str],
-    wave: list[int],
-    outcomes: list[PubAck | Exception | None],
-    *,
-    attempts: int,
-    timeout: float,
-    heal: Heal | None,
-) -> None:
-    """Attempts for the messages at ``wave`` (one per subject) until each is stored or out of tries."""
-    pending = wave
-
-    async def attempt() -> list[int]:
-        nonlocal pending
-        pending = await _send(js, batch, payloads, ids, pending, outcomes, timeout)
-        if heal is not None and any(isinstance(outcomes[i], nats.js.errors.NoStreamResponseError) for i in pending):
-            await _heal(heal)
-        return pending
-
-    await AsyncRetrying(
-        retry=retry_if_result(bool),  # some are still to be stored
+    ``msg_ttl`` (whole seconds) makes the server drop the message after that long (``Nats-TTL``; the
+    stream must allow it). ``heal`` is awaited when no stream took the message, before the retry.
+    """
+    payload = messages.encode(message)
+    headers = {"Nats-Msg-Id": msg_id or uuid.uuid4().hex}
+    ack: PubAck | None = None
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT_PUBLISH),
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.1, max=1),
-        retry_error_callback=lambda _: None,  # out of attempts: their errors are in outcomes
-    )(attempt)
-
-
-def _waves(batch: Sequence[Outgoing]) -> list[list[int]]:
-    """Indices of ``batch`` in rounds that hold each subject at most once, in order: the n-th message
-    of a subject goes in the n-th round (one round when every subject is different)."""
-    seen: dict[str, int] = {}
-    waves: list[list[int]] = []
-    for i, o in enumerate(batch):
-        n = seen.get(o.subject, 0)
-        seen[o.subject] = n + 1
-        if n == len(waves):
-            waves.append([])
-        waves[n].append(i)
-    return waves
-
-
-async def _send(
-    js: JetStreamContext,
-    batch: Sequence[Outgoing],
-    payloads: Sequence[bytes],
-    ids: Sequence[str],
-    indices: Sequence[int],
-    outcomes: list[PubAck | Exception | None],
-    timeout: float,
-) -> list[int]:
-    """One attempt for the messages at ``indices``, ``_IN_FLIGHT`` at a time, each waiting at most
-    ``timeout`` for its ack. Records each outcome; returns the indices worth another attempt.
-
-    (nats-py's ``publish_async`` would save a few more milliseconds, but it leaves the future of a
-    message the stream refuses unresolved until the timeout, then retried as if lost.)"""
-    slots = asyncio.Semaphore(_IN_FLIGHT)
-
-    async def one(i: int) -> None:
-        o = batch[i]
-        async with slots:
+        wait=PUBLISH_WAIT,
+        reraise=True,
+    ):
+        with attempt:
             try:
-                outcomes[i] = await js.publish(
-                    o.subject, payloads[i], timeout=timeout, headers={"Nats-Msg-Id": ids[i]}, msg_ttl=o.msg_ttl
-                )
-            except Exception as exc:  # recorded, never raised: the caller gets every message's outcome
-                outcomes[i] = exc
+                ack = await js.publish(subject, payload, timeout=timeout, headers=dict(headers), msg_ttl=msg_ttl)
+            except nats.js.errors.NoStreamResponseError:
+                if heal is not None:
+                    await heal_streams(heal)
+                raise
+    assert ack is not None  # AsyncRetrying re-raises or runs the block
+    PUBLISHED.labels(kind=messages.kind_of(message)).inc()
+    return ack
 
-    await asyncio.gather(*(one(i) for i in indices))
-    return [i for i in indices if isinstance(outcomes[i], _TRANSIENT_PUBLISH)]
 
-
-async def _heal(heal: Heal) -> None:
+async def heal_streams(heal: Heal) -> None:
+    """Await ``heal`` (re-create the streams); a failure is logged, never raised."""
     try:
         await heal()
     except Exception as exc:  # NATS may still be on its way back; the retry (or the next publish) tells

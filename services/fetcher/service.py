@@ -32,7 +32,7 @@ from services.fetcher.collector import unavailable
 from services.fetcher.fetching import Fetcher
 from services.fetcher.settings import FetcherSettings
 from services.fetcher.tracking import Tracker
-from shared import messages, natsio, streams
+from shared import messages, publishing, streams
 from shared.intake import Intake
 from shared.lifecycle import Runtime
 from shared.messages import (
@@ -55,7 +55,7 @@ def build(settings: FetcherSettings, runtime: Runtime) -> Fetcher:
     )
 
     async def publish(snapshots: Sequence[MetricsSnapshot]) -> list[Exception | None]:
-        batch = [natsio.Outgoing(runtime.subjects.metrics(s.namespace, s.name), s) for s in snapshots]
+        batch = [publishing.Outgoing(runtime.subjects.metrics(s.namespace, s.name), s) for s in snapshots]
         return [r if isinstance(r, Exception) else None for r in await runtime.publish_many(batch)]
 
     return Fetcher(collector=factory.create(settings), cache=cache, tracker=Tracker(), publish=publish)

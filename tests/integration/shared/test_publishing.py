@@ -1,4 +1,4 @@
-"""Publishing many messages at once (natsio.publish_many), against a real nats-server: acks awaited
+"""Publishing many messages at once (shared.publishing), against a real nats-server: acks awaited
 together, yet per subject in order, retried with the same Nats-Msg-Id, healed, and never lost silently."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import PubAck, StreamConfig
 
-from shared import messages, natsio, streams
+from shared import messages, natsio, publishing, streams
 from shared.settings import Settings
 from shared.subjects import Subjects
 from tests.fixtures.servers import NatsServer
@@ -36,8 +36,8 @@ async def test_a_batch_is_stored_with_each_subject_in_order(nats_client: Client)
     js = nats_client.jetstream()
     await streams.ensure(js, S, SPEC)
     # Three versions of 100 targets, interleaved: the last of each must be the one the stream keeps.
-    batch = [natsio.Outgoing(S.targets("llm", f"va-{i}"), _target(f"va-{i}", v)) for v in (1, 2, 3) for i in range(100)]
-    outcomes = await natsio.publish_many(js, batch)
+    batch = [publishing.Outgoing(S.targets("llm", f"va-{i}"), _target(f"va-{i}", v)) for v in (1, 2, 3) for i in range(100)]
+    outcomes = await publishing.publish_many(nats_client, batch)
     assert all(isinstance(o, PubAck) for o in outcomes), [o for o in outcomes if not isinstance(o, PubAck)][:3]
     acks = [o for o in outcomes if isinstance(o, PubAck)]
     for i in range(100):
@@ -53,13 +53,13 @@ async def test_messages_no_stream_takes_are_healed_and_stored_or_returned_with_t
     js = nats_client.jetstream()
     await streams.ensure(js, S, SPEC)
     await js.delete_stream("WVA_METRICS")  # a NATS store wiped under a running service
-    batch: list[natsio.Outgoing] = []
+    batch: list[publishing.Outgoing] = []
     for i in range(50):
-        batch.append(natsio.Outgoing(S.targets("llm", f"va-{i}"), _target(f"va-{i}", 1)))
-        batch.append(natsio.Outgoing(S.metrics("llm", f"va-{i}"), _snapshot(f"va-{i}")))
+        batch.append(publishing.Outgoing(S.targets("llm", f"va-{i}"), _target(f"va-{i}", 1)))
+        batch.append(publishing.Outgoing(S.metrics("llm", f"va-{i}"), _snapshot(f"va-{i}")))
 
     # Nobody heals: the targets are stored, every snapshot comes back with why (after its retries).
-    outcomes = await natsio.publish_many(js, batch, attempts=2)
+    outcomes = await publishing.publish_many(nats_client, batch, attempts=2)
     assert all(isinstance(o, PubAck) for o in outcomes[0::2])
     assert all(isinstance(o, nats.js.errors.NoStreamResponseError) for o in outcomes[1::2])
 
@@ -68,7 +68,7 @@ async def test_messages_no_stream_takes_are_healed_and_stored_or_returned_with_t
     async def heal() -> None:
         healed.append(await streams.ensure(js, S, SPEC))
 
-    outcomes = await natsio.publish_many(js, batch, heal=heal)
+    outcomes = await publishing.publish_many(nats_client, batch, heal=heal)
     assert all(isinstance(o, PubAck) for o in outcomes)
     assert healed[0] == ["created WVA_METRICS"]
     assert (await js.stream_info("WVA_METRICS")).state.messages == 50
@@ -78,9 +78,9 @@ async def test_a_message_the_stream_refuses_is_returned_and_the_others_stored(na
     js = nats_client.jetstream()
     await js.add_stream(StreamConfig(name="SMALL", subjects=["small.>"], max_msg_size=1024))
     batch = [
-        natsio.Outgoing(f"small.{i}", _target(f"va-{i}", 1, pods=20 if i % 3 == 0 else 0)) for i in range(30)
+        publishing.Outgoing(f"small.{i}", _target(f"va-{i}", 1, pods=20 if i % 3 == 0 else 0)) for i in range(30)
     ]
-    outcomes = await natsio.publish_many(js, batch)
+    outcomes = await publishing.publish_many(nats_client, batch)
     for i, outcome in enumerate(outcomes):
         if i % 3 == 0:  # refused by the server: an error that another attempt would not change
             assert isinstance(outcome, nats.js.errors.APIError) and not isinstance(outcome, PubAck), outcome
@@ -108,13 +108,13 @@ async def test_a_server_restart_mid_batch_loses_nothing_and_stores_nothing_twice
         # An event log, not a last-value stream: a message stored twice would show as one more.
         n = 3000
         batch = [
-            natsio.Outgoing(
+            publishing.Outgoing(
                 S.invalidate("llm", f"va-{i}"),
                 messages.Invalidation(namespace="llm", name=f"va-{i}", at=AT, reason="relist"),
             )
             for i in range(n)
         ]
-        task = asyncio.create_task(natsio.publish_many(js, batch, attempts=20))
+        task = asyncio.create_task(publishing.publish_many(nc, batch, attempts=20))
         await asyncio.wait_for(seen.wait(), 10)
         assert not task.done()  # the restart falls in the middle of the batch
         await asyncio.to_thread(nats_server.restart)
