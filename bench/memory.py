@@ -15,6 +15,8 @@ measured in separate children, because tracing inflates RSS.
   scrape collectors do (``collector.assemble`` from per-pod samples), so a snapshot shares its
   namespace, names and model ID with the tracked Target and one time with the cycle's other snapshots:
   what a running fetcher holds.
+- scaler /metrics gauges: the scaler shell's WVA-compatible gauges (``telemetry.Gauges.decided`` of one
+  decision per VA; the decisions themselves are made before the first measurement).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ LABELS = {
     "scaler": "scaler core state",
     "fetcher": "fetcher cache + tracking",
     "fetcher-assembled": "fetcher, collector-made snapshots",
+    "scaler-gauges": "scaler /metrics gauges",
 }
 
 
@@ -78,6 +81,23 @@ def _child(component: str, n: int, trace: bool) -> dict[str, float]:
                 core.handle(wire_target(va), t)
                 core.handle(wire_snapshot(va), t)
             return core
+
+    elif component == "scaler-gauges":
+        from services.scaler import telemetry
+
+        gauges = telemetry.Gauges()
+        decisions = [
+            messages.Decision(
+                namespace=va.namespace, name=va.name, at=messages.utcnow(), model_id=va.model_id,
+                accelerator="A100", current=va.pods, desired=va.pods, reason="hold_stabilizing",
+            )
+            for va in vas
+        ]
+
+        def fill() -> object:
+            for decision in decisions:
+                gauges.decided(decision)
+            return gauges
 
     else:
         from services.fetcher import cache as caching
@@ -187,7 +207,7 @@ def run(sizes: list[int], *, reps: int) -> list[Table]:
         "5. Memory per tracked VA (difference over the empty component, fresh interpreter each)",
         ["component", "VAs", "RSS KiB/VA", "tracemalloc KiB/VA", "empty process RSS MiB"],
     )
-    for component in ("scaler", "fetcher", "fetcher-assembled"):
+    for component in LABELS:
         for n in sizes:
             rss: list[float] = []
             traced: list[float] = []
