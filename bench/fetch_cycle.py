@@ -4,14 +4,15 @@ A real Prometheus scrapes emulated vLLM pods (``bench.pods``: the sandbox's ``/m
 series per pod) for 10 / 100 / 1,000 VAs of 1-4 pods each, every size in its own namespaces, all in
 one Prometheus. For each size three fetchers (``services.fetcher.fetching.Fetcher`` with the real
 ``PrometheusCollector``, the real ``MemoryCache`` and ``Tracker``, publishing to a real nats-server)
-run ``cycle()`` in turn (ABC CBA order), so every mode shares the machine's noise: batched (the
+run ``cycle()`` in turn (ABC CBA order, an idle window before each), so every mode shares the
+machine's noise and none pays for the one before it: batched (the
 default: uncompressed answers), batched with ``WVA_PROMETHEUS_COMPRESSION=true`` (gzip), per-VA. Per
 cycle:
 
 - queries sent (the collector's own count, retries included),
 - wall time (the cycle's own ``duration_ms``: query, split per VA, cache, publish),
 - Prometheus CPU, from its ``process_cpu_seconds_total`` read before and after, minus its scraping
-  CPU measured in idle windows between the cycles (rate x cycle time),
+  CPU measured in the idle window right before (rate x cycle time),
 - bytes of JSON Prometheus returned (a response hook on the collector's HTTP session).
 
 Small sizes run several cycles per measurement, so Prometheus's 10 ms CPU resolution does not hide them.
@@ -168,7 +169,7 @@ async def run(inst: Installation, *, reps: int) -> list[Table]:
         await nc.drain()
     table.notes += [
         f"Scrape interval {inst.scrape_interval:g}s, rate window 60s, {reps} measurements per mode (ABC CBA order), "
-        "Prometheus concurrency 4 (the default). CPU is net of the scraping CPU measured in idle windows in between; "
+        "Prometheus concurrency 4 (the default). CPU is net of the scraping CPU measured in an idle window before each mode's cycles; "
         "small negative values mean below the noise.",
         "Bytes: the JSON bodies as decoded (batched-gzip sends about a tenth of them over the wire).",
         f"Per-VA mode runs with WVA_FETCH_BUDGET={_PER_VA_BUDGET:g}s (the default 10s cuts it short at 1,000 VAs).",
@@ -194,10 +195,13 @@ async def _one_size(
         for mode in MODES:  # warm-up: connections, Prometheus caches
             await fetchers[mode][0].cycle()
         for rep in range(reps):
-            idle_rate = await _idle_cpu_rate(inst.prometheus, seconds=max(2.0, inst.scrape_interval))
             order = MODES if rep % 2 == 0 else MODES[::-1]
             got: dict[str, tuple[float, float]] = {}
             for mode in order:
+                # An idle window before every mode: Prometheus's scraping CPU is measured right before
+                # the mode's cycles, and the mode before it (per-VA's thousands of queries) has settled
+                # instead of slowing the first cycles of this one.
+                idle_rate = await _idle_cpu_rate(inst.prometheus, seconds=max(2.0, inst.scrape_interval))
                 fetcher, counter = fetchers[mode]
                 b0, c0, t0 = (
                     counter.total,
