@@ -60,11 +60,16 @@ async def compare(roots: dict[str, Path], *, vas: int, cycles: int) -> dict[str,
         return await asyncio.to_thread(_alternate, roots, inst.prometheus.url, inst.nats_url, vas, cycles)
 
 
-def _alternate(roots: dict[str, Path], prometheus_url: str, nats_url: str, vas: int, cycles: int) -> dict[str, list[float]]:
+def _alternate(
+    roots: dict[str, Path], prometheus_url: str, nats_url: str, vas: int, cycles: int
+) -> dict[str, list[float]]:
     children = {
         side: subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(root), prometheus_url, nats_url, str(vas)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=root,
         )
         for side, root in roots.items()
     }
@@ -99,7 +104,9 @@ def _alternate(roots: dict[str, Path], prometheus_url: str, nats_url: str, vas: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.cycle_ab", description=__doc__.splitlines()[0])
-    parser.add_argument("other", type=Path, help="the other checkout (a directory with services/, shared/, bench/)")
+    parser.add_argument(
+        "other", type=Path, help="the other checkout (a directory with services/, shared/, bench/)"
+    )
     parser.add_argument("--vas", type=int, default=1000)
     parser.add_argument("--cycles", type=int, default=20, help="cycles per side")
     args = parser.parse_args()
@@ -108,7 +115,9 @@ def main() -> None:
     for side, label in (("this", str(ROOT)), ("other", str(args.other))):
         ms = found[side]
         q1, _, q3 = statistics.quantiles(ms, n=4)
-        print(f"{label}: cycle median {statistics.median(ms):.0f} ms [IQR {q1:.0f}..{q3:.0f}], min {min(ms):.0f} ({len(ms)} cycles)")
+        print(
+            f"{label}: cycle median {statistics.median(ms):.0f} ms [IQR {q1:.0f}..{q3:.0f}], min {min(ms):.0f} ({len(ms)} cycles)"
+        )
     ratios = [a / b for a, b in zip(found["this"], found["other"], strict=True)]
     print(f"this ÷ other, paired: median {statistics.median(ratios):.2f}")
 

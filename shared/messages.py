@@ -10,7 +10,7 @@ Messages are not tracked by the garbage collector (``gc=False``, 16 bytes less e
 hold only strings, numbers, times and tuples of other messages, so they cannot be part of a cycle (a
 field of a mutable type would break that; tests/unit/shared/test_messages.py checks every one). The
 services hold one or two per VA and make thousands per fetch cycle, and tracked they made the garbage
-collector run for them (docs/benchmarks.md, "Where the fetch cycle's time went").
+collector run for them (docs/benchmarks.md, "The fetch cycle at 1,000 VAs and memory per VA").
 
 Every payload is untrusted (docs/design.md §3). A decoder raises :class:`MessageError` and nothing else,
 whatever the bytes: a payload larger than :data:`MAX_PAYLOAD` is refused before parsing, one nested

@@ -7,12 +7,12 @@ streams) awaited first when no stream took a message; anything else is that mess
 Every message comes back with its ``PubAck`` or its error: nothing is lost silently.
 
 Pipelined: every message of an attempt is sent with its own reply subject under one wildcard
-subscription per connection, then their acks are awaited together, for at most ``timeout``. Awaiting
-one ack after another took 100-110 ms for 1,000 snapshots, a concurrent ``js.publish`` per message
-36-75 ms, this ~30-55 ms (docs/benchmarks.md). nats-py's ``publish_async`` does the same, but the
-future of a message the stream refuses stays unresolved until its timeout (its reply callback raises
-the error instead of setting it) and is then retried as if lost; here a refusal is that message's
-error as soon as it arrives.
+subscription per connection, then their acks are awaited together, for at most ``timeout``. For 1,000
+snapshots to a real nats-server: 98-110 ms with a retrier per message, 36-47 ms with a concurrent
+``js.publish`` per message, 37 ms this way (docs/benchmarks.md). nats-py's ``publish_async`` does the
+same, but the future of a message the stream refuses stays unresolved until its timeout (its reply
+callback raises the error instead of setting it) and is then retried as if lost; here a refusal is
+that message's error as soon as it arrives.
 
 Order: messages of one subject are stored in the order given. Each attempt holds at most one message
 per subject; the n-th message of a subject goes after the (n-1)-th is stored or has failed for good.
@@ -65,7 +65,9 @@ async def publish_many(
     ids = [o.msg_id or uuid.uuid4().hex for o in batch]
     for wave in _waves(batch):
         await _store(nc, batch, payloads, ids, wave, outcomes, attempts=attempts, timeout=timeout, heal=heal)
-    stored = Counter(messages.kind_of(o.message) for o, r in zip(batch, outcomes, strict=True) if isinstance(r, PubAck))
+    stored = Counter(
+        messages.kind_of(o.message) for o, r in zip(batch, outcomes, strict=True) if isinstance(r, PubAck)
+    )
     for kind, n in stored.items():
         natsio.PUBLISHED.labels(kind=kind).inc(n)
     done: list[PubAck | Exception] = []
@@ -107,7 +109,9 @@ async def _store(
     async def attempt() -> list[int]:
         nonlocal pending
         pending = await _send(nc, batch, payloads, ids, pending, outcomes, timeout)
-        if heal is not None and any(isinstance(outcomes[i], nats.js.errors.NoStreamResponseError) for i in pending):
+        if heal is not None and any(
+            isinstance(outcomes[i], nats.js.errors.NoStreamResponseError) for i in pending
+        ):
             await natsio.heal_streams(heal)
         return pending
 

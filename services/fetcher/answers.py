@@ -2,8 +2,8 @@
 
 An answer is ``{"status": …, "data": {"resultType": "vector", "result": [series, …]}}`` and a series
 ``{"metric": {label: value, …}, "value": [time, "number"]}``. At 1,000 VAs a batched cycle reads about
-27,500 series; decoding them into dicts made the fetcher spend more time in the garbage collector than
-in its queries (docs/benchmarks.md, "Where the fetch cycle's time went"). So the fast path is one
+27,500 series; decoded into dicts, they kept the garbage collector busy for about a quarter of the
+cycle (docs/benchmarks.md, "The fetch cycle at 1,000 VAs and memory per VA"). So the fast path is one
 msgspec decode into typed Structs the collector does not track (``gc=False``: they hold only strings
 and numbers, so they cannot form a cycle), keeping only the labels a collection uses.
 

@@ -23,7 +23,10 @@ AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _target(name: str, replicas: int, pods: int = 0) -> messages.Target:
     return messages.Target(
-        namespace="llm", name=name, at=AT, spec_replicas=replicas,
+        namespace="llm",
+        name=name,
+        at=AT,
+        spec_replicas=replicas,
         pods=tuple(messages.PodRef(name=f"{name}-{i}") for i in range(pods)),
     )
 
@@ -36,14 +39,22 @@ async def test_a_batch_is_stored_with_each_subject_in_order(nats_client: Client)
     js = nats_client.jetstream()
     await streams.ensure(js, S, SPEC)
     # Three versions of 100 targets, interleaved: the last of each must be the one the stream keeps.
-    batch = [publishing.Outgoing(S.targets("llm", f"va-{i}"), _target(f"va-{i}", v)) for v in (1, 2, 3) for i in range(100)]
+    batch = [
+        publishing.Outgoing(S.targets("llm", f"va-{i}"), _target(f"va-{i}", v))
+        for v in (1, 2, 3)
+        for i in range(100)
+    ]
     outcomes = await publishing.publish_many(nats_client, batch)
-    assert all(isinstance(o, PubAck) for o in outcomes), [o for o in outcomes if not isinstance(o, PubAck)][:3]
+    assert all(isinstance(o, PubAck) for o in outcomes), [o for o in outcomes if not isinstance(o, PubAck)][
+        :3
+    ]
     acks = [o for o in outcomes if isinstance(o, PubAck)]
     for i in range(100):
         seqs = [acks[v * 100 + i].seq for v in range(3)]
         assert seqs == sorted(seqs), f"va-{i} stored out of order: {seqs}"
-        last = messages.targets_decoder.decode((await js.get_last_msg("WVA_TARGETS", S.targets("llm", f"va-{i}"))).data or b"")
+        last = messages.targets_decoder.decode(
+            (await js.get_last_msg("WVA_TARGETS", S.targets("llm", f"va-{i}"))).data or b""
+        )
         assert isinstance(last, messages.Target) and last.spec_replicas == 3
 
 
@@ -78,7 +89,8 @@ async def test_a_message_the_stream_refuses_is_returned_and_the_others_stored(na
     js = nats_client.jetstream()
     await js.add_stream(StreamConfig(name="SMALL", subjects=["small.>"], max_msg_size=1024))
     batch = [
-        publishing.Outgoing(f"small.{i}", _target(f"va-{i}", 1, pods=20 if i % 3 == 0 else 0)) for i in range(30)
+        publishing.Outgoing(f"small.{i}", _target(f"va-{i}", 1, pods=20 if i % 3 == 0 else 0))
+        for i in range(30)
     ]
     outcomes = await publishing.publish_many(nats_client, batch)
     for i, outcome in enumerate(outcomes):
@@ -89,7 +101,9 @@ async def test_a_message_the_stream_refuses_is_returned_and_the_others_stored(na
     assert (await js.stream_info("SMALL")).state.messages == 20
 
 
-async def test_a_server_restart_mid_batch_loses_nothing_and_stores_nothing_twice(nats_server: NatsServer) -> None:
+async def test_a_server_restart_mid_batch_loses_nothing_and_stores_nothing_twice(
+    nats_server: NatsServer,
+) -> None:
     nc = await natsio.connect(Settings(nats_url=nats_server.url), name="test")
     watcher = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:

@@ -20,7 +20,10 @@ def _body(result: Any) -> bytes:
 GOOD = [
     {"metric": {"namespace": "ns", "model_name": "m", "pod": "a-0"}, "value": [1700000000.5, "0.25"]},
     {"metric": {"namespace": "ns", "model_name": "m", "pod": "a-1"}, "value": [1700000000.5, "NaN"]},
-    {"metric": {"namespace": "ns", "pod": "a-0", "num_gpu_blocks": "1024", "block_size": "16"}, "value": [1, "1"]},
+    {
+        "metric": {"namespace": "ns", "pod": "a-0", "num_gpu_blocks": "1024", "block_size": "16"},
+        "value": [1, "1"],
+    },
     {"metric": {"namespace": "ns", "pod": "a-2"}, "value": [1, "+Inf"]},
 ]
 
@@ -41,7 +44,11 @@ def test_an_answer_is_read_into_untracked_series() -> None:
 
 def test_series_that_do_not_fit_are_skipped_and_the_others_read_as_in_a_clean_answer() -> None:
     odd = [
-        1, "x", None, {"metric": 5}, {"value": [1, "2"]},
+        1,
+        "x",
+        None,
+        {"metric": 5},
+        {"value": [1, "2"]},
         {"metric": {"namespace": "ns", "pod": ["a-0"]}, "value": [1, "2"]},  # a label that is not a string
         {"metric": {"namespace": "", "pod": "a-0"}, "value": [1, "2"]},  # an empty namespace
         {"metric": {"namespace": "ns", "pod": "a-3"}, "value": "v"},  # another shape: the pod is still seen
@@ -54,7 +61,9 @@ def test_series_that_do_not_fit_are_skipped_and_the_others_read_as_in_a_clean_an
     assert repr([row for row in mixed if row[1] not in {"a-3", "a-4", "a-5"}]) == repr(clean)
     extra = {row[1]: row for row in mixed if row[1] in {"a-3", "a-4", "a-5"}}
     assert extra["a-3"][2] is None  # no usable value
-    assert math.isnan(extra["a-4"][2] or 0.0) and extra["a-4"][3] == "7"  # too large for a float: dropped later
+    assert (
+        math.isnan(extra["a-4"][2] or 0.0) and extra["a-4"][3] == "7"
+    )  # too large for a float: dropped later
     assert extra["a-5"][2] == 3.0
 
 

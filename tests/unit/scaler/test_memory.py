@@ -57,10 +57,19 @@ def test_what_many_vas_have_in_common_is_one_object() -> None:
     actions = feed(s, [(5, snapshot("a", [0.5], at=5))]) + feed(s, [(5, snapshot("b", [0.5], at=5))])
     a, b = (next(d for d in decisions(actions) if d.name == n) for n in ("a", "b"))
     assert a.cursor == b.cursor and a.cursor is b.cursor  # decided at the same stream positions
-    stamps = [c.last_transition_time for st in statuses(actions) if isinstance(st, StatusAction) for c in st.status.conditions]
+    stamps = [
+        c.last_transition_time
+        for st in statuses(actions)
+        if isinstance(st, StatusAction)
+        for c in st.status.conditions
+    ]
     assert len(stamps) > 2 and len({id(t) for t in stamps if t == stamps[0]}) == 1  # one string per instant
-    ok = holds.condition(reasons.METRICS_AVAILABLE, True, reasons.METRICS_FOUND, "saturation metrics are available")
-    assert ok is holds.condition(reasons.METRICS_AVAILABLE, True, reasons.METRICS_FOUND, "saturation metrics are available")
+    ok = holds.condition(
+        reasons.METRICS_AVAILABLE, True, reasons.METRICS_FOUND, "saturation metrics are available"
+    )
+    assert ok is holds.condition(
+        reasons.METRICS_AVAILABLE, True, reasons.METRICS_FOUND, "saturation metrics are available"
+    )
 
 
 def test_a_digest_keeps_the_targets_pod_names_and_is_not_tracked_by_the_garbage_collector() -> None:
@@ -70,7 +79,8 @@ def test_a_digest_keeps_the_targets_pod_names_and_is_not_tracked_by_the_garbage_
 
     sent = snapshot("a", [0.5, 0.6], at=0)
     sent = msgspec.structs.replace(
-        sent, replicas=tuple(msgspec.structs.replace(r, num_gpu_blocks=1024, block_size=16) for r in sent.replicas)
+        sent,
+        replicas=tuple(msgspec.structs.replace(r, num_gpu_blocks=1024, block_size=16) for r in sent.replicas),
     )
     wired = messages.metrics_decoder.decode(messages.encode(sent))  # each replica with its own 16384
     assert isinstance(wired, messages.MetricsSnapshot)

@@ -28,7 +28,9 @@ def _decision(va: tuple[str, str], *, desired: int, current: int, accelerator: s
 
 
 def _value(name: str, va: tuple[str, str], accelerator: str = "A100") -> float | None:
-    return REGISTRY.get_sample_value(name, {"variant_name": va[1], "namespace": va[0], "accelerator_type": accelerator})
+    return REGISTRY.get_sample_value(
+        name, {"variant_name": va[1], "namespace": va[0], "accelerator_type": accelerator}
+    )
 
 
 def test_a_decision_sets_the_variants_gauges_and_a_target_its_current_replicas() -> None:
@@ -38,7 +40,9 @@ def test_a_decision_sets_the_variants_gauges_and_a_target_its_current_replicas()
         3.0, 2.0, 1.5,
     )  # fmt: skip
     telemetry.GAUGES.current(va[0], va[1], 3)
-    assert _value("wva_current_replicas", va) == 3.0 and _value("wva_desired_ratio", va) == 1.5  # until the next decision
+    assert (
+        _value("wva_current_replicas", va) == 3.0 and _value("wva_desired_ratio", va) == 1.5
+    )  # until the next decision
     telemetry.GAUGES.decided(_decision(va, desired=0, current=0))
     assert _value("wva_desired_ratio", va) == 0.0
 
@@ -65,7 +69,11 @@ def test_the_models_gauges_follow_its_token_capacity_decisions_and_go_with_its_l
     def value(name: str) -> float | None:
         return REGISTRY.get_sample_value(name, {"model_name": model, "namespace": a[0]})
 
-    assert (value("wva_required_capacity"), value("wva_spare_capacity"), value("wva_saturation_utilization")) == (100.0, 0.0, 1.5)
+    assert (
+        value("wva_required_capacity"),
+        value("wva_spare_capacity"),
+        value("wva_saturation_utilization"),
+    ) == (100.0, 0.0, 1.5)
     telemetry.GAUGES.deleted(*a)
     assert value("wva_required_capacity") == 100.0  # b still decides for the model
     telemetry.GAUGES.deleted(*b)

@@ -58,7 +58,9 @@ class FlakyNats:
 
 
 def _invalidation(name: str, generation: int) -> messages.Invalidation:
-    return messages.Invalidation(namespace="ns", name=name, at=AT, reason="relist", deployment_generation=generation)
+    return messages.Invalidation(
+        namespace="ns", name=name, at=AT, reason="relist", deployment_generation=generation
+    )
 
 
 async def test_a_message_that_fails_is_retried_with_its_id_before_the_next_of_its_subject() -> None:
@@ -67,7 +69,9 @@ async def test_a_message_that_fails_is_retried_with_its_id_before_the_next_of_it
     outcomes = await publishing.publish_many(nc, batch, timeout=0.05)  # type: ignore[arg-type]
     assert all(isinstance(o, PubAck) for o in outcomes), outcomes
     stored = [(subject, messages.events_decoder.decode(p)) for subject, p in nc.stored]
-    assert [m.deployment_generation for s, m in stored if s == "a" and isinstance(m, messages.Invalidation)] == [1, 2]
+    assert [
+        m.deployment_generation for s, m in stored if s == "a" and isinstance(m, messages.Invalidation)
+    ] == [1, 2]
     first = messages.encode(batch[0].message)
     assert len(nc.ids[first]) == 2 and len(set(nc.ids[first])) == 1  # the retry kept its Nats-Msg-Id
 
@@ -91,5 +95,7 @@ async def test_what_fails_for_good_is_returned_at_once_and_the_rest_stored() -> 
 
 async def test_an_ack_that_never_comes_is_a_timeout_after_the_last_attempt() -> None:
     nc = FlakyNats({("a", n): LOST for n in range(1, 3)})
-    outcomes = await publishing.publish_many(nc, [publishing.Outgoing("a", _invalidation("a", 1))], attempts=2, timeout=0.02)  # type: ignore[arg-type]
+    outcomes = await publishing.publish_many(
+        nc, [publishing.Outgoing("a", _invalidation("a", 1))], attempts=2, timeout=0.02
+    )  # type: ignore[arg-type]
     assert isinstance(outcomes[0], nats.errors.TimeoutError) and nc.attempts["a"] == 2 and nc.stored == []
