@@ -69,15 +69,14 @@ _any: Final = msgspec.json.Decoder()
 
 
 def series(body: bytes) -> list[Series]:
-    """The series of a query answer that name a namespace and a pod; :class:`AnswerError` if ``body``
-    is not a query answer."""
+    """The series of a query answer (a label it does not have, or that is not a string in a series
+    read leniently, is ""); :class:`AnswerError` if ``body`` is not a query answer."""
     try:
-        found = _typed.decode(body).data.result
+        return _typed.decode(body).data.result
     except msgspec.ValidationError:
         return _lenient(body)
     except msgspec.DecodeError:
         raise AnswerError("not JSON", unreadable=True) from None
-    return [s for s in found if s.metric.namespace and s.metric.pod]
 
 
 def _lenient(body: bytes) -> list[Series]:
@@ -96,14 +95,11 @@ def _lenient(body: bytes) -> list[Series]:
         labels = one.get("metric") if isinstance(one, dict) else None
         if not isinstance(labels, dict):
             continue
-        ns, pod = labels.get("namespace"), labels.get("pod")
-        if not isinstance(ns, str) or not isinstance(pod, str) or not ns or not pod:
-            continue
         found.append(
             Series(
                 metric=Labels(
-                    namespace=ns,
-                    pod=pod,
+                    namespace=_text(labels.get("namespace")),
+                    pod=_text(labels.get("pod")),
                     num_gpu_blocks=_label(labels.get("num_gpu_blocks")),
                     block_size=_label(labels.get("block_size")),
                 ),
@@ -111,6 +107,10 @@ def _lenient(body: bytes) -> list[Series]:
             )
         )
     return found
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _label(value: object) -> str | None:

@@ -264,6 +264,8 @@ def _merge(samples: dict[PodKey, PodSample], q: promql.Query, found: list[answer
     how = "max" if q.field == "kv_cache_usage" else "sum"
     for one in found:
         labels = one.metric
+        if not labels.namespace or not labels.pod:
+            continue  # not a pod's series: nothing to merge it into
         key = pod_key(labels.namespace, labels.pod)
         sample = samples.get(key)
         if sample is None:

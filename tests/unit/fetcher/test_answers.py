@@ -57,9 +57,13 @@ def test_series_that_do_not_fit_are_skipped_and_the_others_read_as_in_a_clean_an
     ]
     clean = _seen(answers.series(_body(GOOD)))
     mixed = _seen(answers.series(_body(GOOD[:2] + odd + GOOD[2:])))
-    # repr: NaN equals itself there
-    assert repr([row for row in mixed if row[1] not in {"a-3", "a-4", "a-5"}]) == repr(clean)
-    extra = {row[1]: row for row in mixed if row[1] in {"a-3", "a-4", "a-5"}}
+    # Not a dict, or no metric dict: skipped. A label that is not a string reads as "" (no pod's series).
+    assert [row[:2] for row in mixed if "" in row[:2]] == [("ns", ""), ("", "a-0")]
+    pods = [row for row in mixed if "" not in row[:2]]
+    assert repr([row for row in pods if row[1] not in {"a-3", "a-4", "a-5"}]) == repr(
+        clean
+    )  # NaN == NaN in repr
+    extra = {row[1]: row for row in pods if row[1] in {"a-3", "a-4", "a-5"}}
     assert extra["a-3"][2] is None  # no usable value
     assert (
         math.isnan(extra["a-4"][2] or 0.0) and extra["a-4"][3] == "7"
@@ -83,3 +87,20 @@ def test_a_body_that_is_not_json_is_unreadable(body: bytes) -> None:
     with pytest.raises(answers.AnswerError) as err:
         answers.series(body)
     assert err.value.unreadable
+
+
+def test_only_a_pods_series_are_merged_into_its_sample() -> None:
+    from services.fetcher import promql
+    from services.fetcher.prometheus import _merge
+
+    kv = next(q for q in promql.queries(promql.batched(["ns"]), rate_window=60) if q.field == "kv_cache_usage")
+    body = _body(
+        [
+            {"metric": {"namespace": "ns", "pod": "a-0"}, "value": [1, "0.25"]},
+            {"metric": {"namespace": "ns"}, "value": [1, "0.9"]},  # no pod
+            {"metric": {"target_model_name": "m"}, "value": [1, "3"]},  # another query's kind of series
+        ]
+    )
+    samples: dict = {}  # type: ignore[type-arg]
+    _merge(samples, kv, answers.series(body))
+    assert list(samples) == [("ns", "a-0")] and samples[("ns", "a-0")].kv_cache_usage == 0.25
