@@ -9,7 +9,14 @@ measured in separate children, because tracing inflates RSS.
 - scaler: ``Scaler.handle`` of one ``Target`` and one ``MetricsSnapshot`` per VA (1-4 pods).
 - fetcher: ``Fetcher.track`` per VA, then one background ``cycle()`` through a stub collector that
   returns a snapshot per VA, so the real code fills the ``MemoryCache`` (``allocation:`` entries and
-  ``replica:`` entries per model) and the ``Tracker``.
+  ``replica:`` entries per model) and the ``Tracker``. The stub's snapshots are decoded from their wire
+  bytes, each with its own strings and times.
+- fetcher, collector-made snapshots: the same, but the stub makes each snapshot as the Prometheus and
+  scrape collectors do (``collector.assemble`` from per-pod samples), so a snapshot shares its
+  namespace, names and model ID with the tracked Target and one time with the cycle's other snapshots:
+  what a running fetcher holds.
+- scaler /metrics gauges: the scaler shell's WVA-compatible gauges (``telemetry.Gauges.decided`` of one
+  decision per VA; the decisions themselves are made before the first measurement).
 """
 
 from __future__ import annotations
@@ -24,11 +31,18 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.report import Table, stat
 
 ROOT = Path(__file__).resolve().parent.parent
+LABELS = {
+    "scaler": "scaler core state",
+    "fetcher": "fetcher cache + tracking",
+    "fetcher-assembled": "fetcher, collector-made snapshots",
+    "scaler-gauges": "scaler /metrics gauges",
+}
 
 
 def _rss_kb() -> int:
@@ -68,18 +82,59 @@ def _child(component: str, n: int, trace: bool) -> dict[str, float]:
                 core.handle(wire_snapshot(va), t)
             return core
 
+    elif component == "scaler-gauges":
+        from services.scaler import telemetry
+
+        gauges = telemetry.Gauges()
+        decisions = [
+            messages.Decision(
+                namespace=va.namespace, name=va.name, at=messages.utcnow(), model_id=va.model_id,
+                accelerator="A100", current=va.pods, desired=va.pods, reason="hold_stabilizing",
+            )
+            for va in vas
+        ]
+
+        def fill() -> object:
+            for decision in decisions:
+                gauges.decided(decision)
+            return gauges
+
     else:
         from services.fetcher import cache as caching
-        from services.fetcher.collector import Collection
+        from services.fetcher.collector import Collection, PodKey, PodSample, assemble, pod_key
         from services.fetcher.fetching import Fetcher
         from services.fetcher.tracking import Tracker
         from shared.messages import va_key
+
+        def samples(tg: messages.Target) -> dict[PodKey, PodSample]:
+            """What the collectors read per pod for the traffic ``wire_snapshot`` describes (5 requests/s of
+            512 prompt and 128 output tokens, TTFT 80 ms, ITL 20 ms)."""
+            rate = 5.0 / max(1, len(tg.pods))
+            kv = workload.calm_kv(rng, len(tg.pods))
+            return {
+                pod_key(tg.namespace, p.name): PodSample(
+                    kv_cache_usage=k, waiting=0.0, running=8.0, num_gpu_blocks=1024, block_size=16,
+                    request_rate=rate, prompt_tokens_rate=512 * rate, generation_tokens_rate=128 * rate,
+                    ttft_sum_rate=0.08 * rate, ttft_count_rate=rate, itl_sum_rate=0.02 * 128 * rate,
+                    itl_count_rate=128 * rate,
+                )
+                for p, k in zip(tg.pods, kv, strict=True)
+            }
 
         class StubCollector:
             name = "stub"
             queries = 0
 
             async def collect(self, targets: Sequence[messages.Target]) -> Collection:
+                if component == "fetcher-assembled":
+                    at = datetime.fromtimestamp(t, UTC)
+                    return Collection(
+                        snapshots={
+                            va_key(tg.namespace, tg.name): assemble(tg, samples(tg), collected_at=at)[0]
+                            for tg in targets
+                        },
+                        queries=0,
+                    )
                 by_name = {(v.namespace, v.name): v for v in vas}
                 snaps = {
                     va_key(tg.namespace, tg.name): wire_snapshot(by_name[(tg.namespace, tg.name)])
@@ -90,8 +145,8 @@ def _child(component: str, n: int, trace: bool) -> dict[str, float]:
             async def aclose(self) -> None:
                 return None
 
-        async def publish(snapshot: messages.MetricsSnapshot) -> None:
-            return None
+        async def publish(snapshots: Sequence[messages.MetricsSnapshot]) -> list[Exception | None]:
+            return [None] * len(snapshots)
 
         fetcher = Fetcher(
             collector=StubCollector(),  # type: ignore[arg-type]  # only collect() is used
@@ -152,7 +207,7 @@ def run(sizes: list[int], *, reps: int) -> list[Table]:
         "5. Memory per tracked VA (difference over the empty component, fresh interpreter each)",
         ["component", "VAs", "RSS KiB/VA", "tracemalloc KiB/VA", "empty process RSS MiB"],
     )
-    for component in ("scaler", "fetcher"):
+    for component in LABELS:
         for n in sizes:
             rss: list[float] = []
             traced: list[float] = []
@@ -163,7 +218,7 @@ def run(sizes: list[int], *, reps: int) -> list[Table]:
                 empty.append(r["rss_empty_kb"] / 1024)
                 traced.append(_measure(component, n, True)["traced_bytes"] / 1024 / n)
             s_rss, s_tr, s_empty = stat(rss), stat(traced), stat(empty)
-            label = "scaler core state" if component == "scaler" else "fetcher cache + tracking"
+            label = LABELS[component]
             table.add(
                 [label, n, s_rss, s_tr, s_empty],
                 component=component,
@@ -175,6 +230,8 @@ def run(sizes: list[int], *, reps: int) -> list[Table]:
     table.notes += [
         f"{reps} fresh interpreters per cell (RSS and tracemalloc in separate ones). VAs in groups of 1-4, "
         "1-4 pods each (2.5 on average); the fetcher's figure includes the cached snapshot and the per-model replica entry.",
+        "fetcher + tracking decodes each snapshot from its wire bytes (its own strings and times); collector-made "
+        "snapshots share them with the tracked Target, as in a running fetcher, and carry per-pod token rates and ITL.",
         "tracemalloc counts Python allocations only; RSS also includes allocator slack, so it is the one to plan with.",
     ]
     return [table]
@@ -182,7 +239,7 @@ def run(sizes: list[int], *, reps: int) -> list[Table]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--child", choices=("scaler", "fetcher"), required=True)
+    parser.add_argument("--child", choices=tuple(LABELS), required=True)
     parser.add_argument("--vas", type=int, required=True)
     parser.add_argument("--trace", action="store_true")
     args = parser.parse_args()

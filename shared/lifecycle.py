@@ -10,8 +10,9 @@ service down loudly instead of leaving it half alive.
 
 Streams heal (docs/design.md §11): besides ``main`` the runner keeps the streams — every
 ``WVA_STREAM_CHECK_INTERVAL`` it ensures they exist (re-creating any lost with a wiped store), and the
-readiness check ``streams`` is false while it cannot. Services publish through :meth:`Runtime.publish`,
-which re-creates missing streams before retrying and gives tombstones their ``WVA_TOMBSTONE_TTL``.
+readiness check ``streams`` is false while it cannot. Services publish through :meth:`Runtime.publish`
+(one message) or :meth:`Runtime.publish_many` (many at once, acks awaited together), which re-create
+missing streams before retrying and give tombstones their ``WVA_TOMBSTONE_TTL``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,7 +34,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from shared import natsio, streams
+from shared import natsio, publishing, streams
 from shared.messages import MetricsDeleted, TargetDeleted
 from shared.observability import Health, HttpServer, setup_logging
 from shared.redaction import redact
@@ -67,11 +69,26 @@ class Runtime:
         timeout: float = 2.0,
     ) -> PubAck:
         """``natsio.publish`` that re-creates lost streams and lets tombstones expire."""
-        ttl = self.settings.tombstone_ttl if isinstance(message, TOMBSTONES) and self.spec.message_ttl else 0.0
         return await natsio.publish(
             self.js, subject, message, msg_id=msg_id, attempts=attempts, timeout=timeout,
-            msg_ttl=ttl or None, heal=self.ensure_streams,
+            msg_ttl=self._ttl(message), heal=self.ensure_streams,
         )
+
+    async def publish_many(
+        self, batch: Sequence[publishing.Outgoing], *, attempts: int = 4, timeout: float = 2.0
+    ) -> list[PubAck | Exception]:
+        """``publishing.publish_many`` that re-creates lost streams and lets tombstones expire: per message
+        its ack or the error it failed with."""
+        batch = [self._expiring(o) for o in batch]
+        return await publishing.publish_many(self.nc, batch, attempts=attempts, timeout=timeout, heal=self.ensure_streams)
+
+    def _expiring(self, o: publishing.Outgoing) -> publishing.Outgoing:
+        ttl = self._ttl(o.message) if o.msg_ttl is None else None
+        return o if ttl is None else dataclasses.replace(o, msg_ttl=ttl)
+
+    def _ttl(self, message: msgspec.Struct) -> float | None:
+        ttl = self.settings.tombstone_ttl if isinstance(message, TOMBSTONES) and self.spec.message_ttl else 0.0
+        return ttl or None
 
     async def ensure_streams(self) -> bool:
         """Create missing streams (at most once a second however many publishes ask); never raises."""

@@ -6,6 +6,12 @@ version (``"metrics.v1"``). A stream carries a tagged union, and each union has 
 Evolution: adding a field *with a default* is compatible; anything else is a new kind version, and
 consumers keep decoding the old one until no producer sends it. Unknown fields are ignored.
 
+Messages are not tracked by the garbage collector (``gc=False``, 16 bytes less each): they are frozen and
+hold only strings, numbers, times and tuples of other messages, so they cannot be part of a cycle (a
+field of a mutable type would break that; tests/unit/shared/test_messages.py checks every one). The
+services hold one or two per VA and make thousands per fetch cycle, and tracked they made the garbage
+collector run for them (docs/benchmarks.md, "The fetch cycle at 1,000 VAs and memory per VA").
+
 Every payload is untrusted (docs/design.md §3). A decoder raises :class:`MessageError` and nothing else,
 whatever the bytes: a payload larger than :data:`MAX_PAYLOAD` is refused before parsing, one nested
 deeper than the interpreter's recursion guard is refused (``too_deep``) instead of raising
@@ -78,7 +84,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class _Base(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=False):
+class _Base(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=False, gc=False):
     """Every message names its VA and when it was produced (UTC)."""
 
     namespace: Namespace
@@ -89,20 +95,20 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
 # ---------------------------------------------------------------- targets (watcher -> all)
 
 
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
+class Problem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Something wrong with a VA's spec that the scaler reports in its conditions."""
 
     field: str
     message: str
 
 
-class ScaleTarget(msgspec.Struct, frozen=True, kw_only=True):
+class ScaleTarget(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     kind: str = "Deployment"
     name: OptionalName = ""  # empty when the VA names none (the target then carries a Problem)
     api_version: str = "apps/v1"
 
 
-class PodRef(msgspec.Struct, frozen=True, kw_only=True):
+class PodRef(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A pod that currently belongs to the VA's Deployment."""
 
     name: Name
@@ -142,7 +148,7 @@ class TargetDeleted(_Base, frozen=True, kw_only=True, tag="target_deleted.v1"):
 # ---------------------------------------------------------------- metrics (fetcher -> scaler)
 
 
-class AllocationMetrics(msgspec.Struct, frozen=True, kw_only=True):
+class AllocationMetrics(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Per-VA traffic figures; ``None`` where the backend had no data."""
 
     arrival_rate: Figure | None = None  # requests per second
@@ -155,7 +161,7 @@ class AllocationMetrics(msgspec.Struct, frozen=True, kw_only=True):
     gateway_queue: Figure | None = None
 
 
-class ReplicaMetrics(msgspec.Struct, frozen=True, kw_only=True, array_like=False):
+class ReplicaMetrics(msgspec.Struct, frozen=True, kw_only=True, array_like=False, gc=False):
     """Saturation figures of one pod."""
 
     pod: Name
@@ -195,7 +201,7 @@ class Invalidation(_Base, frozen=True, kw_only=True, tag="invalidation.v1"):
     template_hash: str = ""
 
 
-class CapacityFigures(msgspec.Struct, frozen=True, kw_only=True):
+class CapacityFigures(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A variant's per-replica capacity as the analyzer used it, and where it came from. V2: in tokens,
     from "k1" (memory-bound), "k2" (compute-bound, learned), "memory" (last known) or "unknown". SLO:
     in requests per second, from a fit of latency on load ("fit r2=…", with ``fit_r2`` and ``points``)
@@ -209,7 +215,7 @@ class CapacityFigures(msgspec.Struct, frozen=True, kw_only=True):
     points: int = 0
 
 
-class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True):
+class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The figures behind a decision, so a person can tell why it happened."""
 
     replicas_total: int = 0
@@ -234,7 +240,7 @@ class DecisionNumbers(msgspec.Struct, frozen=True, kw_only=True):
     capacities: tuple[CapacityFigures, ...] = ()
 
 
-class Cursor(msgspec.Struct, frozen=True, kw_only=True):
+class Cursor(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Where the scaler was in its input streams when it decided, so a replay can feed exactly what
     the live core had seen: the sequence of the last message consumed from each stream (0: none yet),
     and where it began following them (``start_*``: the stream's last sequence then; up to it the
@@ -248,7 +254,7 @@ class Cursor(msgspec.Struct, frozen=True, kw_only=True):
     start_events: int = 0
 
 
-class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
+class Evaluation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One evaluation of the scaler core: when, what made it evaluate, and where it was in its input
     streams (as a decision's own ``at``, ``trigger`` and ``cursor``)."""
 
@@ -434,3 +440,28 @@ def same_content(old: _Base | None, new: _Base | None) -> bool:
 
 def kind_of(message: msgspec.Struct) -> str:
     return str(type(message).__struct_config__.tag)
+
+
+def interned(target: Target) -> Target:
+    """The same Target with its repeated strings shared: the namespace, model ID, accelerator, pod
+    phases and scale target kind are the same for many VAs (``sys.intern``), and a scale target that
+    names the VA itself shares the VA's name. A service keeps one Target per VA; decoded, each holds
+    its own copies (about 450 bytes of a 2-pod Target; docs/benchmarks.md, "Memory per tracked VA")."""
+    st = target.scale_target
+    scale = ScaleTarget(
+        kind=sys.intern(st.kind),
+        name=target.name if st.name == target.name else st.name,
+        api_version=sys.intern(st.api_version),
+    )
+    pods = tuple(
+        PodRef(name=p.name, ready=p.ready, phase=sys.intern(p.phase), address=p.address) for p in target.pods
+    )
+    return msgspec.structs.replace(
+        target,
+        namespace=sys.intern(target.namespace),
+        model_id=sys.intern(target.model_id),
+        accelerator=sys.intern(target.accelerator),
+        controller_instance=sys.intern(target.controller_instance),
+        scale_target=scale,
+        pods=pods,
+    )

@@ -6,7 +6,8 @@
 - :func:`publish` sends one message to JetStream with a ``Nats-Msg-Id`` so that a retried publish is
   stored once, and retries transient failures a bounded number of times with the same id. When no
   stream answers (a NATS restart with an empty store, a deleted stream) it calls ``heal`` (which
-  re-creates the streams) before the next attempt.
+  re-creates the streams) before the next attempt. ``shared.publishing`` sends many at once with the
+  same rules.
 
 Credentials never reach a log line or an error message: URLs go through ``shared.redaction``.
 
@@ -55,11 +56,12 @@ CONNECTION_EVENTS: Final = Counter(
 PUBLISHED: Final = Counter("wva_messages_published_total", "Messages published, by kind", ["kind"])
 
 _TRANSIENT_CONNECT: Final = (OSError, TimeoutError, nats.errors.NoServersError, nats.errors.TimeoutError)
-_TRANSIENT_PUBLISH: Final = (
+TRANSIENT_PUBLISH: Final = (
     nats.errors.TimeoutError,
     nats.js.errors.NoStreamResponseError,
     nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,  # disconnected, and the client's buffer is full until it is back
 )
 
 
@@ -205,6 +207,10 @@ async def connect(settings: Settings, *, name: str) -> Client:
     return nc
 
 
+Heal = Callable[[], Awaitable[object]]
+PUBLISH_WAIT: Final = wait_exponential(multiplier=0.1, max=1)  # between attempts (shared.publishing too)
+
+
 async def publish(
     js: JetStreamContext,
     subject: str,
@@ -214,7 +220,7 @@ async def publish(
     attempts: int = 4,
     timeout: float = 2.0,
     msg_ttl: float | None = None,
-    heal: Callable[[], Awaitable[object]] | None = None,
+    heal: Heal | None = None,
 ) -> PubAck:
     """Publish to JetStream and wait for the ack; retries reuse one ``Nats-Msg-Id``.
 
@@ -225,9 +231,9 @@ async def publish(
     headers = {"Nats-Msg-Id": msg_id or uuid.uuid4().hex}
     ack: PubAck | None = None
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(_TRANSIENT_PUBLISH),
+        retry=retry_if_exception_type(TRANSIENT_PUBLISH),
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.1, max=1),
+        wait=PUBLISH_WAIT,
         reraise=True,
     ):
         with attempt:
@@ -235,14 +241,15 @@ async def publish(
                 ack = await js.publish(subject, payload, timeout=timeout, headers=dict(headers), msg_ttl=msg_ttl)
             except nats.js.errors.NoStreamResponseError:
                 if heal is not None:
-                    await _heal(heal)
+                    await heal_streams(heal)
                 raise
     assert ack is not None  # AsyncRetrying re-raises or runs the block
     PUBLISHED.labels(kind=messages.kind_of(message)).inc()
     return ack
 
 
-async def _heal(heal: Callable[[], Awaitable[object]]) -> None:
+async def heal_streams(heal: Heal) -> None:
+    """Await ``heal`` (re-create the streams); a failure is logged, never raised."""
     try:
         await heal()
     except Exception as exc:  # NATS may still be on its way back; the retry (or the next publish) tells

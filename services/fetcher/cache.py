@@ -42,7 +42,11 @@ def allocation_key(namespace: str, va: str) -> CacheKey:
 class CachedMetrics(Generic[V]):
     value: V
     collected_at: datetime
-    expires_at: datetime
+    ttl: timedelta  # the cache's own object: one entry per VA keeps no expiry time of its own
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.collected_at + self.ttl
 
     def age(self, now: datetime) -> timedelta:
         return now - self.collected_at
@@ -88,7 +92,7 @@ class MemoryCache:
         return None
 
     def set(self, key: CacheKey, value: object, *, collected_at: datetime) -> None:
-        entry = CachedMetrics(value=value, collected_at=collected_at, expires_at=collected_at + self._ttl)
+        entry = CachedMetrics(value=value, collected_at=collected_at, ttl=self._ttl)
         with self._lock:
             current = self._entries.get(key)
             if current is not None and current.collected_at > collected_at:

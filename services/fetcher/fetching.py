@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,11 +34,12 @@ from shared.messages import MetricsSnapshot, Target, VAKey, utcnow, va_key
 
 log = logging.getLogger("wva.fetcher")
 
-Publish = Callable[[MetricsSnapshot], Awaitable[None]]
+Publish = Callable[[Sequence[MetricsSnapshot]], Awaitable[Sequence[Exception | None]]]
+"""Publishes snapshots together (acks awaited together: ``Runtime.publish_many``); for each, None once
+stored, else the error it failed with after the publisher's own retries."""
 Answer = Literal["cached", "fetched", "unknown"]
 
 DEBOUNCE: Final = 0.02  # seconds a refresh waits for others to join its batch
-_PUBLISH_CONCURRENCY: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,6 @@ class Fetcher:
         self._pending: dict[VAKey, asyncio.Future[MetricsSnapshot]] = {}
         self._inflight: dict[VAKey, asyncio.Future[MetricsSnapshot]] = {}
         self._wake = asyncio.Event()
-        self._publishing = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
 
     # ------------------------------------------------------------------ background
 
@@ -270,19 +271,25 @@ class Fetcher:
         return fresh, skipped
 
     async def _publish_all(self, snapshots: Sequence[MetricsSnapshot]) -> None:
-        async def one(snapshot: MetricsSnapshot) -> None:
-            async with self._publishing:
-                try:
-                    await self._publish(snapshot)
-                    telemetry.SNAPSHOTS.labels(status=snapshot.status).inc()
-                except Exception as exc:  # NATS trouble must not stop collecting; the next cycle retries
-                    telemetry.PUBLISH_FAILURES.inc()
-                    log.warning(
-                        "could not publish metrics snapshot: %s", exc,
-                        extra={"namespace": snapshot.namespace, "vaName": snapshot.name},
-                    )
-
-        await asyncio.gather(*(one(s) for s in snapshots))
+        """Publish together; every snapshot that could not be stored is counted and logged (NATS trouble
+        must not stop collecting: the next cycle or refresh publishes fresher data)."""
+        if not snapshots:
+            return
+        try:
+            errors = await self._publish(snapshots)
+        except Exception as exc:  # the publisher itself failed: nothing of this batch was stored
+            errors = [exc] * len(snapshots)
+        outcomes = list(zip(snapshots, errors, strict=True))
+        for status, n in Counter(s.status for s, error in outcomes if error is None).items():
+            telemetry.SNAPSHOTS.labels(status=status).inc(n)
+        lost = [(s, error) for s, error in outcomes if error is not None]
+        if lost:
+            telemetry.PUBLISH_FAILURES.inc(len(lost))
+            snapshot, error = lost[0]
+            log.warning(
+                "could not publish %d of %d metrics snapshots: %s", len(lost), len(snapshots), error,
+                extra={"namespace": snapshot.namespace, "vaName": snapshot.name, "failed": len(lost)},
+            )
 
     async def aclose(self) -> None:
         for future in [*self._pending.values(), *self._inflight.values()]:

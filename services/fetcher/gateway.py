@@ -22,13 +22,11 @@ not brought back by its queue.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.fetcher import telemetry
+from services.fetcher import answers, telemetry
 from services.fetcher.collector import CollectorError
 from services.fetcher.promql import GATEWAY_MODEL_LABEL
 
@@ -51,23 +49,18 @@ def _add(queues: dict[str, float], model: object, value: float) -> None:
         queues[model] = queues.get(model, 0.0) + value
 
 
-def from_series(result: Iterable[Any]) -> Queues:
-    """Queues from a PromQL result (``sum by (target_model_name)``); every series is untrusted: anything
-    but ``{"metric": {"target_model_name": "<id>"}, "value": [t, "<number>"]}`` is skipped."""
+def from_series(result: Iterable[answers.Series]) -> Queues:
+    """Queues from a decoded PromQL answer (``sum by (target_model_name)``; ``answers`` already dropped
+    what is not shaped like a series). A series without a usable sample is skipped; one without the
+    model label (or with a label that is not a string) shows a gateway is there but names no model."""
     queues: dict[str, float] = {}
     series_seen = False
     for series in result:
-        if not isinstance(series, dict):
-            continue
-        labels, value = series.get("metric"), series.get("value")
-        if not isinstance(labels, dict) or not isinstance(value, list | tuple) or len(value) != 2:
+        number = series.number()
+        if number is None:
             continue
         series_seen = True
-        try:
-            number = float(value[1])
-        except (TypeError, ValueError):
-            number = math.nan
-        _add(queues, labels.get(GATEWAY_MODEL_LABEL), number)
+        _add(queues, series.metric.target_model_name, number)
     return queues if series_seen else None
 
 

@@ -1,15 +1,19 @@
 """The Prometheus backend: batched (or per-VA) PromQL, split per VA by the targets' pod lists.
 
-prometheus-api-client is synchronous (requests). Each collector owns its ``requests.Session`` (urllib3
-retries off: retries are ours, bounded by a time budget, with tenacity) and a bounded
-``ThreadPoolExecutor``; an ``asyncio.Semaphore`` of the same size keeps the executor's queue empty,
-so a slow Prometheus never piles up threads or blocks the event loop. Every query has an explicit
-timeout and is evaluated at the same instant (``time=``) so one snapshot is one moment.
+Queries are plain ``GET /api/v1/query`` with requests (synchronous). Each collector owns its
+``requests.Session`` (urllib3 retries off: retries are ours, bounded by a time budget, with tenacity)
+and a bounded ``ThreadPoolExecutor``; an ``asyncio.Semaphore`` of the same size keeps the executor's
+queue empty, so a slow Prometheus never piles up threads or blocks the event loop. Every query has an
+explicit timeout and is evaluated at the same instant (``time=``) so one snapshot is one moment. The
+answer is decoded by ``answers`` (msgspec, typed, untracked by the garbage collector), in the
+executor's thread, and each query's series are merged per pod as soon as it is answered, while the
+others are still running. (prometheus-api-client, used before, decodes into dicts with the stdlib:
+at 1,000 VAs that cost more than the queries; docs/benchmarks.md.)
 
 Errors: connection errors, timeouts, 5xx and 429 are transient and retried until the budget runs out;
 other 4xx (a bad query) fail at once. Whatever the client libraries raise is classified here — no
-exception of requests, urllib3 or the client escapes — and so is whatever a 200 answer holds (a body
-without ``data``, a result that is not a list of series). Redirects are not followed. A failed
+exception of requests or urllib3 escapes — and so is whatever a 200 answer holds (a body without
+``data``, a result that is not a list of series). Redirects are not followed. A failed
 collection becomes ``unavailable`` snapshots with a short, generic reason (``Prometheus unreachable``,
 ``HTTP 503 from Prometheus``) — never a URL, a header or the backend's own text, which may hold secrets
 and would otherwise be copied into every VA's status; the detail goes to the fetcher's log, redacted.
@@ -21,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
-import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,12 +34,11 @@ from typing import Any
 
 import requests
 import urllib3
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 from urllib3.util.retry import Retry
 
-from services.fetcher import credentials, gateway, promql, telemetry
+from services.fetcher import answers, credentials, gateway, promql, telemetry
 from services.fetcher.collector import (
     Collection,
     CollectorError,
@@ -55,7 +56,6 @@ from shared.redaction import redact
 
 log = logging.getLogger("wva.fetcher.prometheus")
 
-_STATUS_RE = re.compile(r"HTTP Status Code (\d{3})")
 _MAX_ATTEMPTS = 3
 
 
@@ -82,12 +82,15 @@ class PrometheusCollector:
             self._session.close()
             raise CollectorError(str(exc)) from None
         self._session.max_redirects = 0  # a redirect is an error, not a place to send the token
-        self._prom = PrometheusConnect(
-            url=settings.prometheus_url.rstrip("/"),
-            auth=auth,
-            session=self._session,
-            retry=Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
+        # Gzip costs Prometheus ~25% more CPU per batched cycle (and us the inflating) for answers that
+        # usually cross a cluster network; asked for only when the link is worth it (docs/benchmarks.md).
+        self._session.headers["Accept-Encoding"] = "gzip, deflate" if settings.prometheus_compression else "identity"
+        base = settings.prometheus_url.rstrip("/")
+        self._session.mount(
+            base, HTTPAdapter(max_retries=Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False))
         )
+        self._url = f"{base}/api/v1/query"
+        self._auth = auth
         self._executor = ThreadPoolExecutor(
             max_workers=settings.prometheus_concurrency, thread_name_prefix="wva-prometheus"
         )
@@ -96,13 +99,17 @@ class PrometheusCollector:
 
     # ------------------------------------------------------------------ queries
 
-    def _blocking_query(self, text: str, at: float, timeout: float) -> list[dict[str, Any]]:
-        result: Any = self._prom.custom_query(text, params={"time": f"{at:.3f}"}, timeout=timeout)
-        if not isinstance(result, list):
-            raise _Shape(f"data.result is a {type(result).__name__}, not a list")
-        return result
+    def _blocking_query(self, text: str, at: float, timeout: float) -> list[answers.Series]:
+        # verify= explicitly: else REQUESTS_CA_BUNDLE in the environment would override the setting.
+        response = self._session.get(
+            self._url, params={"query": text, "time": f"{at:.3f}"}, auth=self._auth, timeout=timeout,
+            verify=self._session.verify,
+        )
+        if response.status_code != 200:
+            raise _HttpStatus(response.status_code)
+        return answers.series(response.content)
 
-    async def _once(self, text: str, *, at: float, timeout: float, sent: list[int]) -> list[dict[str, Any]]:
+    async def _once(self, text: str, *, at: float, timeout: float, sent: list[int]) -> list[answers.Series]:
         """One HTTP query, bounded by ``timeout`` as the caller sees it (slot wait included): requests'
         own timeout is per socket read, so a server that drips its answer would hold a caller forever.
         The slot is freed when the thread is, so such a server cannot pile up threads either."""
@@ -130,7 +137,7 @@ class PrometheusCollector:
 
     async def query(
         self, text: str, *, at: float, deadline: float, sent: list[int] | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[answers.Series]:
         """One instant query with retries, bounded by ``deadline`` (event-loop time).
 
         ``sent[0]`` is increased by the number of HTTP requests made (retries included).
@@ -167,30 +174,18 @@ class PrometheusCollector:
     async def _samples(
         self, scope: promql.Scope, *, at: float, deadline: float, sent: list[int]
     ) -> dict[PodKey, PodSample]:
-        """Run every query of one scope concurrently and merge the series per pod."""
+        """Run every query of one scope concurrently and merge the series per pod, each query's as soon
+        as it is answered (the merge is independent of the order: maxima, sums, labels)."""
         qs = promql.queries(scope, rate_window=self._settings.rate_window, itl_metric=self._settings.itl_metric)
-        results = await asyncio.gather(
-            *(self.query(q.promql, at=at, deadline=deadline, sent=sent) for q in qs), return_exceptions=True
-        )
         samples: dict[PodKey, PodSample] = {}
-        for q, result in zip(qs, results, strict=True):
+
+        async def one(q: promql.Query) -> None:
+            _merge(samples, q, await self.query(q.promql, at=at, deadline=deadline, sent=sent))
+
+        results = await asyncio.gather(*(one(q) for q in qs), return_exceptions=True)
+        for result in results:
             if isinstance(result, BaseException):
                 raise result
-            for series in result:
-                # Each series is untrusted too: anything but {"metric": {...}, "value": [t, "v"]} is skipped.
-                labels = series.get("metric") if isinstance(series, dict) else None
-                if not isinstance(labels, dict):
-                    continue
-                ns, pod = labels.get("namespace"), labels.get("pod")
-                if not isinstance(ns, str) or not isinstance(pod, str) or not ns or not pod:
-                    continue
-                sample = samples.setdefault(pod_key(ns, pod), PodSample())
-                value = _float(series.get("value"))
-                if q.kind == "info":
-                    sample.num_gpu_blocks = count_label(labels.get("num_gpu_blocks"))
-                    sample.block_size = count_label(labels.get("block_size"))
-                elif value is not None:
-                    sample.merge(q.field, value, how="max" if q.field == "kv_cache_usage" else "sum")
         return samples
 
     async def _gateway(self, *, at: float, deadline: float, sent: list[int]) -> tuple[gateway.Queues, str]:
@@ -280,8 +275,33 @@ class PrometheusCollector:
         self._session.close()
 
 
-class _Shape(ValueError):
-    """A 200 answer whose body is not what the query API returns."""
+def _merge(samples: dict[PodKey, PodSample], q: promql.Query, found: list[answers.Series]) -> None:
+    """Add one query's series to the per-pod samples (a second series of a pod: ``PodSample.merge``)."""
+    info = q.kind == "info"
+    how = "max" if q.field == "kv_cache_usage" else "sum"
+    for one in found:
+        labels = one.metric
+        if not labels.namespace or not labels.pod:
+            continue  # not a pod's series: nothing to merge it into
+        key = pod_key(labels.namespace, labels.pod)
+        sample = samples.get(key)
+        if sample is None:
+            sample = samples[key] = PodSample()
+        if info:
+            sample.num_gpu_blocks = count_label(labels.num_gpu_blocks)
+            sample.block_size = count_label(labels.block_size)
+            continue
+        value = one.number()
+        if value is not None:
+            sample.merge(q.field, value, how=how)
+
+
+class _HttpStatus(Exception):
+    """Prometheus answered with another status than 200 (the body is not kept: it may hold secrets)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 def _classify(exc: BaseException, timeout: float) -> QueryError:
@@ -297,14 +317,12 @@ def _classify(exc: BaseException, timeout: float) -> QueryError:
         reason = "Prometheus TLS certificate verify failed" if verify else "Prometheus TLS handshake failed"
     elif isinstance(exc, requests.exceptions.ConnectionError):
         reason = "Prometheus unreachable"
-    elif isinstance(exc, requests.exceptions.JSONDecodeError):
+    elif isinstance(exc, answers.AnswerError) and exc.unreadable:
         reason = "Prometheus sent an unreadable answer"  # a proxy's error page
-    elif isinstance(exc, PrometheusApiClientException):
-        m = _STATUS_RE.search(str(exc))
-        status = int(m.group(1)) if m else 0
-        transient = status >= 500 or status == 429
-        reason = f"HTTP {status} from Prometheus" if status else "Prometheus answered with an error"
-    elif isinstance(exc, (_Shape, KeyError, TypeError, AttributeError, IndexError)):
+    elif isinstance(exc, _HttpStatus):
+        transient = exc.status >= 500 or exc.status == 429
+        reason = f"HTTP {exc.status} from Prometheus"
+    elif isinstance(exc, answers.AnswerError):
         reason, transient = "Prometheus sent an answer of an unexpected shape", False
     else:  # requests' other errors (an invalid header, a bad chunk…) and anything else a library raises
         reason = f"Prometheus request failed ({type(exc).__name__})"
@@ -327,15 +345,6 @@ def _consume(job: asyncio.Future[Any]) -> None:
     # The caller gave up on this thread's answer; retrieve its outcome so asyncio does not warn.
     if not job.cancelled():
         job.exception()
-
-
-def _float(value: object) -> float | None:
-    if isinstance(value, list | tuple) and len(value) == 2:
-        try:
-            return float(value[1])
-        except (TypeError, ValueError):
-            return math.nan  # unreadable: counted as dropped by assemble()
-    return None
 
 
 def _short(text: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import cast
 
 import nats.errors
@@ -31,7 +32,7 @@ from services.fetcher.collector import unavailable
 from services.fetcher.fetching import Fetcher
 from services.fetcher.settings import FetcherSettings
 from services.fetcher.tracking import Tracker
-from shared import messages, streams
+from shared import messages, publishing, streams
 from shared.intake import Intake
 from shared.lifecycle import Runtime
 from shared.messages import (
@@ -53,8 +54,9 @@ def build(settings: FetcherSettings, runtime: Runtime) -> Fetcher:
         caching.MemoryCache(settings.cache_ttl) if settings.cache_enabled else caching.NoOpCache()
     )
 
-    async def publish(snapshot: MetricsSnapshot) -> None:
-        await runtime.publish(runtime.subjects.metrics(snapshot.namespace, snapshot.name), snapshot)
+    async def publish(snapshots: Sequence[MetricsSnapshot]) -> list[Exception | None]:
+        batch = [publishing.Outgoing(runtime.subjects.metrics(s.namespace, s.name), s) for s in snapshots]
+        return [r if isinstance(r, Exception) else None for r in await runtime.publish_many(batch)]
 
     return Fetcher(collector=factory.create(settings), cache=cache, tracker=Tracker(), publish=publish)
 

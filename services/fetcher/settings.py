@@ -69,6 +69,10 @@ class FetcherSettings(Settings):
     prometheus_concurrency: int = setting(
         "WVA_PROMETHEUS_CONCURRENCY", 4, positive_int, "queries (or scrapes) in flight at once"
     )
+    prometheus_compression: bool = setting(
+        "WVA_PROMETHEUS_COMPRESSION", False, boolean,
+        "ask Prometheus to gzip its answers: ~10x fewer bytes for ~25% more of its CPU (for a slow or metered link)",
+    )
     query_mode: str = setting(
         "WVA_QUERY_MODE", "batched", choice("batched", "per-va"),
         "batched: one query per metric for all VAs; per-va: one set of queries per VA",

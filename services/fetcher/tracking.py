@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from shared.messages import Target, VAKey, same_content, va_key
+from shared.messages import Target, VAKey, interned, same_content, va_key
 
 
 class Tracker:
@@ -25,7 +25,9 @@ class Tracker:
         self._clock = clock
 
     def put(self, target: Target) -> bool:
-        """Track or update a target; True when it is new or its content changed."""
+        """Track or update a target (kept with its repeated strings shared); True when it is new or its
+        content changed."""
+        target = interned(target)
         key = va_key(target.namespace, target.name)
         old = self._targets.get(key)
         self._targets[key] = target

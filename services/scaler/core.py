@@ -42,7 +42,6 @@ from services.scaler.actions import (
     InputWarning,
     ScaleAction,
     StatusAction,
-    VAStatus,
 )
 from services.scaler.analyzers import Analyzer, GroupView, Recommendation, VariantView
 from services.scaler.analyzers.capacity import CapacityAnalyzer, CapacityMemory
@@ -64,6 +63,7 @@ from shared.messages import (
     Target,
     TargetDeleted,
     VAKey,
+    interned,
     kind_of,
     va_key,
 )
@@ -110,8 +110,8 @@ class _VA:
     nudged_at: float = float("-inf")
     last_decision: Decision | None = None
     conditions: tuple[Condition, ...] = ()
-    status: VAStatus | None = None  # the last one emitted
-    transitions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    transitions: outputs.Transitions = ()
+    status: tuple[object, ...] = ()  # outputs.status_inputs of the last status emitted
 
     @property
     def expected(self) -> int:
@@ -156,8 +156,11 @@ class Scaler:
         self._vas: dict[VAKey, _VA] = {}
         self._groups: dict[GroupKey, _Group] = {}
         self._orphans: OrderedDict[VAKey, tuple[Digest, float | None]] = OrderedDict()
-        self._targeting: dict[tuple[str, str], set[str]] = {}  # (namespace, deployment) -> VA names
+        # (namespace, deployment) -> the names of the VAs that target it, sorted (almost always one: a
+        # tuple is a quarter of a set's size)
+        self._targeting: dict[tuple[str, str], tuple[str, ...]] = {}
         self._cursor = dict.fromkeys(_CURSOR_FIELDS, 0)
+        self._cursor_shared: Cursor | None = None
         self._trigger = ""
 
     # ------------------------------------------------------------------ public API
@@ -175,6 +178,7 @@ class Scaler:
         stream = _STREAMS.get(type(event))
         if stream is not None and seq is not None:
             self._cursor[stream] = seq
+            self._cursor_shared = None
         self._trigger = _trigger(event)
         if isinstance(event, Tick):
             return self._on_tick(now)
@@ -196,6 +200,7 @@ class Scaler:
             self._cursor.update(
                 start_targets=event.targets, start_metrics=event.metrics, start_events=event.events
             )
+            self._cursor_shared = None
             return []
         raise TypeError(f"not a scaler event: {type(event).__name__}")
 
@@ -221,6 +226,7 @@ class Scaler:
         return m is None or m.generation < max(t.deployment_generation, va.awaiting) or m.age(now) > 2 * stale / 3
 
     def _on_target(self, target: Target, now: float) -> list[Action]:
+        target = interned(target)  # kept per VA: its repeated strings shared (the same values)
         key = va_key(target.namespace, target.name)
         va = self._vas.get(key)
         old_group: GroupKey | None = None
@@ -266,7 +272,9 @@ class Scaler:
 
     def _on_snapshot(self, snapshot: MetricsSnapshot, now: float) -> list[Action]:
         key = va_key(snapshot.namespace, snapshot.name)
-        metrics = digest(snapshot, received_at=now)
+        va = self._vas.get(key)
+        names = None if va is None else {p.name: p.name for p in va.target.pods}
+        metrics = digest(snapshot, received_at=now, names=names)
         actions: list[Action] = []
         if metrics.skew > self._max_skew:
             actions.append(
@@ -277,7 +285,6 @@ class Scaler:
                     detail=f"snapshot stamped {metrics.skew:.1f}s ahead of this scaler's clock; using its arrival time",
                 )
             )
-        va = self._vas.get(key)
         if va is None:
             previous = self._orphans.pop(key, None)
             self._orphans[key] = (metrics, _idle(metrics, None if previous is None else previous[1]))
@@ -381,20 +388,22 @@ class Scaler:
 
     def _retarget(self, target: Target) -> set[GroupKey]:
         """Index the Deployment ``target`` names; the groups whose conflicts changed."""
-        names = self._targeting.setdefault(self._deployment(target), set())
-        names.add(target.name)
+        deployment = self._deployment(target)
+        names = self._targeting.get(deployment, ())
+        if target.name not in names:
+            names = self._targeting[deployment] = tuple(sorted((*names, target.name)))
         return self._groups_of(target.namespace, names) if len(names) > 1 else set()
 
     def _untarget(self, target: Target) -> set[GroupKey]:
         deployment = self._deployment(target)
-        names = self._targeting.get(deployment, set())
-        names.discard(target.name)
+        names = tuple(n for n in self._targeting.get(deployment, ()) if n != target.name)
         if not names:
             self._targeting.pop(deployment, None)
             return set()
+        self._targeting[deployment] = names
         return self._groups_of(target.namespace, names)
 
-    def _groups_of(self, namespace: str, names: set[str]) -> set[GroupKey]:
+    def _groups_of(self, namespace: str, names: Sequence[str]) -> set[GroupKey]:
         found = set()
         for name in names:
             va = self._vas.get(va_key(namespace, name))
@@ -403,8 +412,8 @@ class Scaler:
         return found
 
     def _conflict(self, target: Target) -> list[str]:
-        names = self._targeting.get(self._deployment(target), set())
-        return sorted(names) if len(names) > 1 else []
+        names = self._targeting.get(self._deployment(target), ())
+        return list(names) if len(names) > 1 else []
 
     # ------------------------------------------------------------------ evaluation
 
@@ -581,14 +590,19 @@ class Scaler:
 
     def _status(self, va: _VA, now: float) -> list[Action]:
         """A StatusAction when the VA's status (last decision, conditions) changed."""
-        body = outputs.status(va.target, va.last_decision, va.conditions, va.transitions, now=_at(now))
-        if body == va.status:
+        va.transitions = outputs.transitions(va.conditions, va.transitions, now=_at(now))
+        inputs = outputs.status_inputs(va.target, va.last_decision, va.conditions, va.transitions)
+        if inputs == va.status:
             return []
-        va.status = body
+        va.status = inputs
+        body = outputs.status(va.target, va.last_decision, va.conditions, va.transitions)
         return [StatusAction(namespace=va.target.namespace, name=va.target.name, status=body)]
 
     def _cursor_now(self) -> Cursor:
-        return Cursor(**self._cursor)
+        """The stream positions consumed so far; one object for every decision until one moves."""
+        if self._cursor_shared is None:
+            self._cursor_shared = Cursor(**self._cursor)
+        return self._cursor_shared
 
 
 # ---------------------------------------------------------------------- helpers

@@ -10,14 +10,22 @@ does not use clocks at all: the stream delivers them in order, and generations s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
 
 from shared.messages import MetricsSnapshot, SnapshotStatus
 from shared.messages import is_finite_non_negative as valid
 
+# The core keeps one digest per VA: immutable Structs the garbage collector does not track (they hold
+# only strings, numbers and a tuple of each other), pod names shared with the VA's Target when the
+# core passes them, and one int per cache size (docs/benchmarks.md, "Memory per tracked VA").
+_SIZES: Final[dict[int, int]] = {}
+_MAX_SIZES: Final = 1024  # distinct cache sizes remembered (a fleet has a handful)
 
-@dataclass(frozen=True, slots=True)
-class ReplicaLoad:
+
+class ReplicaLoad(msgspec.Struct, frozen=True, gc=False):
     """One reporting replica with valid KV-cache usage (0-1) and waiting requests."""
 
     pod: str
@@ -29,8 +37,7 @@ class ReplicaLoad:
     itl: float | None = None  # its average inter-token latency over the rate window
 
 
-@dataclass(frozen=True, slots=True)
-class Digest:
+class Digest(msgspec.Struct, frozen=True, gc=False):
     generation: int
     template_hash: str
     status: SnapshotStatus
@@ -62,7 +69,11 @@ def _count_invalid(*values: float | None) -> int:
 def _cache_tokens(blocks: int | None, block_size: int | None) -> int | None:
     if blocks is None or block_size is None or blocks <= 0 or block_size <= 0:
         return None
-    return blocks * block_size
+    tokens = blocks * block_size
+    shared = _SIZES.get(tokens)
+    if shared is None and len(_SIZES) < _MAX_SIZES:
+        shared = _SIZES[tokens] = tokens
+    return tokens if shared is None else shared
 
 
 def _figure(value: float | None) -> tuple[float | None, int]:
@@ -70,7 +81,9 @@ def _figure(value: float | None) -> tuple[float | None, int]:
     return (value, 0) if value is None or valid(value) else (None, 1)
 
 
-def digest(snapshot: MetricsSnapshot, *, received_at: float) -> Digest:
+def digest(snapshot: MetricsSnapshot, *, received_at: float, names: Mapping[str, str] | None = None) -> Digest:
+    """``names`` maps pod names to the strings to keep for them (the Target's), so a digest holds no
+    copy of what its Target already holds."""
     loads: list[ReplicaLoad] = []
     excluded: list[str] = []
     invalid = snapshot.dropped_values
@@ -80,7 +93,7 @@ def digest(snapshot: MetricsSnapshot, *, received_at: float) -> Digest:
         if kv is not None and queue is not None and valid(kv) and valid(queue):
             loads.append(
                 ReplicaLoad(
-                    pod=replica.pod,
+                    pod=replica.pod if names is None else names.get(replica.pod, replica.pod),
                     kv=kv,
                     queue=queue,
                     cache_tokens=_cache_tokens(replica.num_gpu_blocks, replica.block_size),

@@ -9,6 +9,7 @@ hash, never by clocks); they are older than ``staleAfterSeconds`` by the scaler'
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,10 @@ class Check:
     metrics: Condition  # MetricsAvailable
 
 
+@functools.lru_cache(maxsize=4096)
 def condition(type_: str, ok: bool, reason: str, message: str) -> Condition:
+    """One instance per distinct condition (conditions are immutable): every VA keeps its three, and
+    most VAs have the same ones."""
     return Condition(type=type_, status="True" if ok else "False", reason=reason, message=message)
 
 

@@ -2,11 +2,15 @@
 
 Pure: the core passes the time in. ``lastTransitionTime`` of a condition moves only when its status
 does, as Kubernetes conventions ask.
+
+What the core keeps per VA to write a status only when it changes is small (docs/benchmarks.md,
+"Memory per tracked VA"): the transition times as one tuple, shared strings for equal times, and the
+inputs of the last status written (:func:`status_inputs`) rather than the status itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import functools
 from datetime import UTC, datetime
 
 from services.scaler import reasons
@@ -20,11 +24,45 @@ from services.scaler.actions import (
 from services.scaler.holds import Check, condition
 from shared.messages import Decision, Target
 
-Transitions = MutableMapping[str, tuple[str, str]]  # condition type -> (status, lastTransitionTime)
+Transitions = tuple[tuple[str, str, str], ...]  # (condition type, status, lastTransitionTime), by first seen
 
 
+@functools.lru_cache(maxsize=256)
 def timestamp(at: datetime) -> str:
+    """RFC 3339 in UTC; one string per instant for every VA decided or stamped at that instant."""
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=1024)
+def _transition(type_: str, status: str, at: str) -> tuple[str, str, str]:
+    return (type_, status, at)
+
+
+def transitions(current: tuple[Condition, ...], before: Transitions, *, now: datetime) -> Transitions:
+    """The transition times after ``current``: a condition whose status moved (or that is new) is
+    stamped ``now``, the others keep theirs; ``before`` itself when nothing moved."""
+    times = {t: (status, at) for t, status, at in before}
+    moved = False
+    for c in current:
+        seen = times.get(c.type)
+        if seen is None or seen[0] != c.status:
+            times[c.type] = (c.status, timestamp(now))
+            moved = True
+    if not moved:
+        return before
+    return tuple(_transition(t, status, at) for t, (status, at) in times.items())
+
+
+def status_inputs(
+    target: Target, decision: Decision | None, current: tuple[Condition, ...], stamps: Transitions
+) -> tuple[object, ...]:
+    """What :func:`status` reads, as a value: equal inputs give an equal status and, as every one of
+    them is written into it, different inputs a different one."""
+    generation = target.va_generation if current else None
+    if decision is None:
+        return (generation, current, stamps)
+    accelerator = decision.accelerator or target.accelerator
+    return (generation, current, stamps, accelerator, decision.desired, decision.at, decision.applied)
 
 
 def conditions(target: Target, check: Check, *, group_reason: str, group_detail: str, refusal: str) -> tuple[Condition, ...]:
@@ -53,28 +91,23 @@ def status(
     target: Target,
     decision: Decision | None,
     current: tuple[Condition, ...],
-    transitions: Transitions,
-    *,
-    now: datetime,
+    stamps: Transitions,
 ) -> VAStatus:
-    """The VA's status: the last published decision and the conditions (``transitions`` is updated)."""
-    stamped: list[StatusCondition] = []
-    for c in current:
-        before = transitions.get(c.type)
-        if before is None or before[0] != c.status:
-            transitions[c.type] = (c.status, timestamp(now))
-        stamped.append(
-            StatusCondition(
-                type=c.type,
-                status=c.status,
-                reason=c.reason,
-                message=c.message,
-                observed_generation=target.va_generation,
-                last_transition_time=transitions[c.type][1],
-            )
+    """The VA's status: the last published decision and the conditions, stamped from ``stamps``."""
+    times = {t: at for t, _, at in stamps}
+    stamped = tuple(
+        StatusCondition(
+            type=c.type,
+            status=c.status,
+            reason=c.reason,
+            message=c.message,
+            observed_generation=target.va_generation,
+            last_transition_time=times[c.type],
         )
+        for c in current
+    )
     if decision is None:
-        return VAStatus(conditions=tuple(stamped))
+        return VAStatus(conditions=stamped)
     return VAStatus(
         desired_optimized_alloc=OptimizedAlloc(
             accelerator=decision.accelerator or target.accelerator,
@@ -82,5 +115,5 @@ def status(
             last_run_time=timestamp(decision.at),
         ),
         actuation=Actuation(applied=decision.applied),
-        conditions=tuple(stamped),
+        conditions=stamped,
     )

@@ -79,7 +79,7 @@ class Shell:
         self.statuses: dict[VAKey, VAStatus] = {}  # latest not yet written, per VA
         self.status_ready = asyncio.Event()
         self.configured = asyncio.Event()
-        self.gauges = telemetry.Gauges()
+        self.gauges = telemetry.GAUGES
         self.nudges: set[asyncio.Task[None]] = set()
         self.intake = Intake(runtime.subjects)  # every message goes through the one rule (shared/intake.py)
 

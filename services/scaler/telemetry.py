@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Iterable
 from typing import Final
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from shared.messages import Decision
 
 LABELS: Final = ("variant_name", "namespace", "accelerator_type")
+MODEL_LABELS: Final = ("model_name", "namespace")  # per model group, as WVA exports them (V2/SLO decisions)
 
-DESIRED: Final = Gauge("wva_desired_replicas", "Replicas wva wants for the variant", LABELS)
-CURRENT: Final = Gauge("wva_current_replicas", "Replicas the variant's Deployment has", LABELS)
-RATIO: Final = Gauge("wva_desired_ratio", "desired / current replicas (desired when current is 0)", LABELS)
 SCALING: Final = Counter(
     "wva_replica_scaling_total",
     "Decisions that change a variant's replica count",
     ["variant_name", "namespace", "direction", "reason"],
-)
-# Per model group, as WVA exports them (token-capacity analysis; absent for V1 decisions).
-MODEL_LABELS: Final = ("model_name", "namespace")
-REQUIRED_CAPACITY: Final = Gauge(
-    "wva_required_capacity", "Tokens of capacity the model lacks: demand / scaleUpThreshold - anticipated supply", MODEL_LABELS
-)
-SPARE_CAPACITY: Final = Gauge(
-    "wva_spare_capacity", "Tokens of capacity the model could give up: supply - demand / scaleDownBoundary", MODEL_LABELS
-)
-SATURATION_UTILIZATION: Final = Gauge(
-    "wva_saturation_utilization", "The model's token demand over its ready supply (1: at capacity)", MODEL_LABELS
 )
 ACTUATIONS: Final = Counter("wva_scaler_actuations_total", "Scale patches by outcome", ["outcome"])
 DECISIONS: Final = Counter("wva_scaler_decisions_total", "Decisions published, by reason", ["reason"])
@@ -45,31 +37,52 @@ INPUT_WARNINGS: Final = Counter(
 )
 
 
-class Gauges:
-    """Remembers each VA's label sets so that a deleted VA's series can be removed."""
+_VARIANT_GAUGES: Final = (
+    ("wva_desired_replicas", "Replicas wva wants for the variant"),
+    ("wva_current_replicas", "Replicas the variant's Deployment has"),
+    ("wva_desired_ratio", "desired / current replicas (desired when current is 0)"),
+)
+_MODEL_GAUGES: Final = (
+    ("wva_required_capacity", "Tokens of capacity the model lacks: demand / scaleUpThreshold - anticipated supply"),
+    ("wva_spare_capacity", "Tokens of capacity the model could give up: supply - demand / scaleDownBoundary"),
+    ("wva_saturation_utilization", "The model's token demand over its ready supply (1: at capacity)"),
+)
+
+
+class _Variant:
+    __slots__ = ("current", "desired", "labels", "ratio")
+
+    def __init__(self, labels: tuple[str, str, str], desired: float, current: float, ratio: float) -> None:
+        self.labels, self.desired, self.current, self.ratio = labels, desired, current, ratio
+
+
+class Gauges(Collector):
+    """The WVA-compatible gauges (what an HPA or KEDA follows): per variant ``wva_desired_replicas``,
+    ``wva_current_replicas``, ``wva_desired_ratio``, per model ``wva_required_capacity``,
+    ``wva_spare_capacity``, ``wva_saturation_utilization``; a deleted VA's series go with it.
+
+    One custom collector over a small record per VA: prometheus_client's labelled gauges cost about
+    2.2 KB per VA (a child with its own lock and value for each of three gauges), more than the
+    scaler core keeps for it (docs/benchmarks.md, "Memory per tracked VA")."""
 
     def __init__(self) -> None:
-        self._labels: dict[tuple[str, str], tuple[str, str, str]] = {}
-        self._scalings: dict[tuple[str, str], set[tuple[str, str, str, str]]] = {}
+        self._variants: dict[tuple[str, str], _Variant] = {}
+        self._model_values: dict[tuple[str, str], tuple[float, float, float]] = {}
         self._models: dict[tuple[str, str], tuple[str, str]] = {}  # VA -> its model's labels
+        self._scalings: dict[tuple[str, str], set[tuple[str, str, str, str]]] = {}
+        self._lock = threading.Lock()  # /metrics may be read from another thread
 
     def decided(self, decision: Decision) -> None:
         key = (decision.namespace, decision.name)
         labels = (decision.name, decision.namespace, decision.accelerator)
-        previous = self._labels.get(key)
-        if previous is not None and previous != labels:
-            self._remove(previous)
-        self._labels[key] = labels
-        DESIRED.labels(*labels).set(decision.desired)
-        CURRENT.labels(*labels).set(decision.current)
-        RATIO.labels(*labels).set(decision.desired / decision.current if decision.current else decision.desired)
+        ratio = decision.desired / decision.current if decision.current else decision.desired
         n = decision.numbers
-        if n.required is not None and n.spare is not None and n.demand is not None:
-            model = (decision.model_id, decision.namespace)
-            self._models[key] = model
-            REQUIRED_CAPACITY.labels(*model).set(n.required)
-            SPARE_CAPACITY.labels(*model).set(n.spare)
-            SATURATION_UTILIZATION.labels(*model).set(n.demand / n.supply if n.supply else 0.0)
+        with self._lock:
+            self._variants[key] = _Variant(labels, decision.desired, decision.current, ratio)
+            if n.required is not None and n.spare is not None and n.demand is not None:
+                model = (decision.model_id, decision.namespace)
+                self._models[key] = model
+                self._model_values[model] = (n.required, n.spare, n.demand / n.supply if n.supply else 0.0)
         if decision.desired != decision.current and not decision.reason.startswith("hold_"):
             direction = "up" if decision.desired > decision.current else "down"
             scaling = (decision.name, decision.namespace, direction, decision.reason)
@@ -77,25 +90,42 @@ class Gauges:
             SCALING.labels(*scaling).inc()
 
     def current(self, namespace: str, name: str, replicas: int) -> None:
-        labels = self._labels.get((namespace, name))
-        if labels is not None:
-            CURRENT.labels(*labels).set(replicas)
+        with self._lock:
+            variant = self._variants.get((namespace, name))
+            if variant is not None:
+                variant.current = replicas
 
     def deleted(self, namespace: str, name: str) -> None:
-        labels = self._labels.pop((namespace, name), None)
-        if labels is not None:
-            self._remove(labels)
-        for scaling in self._scalings.pop((namespace, name), set()):
+        key = (namespace, name)
+        with self._lock:
+            self._variants.pop(key, None)
+            model = self._models.pop(key, None)
+            if model is not None and model not in self._models.values():  # its model's last VA
+                self._model_values.pop(model, None)
+        for scaling in self._scalings.pop(key, set()):
             with contextlib.suppress(KeyError):
                 SCALING.remove(*scaling)
-        model = self._models.pop((namespace, name), None)
-        if model is not None and model not in self._models.values():  # its model's last VA
-            for gauge in (REQUIRED_CAPACITY, SPARE_CAPACITY, SATURATION_UTILIZATION):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*model)
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        with self._lock:
+            for v in self._variants.values():
+                for family, value in zip(families[:3], (v.desired, v.current, v.ratio), strict=True):
+                    family.add_metric(v.labels, float(value))
+            for model, values in self._model_values.items():
+                for family, value in zip(families[3:], values, strict=True):
+                    family.add_metric(model, value)
+        return families
 
     @staticmethod
-    def _remove(labels: tuple[str, str, str]) -> None:
-        for gauge in (DESIRED, CURRENT, RATIO):
-            with contextlib.suppress(KeyError):
-                gauge.remove(*labels)
+    def _families() -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, doc, labels=LABELS) for name, doc in _VARIANT_GAUGES] + [
+            GaugeMetricFamily(name, doc, labels=MODEL_LABELS) for name, doc in _MODEL_GAUGES
+        ]
+
+
+GAUGES: Final = Gauges()
+REGISTRY.register(GAUGES)

@@ -75,7 +75,9 @@ async def test_series_of_the_wrong_shape_are_skipped(
     nats_server: NatsServer, nats_client: Client, hostile_http: HostileHttp, wva_process: StartService
 ) -> None:
     series = [1, "x", None, {"metric": 5}, {"metric": {"namespace": NS, "pod": ["llama-0"]}, "value": "v"},
-              {"metric": {"namespace": NS, "pod": "llama-0", "num_gpu_blocks": "-5"}, "value": [0, "0.5"]}]
+              {"metric": {"namespace": NS, "pod": "llama-0", "num_gpu_blocks": "-5"}, "value": [0, "0.5"]},
+              # an integer too large for a float (it crashed the fetcher once)
+              {"metric": {"namespace": NS, "pod": "llama-9"}, "value": [0, 10**400]}]
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": series}})

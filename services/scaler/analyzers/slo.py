@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import deque
+from array import array
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -65,10 +65,34 @@ FIT_LIMIT: Final = 1.5  # points with an ITL beyond this multiple of the target 
 DRAIN_SECONDS: Final = 30.0  # queued requests count as demand to be served within this long
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    tokens: float  # output tokens per second one replica generated, over the rate window
-    itl: float  # seconds, over the same window
+class Points:
+    """A variant's last ``POINTS`` points, oldest first: the output tokens per second one replica
+    generated over the rate window, and its average ITL (seconds) over the same window. Two arrays of
+    doubles used as a ring, 16 bytes a point: a deque of point objects took about 110, and a full
+    memory is kept for every variant (docs/benchmarks.md, "Memory per tracked VA")."""
+
+    __slots__ = ("_head", "_itl", "_tokens")
+
+    def __init__(self) -> None:
+        self._tokens = array("d")
+        self._itl = array("d")
+        self._head = 0  # where the next point goes once full: the oldest
+
+    def append(self, tokens: float, itl: float) -> None:
+        if len(self._tokens) < POINTS:
+            self._tokens.append(tokens)
+            self._itl.append(itl)
+            return
+        self._tokens[self._head], self._itl[self._head] = tokens, itl
+        self._head = (self._head + 1) % POINTS
+
+    def pairs(self) -> list[tuple[float, float]]:
+        """``(tokens, itl)`` of every point, oldest first."""
+        h = self._head
+        return list(zip(self._tokens[h:] + self._tokens[:h], self._itl[h:] + self._itl[:h], strict=True))
+
+    def __len__(self) -> int:
+        return len(self._tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,31 +148,34 @@ class Fit:
 
 @dataclass(slots=True)
 class SloMemory:
-    points: dict[str, deque[Point]] = field(default_factory=dict)
+    points: dict[str, Points] = field(default_factory=dict)  # a variant that has points
     output_tokens: float | None = None  # the model's last known output tokens per request
 
     def observe(self, variant: str, metrics: Digest) -> None:
         if metrics.avg_output_tokens:
             self.output_tokens = metrics.avg_output_tokens
-        points = self.points.setdefault(variant, deque(maxlen=POINTS))
         for replica in metrics.replicas:
             if replica.tokens_rate and replica.itl:  # a pod that generated tokens in the window
-                points.append(Point(tokens=replica.tokens_rate, itl=replica.itl))
+                points = self.points.get(variant)
+                if points is None:
+                    points = self.points[variant] = Points()
+                points.append(replica.tokens_rate, replica.itl)
 
     def fit(self, variant: str, target_itl: float) -> Fit | None:
-        pts = list(self.points.get(variant, ()))
-        if not pts:
+        known = self.points.get(variant)
+        if not known:
             return None
-        within = [p.tokens for p in pts if p.itl <= target_itl]
-        beyond = [p.tokens * target_itl / p.itl for p in pts if p.itl > target_itl]
+        pts = known.pairs()
+        within = [tokens for tokens, itl in pts if itl <= target_itl]
+        beyond = [tokens * target_itl / itl for tokens, itl in pts if itl > target_itl]
         bound = max(within or beyond)
         # Far past the target the line bends (prefills stall whole batches): fit where decisions are made.
-        pts = [p for p in pts if p.itl <= FIT_LIMIT * target_itl]
+        pts = [(tokens, itl) for tokens, itl in pts if itl <= FIT_LIMIT * target_itl]
         unfitted = Fit(alpha=0.0, beta=0.0, r2=0.0, points=len(pts), fitted=False, bound=bound)
         if len(pts) < MIN_POINTS:
             return unfitted
-        xs = [p.tokens for p in pts]
-        ys = [1.0 / p.itl for p in pts]
+        xs = [tokens for tokens, _ in pts]
+        ys = [1.0 / itl for _, itl in pts]
         n = len(pts)
         mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
         sxx = sum((x - mean_x) ** 2 for x in xs)

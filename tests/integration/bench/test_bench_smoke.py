@@ -66,7 +66,7 @@ def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
         for row in table["rows"]:
             assert fields <= row.keys(), (key, fields - row.keys())
     modes = {row["mode"]: row for row in benchmarks["fetch_cycle"]["rows"]}
-    assert set(modes) == {"batched", "per-va"}
+    assert set(modes) == {"batched", "batched-gzip", "per-va"}
     # The point of batching, checked loosely enough for a noisy machine: fewer queries, every VA answered.
     assert modes["batched"]["queries_per_cycle"]["median"] < modes["per-va"]["queries_per_cycle"]["median"]
     assert all(row["ok_share"]["median"] == 1.0 for row in modes.values())

@@ -19,8 +19,9 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
+from nats.js.api import PubAck
 
-from shared import messages, natsio, streams
+from shared import messages, natsio, publishing, streams
 from shared.settings import Settings
 from shared.subjects import SubjectKind, Subjects
 from tests.fixtures.servers import NatsServer
@@ -193,6 +194,9 @@ async def test_each_service_publishes_its_own_subjects_and_reads_what_it_follows
         await natsio.publish(watcher.jetstream(), S.targets(NS, VA), target())
         await natsio.publish(watcher.jetstream(), S.invalidate(NS, VA), invalidation())
         await natsio.publish(fetcher.jetstream(), S.metrics(NS, VA), snapshot())
+        # A cycle's snapshots go as one batch, their acks on the fetcher's own inbox subjects.
+        batch = [publishing.Outgoing(S.metrics(NS, VA), snapshot())]
+        assert all(isinstance(o, PubAck) for o in await publishing.publish_many(fetcher, batch, attempts=1))
         await natsio.publish(scaler.jetstream(), S.decisions(NS, VA), decision())
 
         reads = {

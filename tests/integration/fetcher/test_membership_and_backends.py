@@ -134,3 +134,7 @@ async def test_scrape_backend_gives_the_same_per_replica_values_as_prometheus(
     finally:
         await prom.aclose()
         await scrape.aclose()
+
+
+def _gauges(r: messages.ReplicaMetrics) -> tuple[object, ...]:
+    return (r.pod, r.kv_cache_usage, r.waiting, r.running, r.num_gpu_blocks, r.block_size)

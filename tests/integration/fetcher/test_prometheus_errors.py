@@ -22,13 +22,19 @@ class FakePrometheus:
         self.answers: list[int] = []
         self.seen = 0
         self.delay = 0.0
+        self.body = OK
+        self.encodings: list[tuple[str, str]] = []  # (asked for, sent)
 
     async def query(self, request: web.Request) -> web.Response:
         self.seen += 1
         await asyncio.sleep(self.delay)
         status = self.answers.pop(0) if self.answers else 200
         if status == 200:
-            return web.json_response(OK)
+            response = web.json_response(self.body)
+            response.enable_compression()  # as Prometheus: gzip when the client accepts it
+            await response.prepare(request)
+            self.encodings.append((request.headers.get("Accept-Encoding", ""), response.headers.get("Content-Encoding", "")))
+            return response
         return web.json_response({"status": "error", "error": "nope"}, status=status)
 
 
@@ -92,5 +98,21 @@ async def test_a_hanging_prometheus_is_bounded_by_timeout_and_budget(fake: tuple
         with pytest.raises(QueryError, match="timed out"):
             await collector.query("up", at=time.time(), deadline=loop.time() + 0.5, sent=sent)
         assert loop.time() - t0 < 1.0 and sent[0] >= 2  # retried, then the budget ran out
+    finally:
+        await collector.aclose()
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_answers_are_uncompressed_unless_asked_for(fake: tuple[FakePrometheus, str], compression: bool) -> None:
+    server, url = fake
+    series = {"metric": {"namespace": "ns", "pod": "p-0"}, "value": [1, "0.5"]}
+    server.body = {"status": "success", "data": {"resultType": "vector", "result": [series] * 50}}
+    collector = PrometheusCollector(FetcherSettings(prometheus_url=url, prometheus_compression=compression))
+    try:
+        loop = asyncio.get_running_loop()
+        found = await collector.query("up", at=time.time(), deadline=loop.time() + 5)
+        assert len(found) == 50 and found[0].number() == 0.5
+        asked, got = server.encodings[-1]
+        assert ("gzip" in asked) is compression and bool(got) is compression  # got: gzip or deflate
     finally:
         await collector.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import pytest
 from nats.aio.client import Client
@@ -103,8 +104,8 @@ async def test_queries_per_cycle_do_not_grow_with_vas_when_batched(
     prometheus_server.write_targets(vllm_pods.file_sd())
     await prometheus_server.wait_for("rate(vllm:request_success_total[1m])")
 
-    async def publish(_: messages.MetricsSnapshot) -> None:
-        return None
+    async def publish(batch: Sequence[messages.MetricsSnapshot]) -> list[Exception | None]:
+        return [None] * len(batch)
 
     settings = FetcherSettings(prometheus_url=prometheus_server.url, query_mode=mode)
     fetcher = Fetcher(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 
 from services.sandbox.kubeapi import KubeApiEmulator
 from services.scaler import telemetry as scaler_metrics
@@ -46,7 +47,7 @@ async def test_saturation_scales_the_cheapest_variant_and_reports_everywhere(sca
         events = await cluster.core.list_namespaced_event(NS)
         assert any(e.reason == "ScaledUp" and e.involved_object.name == "cheap" for e in events.items)
         labels = {"variant_name": "cheap", "namespace": NS, "accelerator_type": "A100"}
-        assert scaler_metrics.DESIRED.labels(**labels)._value.get() == 2
+        assert REGISTRY.get_sample_value("wva_desired_replicas", labels) == 2
     await sub.unsubscribe()
 
 
@@ -77,7 +78,7 @@ async def test_hpa_and_dry_run_leave_replicas_alone_but_report(scaler_setup: Any
         assert status["desiredOptimizedAlloc"]["numReplicas"] >= 2
         assert status["actuation"] == {"applied": False}
         labels = {"variant_name": name, "namespace": NS, "accelerator_type": "A100"}
-        assert scaler_metrics.DESIRED.labels(**labels)._value.get() >= 2
+        assert (REGISTRY.get_sample_value("wva_desired_replicas", labels) or 0) >= 2
         await asyncio.sleep(0.3)
         assert await cluster.replicas(name) == 1
 
@@ -170,7 +171,7 @@ async def test_wvas_configmap_name_selects_v2_and_its_gauges_are_exported(scaler
         assert [(c.variant, c.source) for c in up.numbers.capacities] == [("a", "k1")]
         # Once the step is decided, what is coming covers the demand: nothing required, 90.6 % used.
         labels = {"model_name": MODEL, "namespace": NS}
-        await eventually(lambda: true(scaler_metrics.REQUIRED_CAPACITY.labels(**labels)._value.get() == 0))
-        assert scaler_metrics.SPARE_CAPACITY.labels(**labels)._value.get() == 0
-        assert scaler_metrics.SATURATION_UTILIZATION.labels(**labels)._value.get() == pytest.approx(23756.8 / 26214.4)
+        await eventually(lambda: true(REGISTRY.get_sample_value("wva_required_capacity", labels) == 0))
+        assert REGISTRY.get_sample_value("wva_spare_capacity", labels) == 0
+        assert REGISTRY.get_sample_value("wva_saturation_utilization", labels) == pytest.approx(23756.8 / 26214.4)
     await sub.unsubscribe()

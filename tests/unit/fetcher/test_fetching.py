@@ -12,6 +12,7 @@ from services.fetcher import cache as caching
 from services.fetcher.collector import Collection, PodSample, assemble, pod_key
 from services.fetcher.fetching import Fetcher
 from services.fetcher.tracking import Tracker
+from shared import messages
 from shared.messages import MetricsSnapshot, PodRef, Target, va_key
 
 
@@ -55,8 +56,9 @@ async def setup() -> tuple[Fetcher, GatedCollector, list[MetricsSnapshot]]:
     collector = GatedCollector()
     published: list[MetricsSnapshot] = []
 
-    async def publish(s: MetricsSnapshot) -> None:
-        published.append(s)
+    async def publish(batch: Sequence[MetricsSnapshot]) -> list[Exception | None]:
+        published.extend(batch)
+        return [None] * len(batch)
 
     fetcher = Fetcher(collector=collector, cache=caching.MemoryCache(30), tracker=Tracker(), publish=publish)
     return fetcher, collector, published
@@ -194,9 +196,10 @@ async def test_the_issues_metrics_follow_cycles_invalidations_and_deletions() ->
 
     fail = [False]
 
-    async def publish(_: MetricsSnapshot) -> None:
+    async def publish(batch: Sequence[MetricsSnapshot]) -> list[Exception | None]:
         if fail[0]:
             raise ConnectionError("NATS is away")
+        return [None] * len(batch)
 
     fetcher = Fetcher(collector=GatedCollector(), cache=caching.MemoryCache(30), tracker=Tracker(), publish=publish)
     fetcher.track(target("a", pods=("0", "1")))
@@ -212,3 +215,44 @@ async def test_the_issues_metrics_follow_cycles_invalidations_and_deletions() ->
     assert delta()["invalidated"] == 1 and delta()["deleted"] == 1
     assert value("wva_fetcher_tracked_targets") == 1 and value("wva_fetcher_cache_entries") == 0
     await fetcher.aclose()
+
+
+async def test_snapshots_a_batch_could_not_publish_are_counted_and_logged_and_the_rest_published(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    lost = {"b"}
+    tried: list[list[str]] = []
+
+    async def publish(batch: Sequence[MetricsSnapshot]) -> list[Exception | None]:
+        tried.append([s.name for s in batch])
+        return [ConnectionError("no ack") if s.name in lost else None for s in batch]
+
+    fetcher = Fetcher(collector=GatedCollector(), cache=caching.MemoryCache(30), tracker=Tracker(), publish=publish)
+    for name in ("a", "b", "c"):
+        fetcher.track(target(name))
+    failures, published = value("wva_fetcher_publish_failures_total"), value("wva_fetcher_snapshots_total", status="partial")
+    await fetcher.cycle()
+    assert value("wva_fetcher_publish_failures_total") - failures == 1
+    assert value("wva_fetcher_snapshots_total", status="partial") - published == 2
+    assert "could not publish 1 of 3 metrics snapshots: no ack" in caplog.text
+    lost.clear()
+    await fetcher.cycle()  # the next cycle publishes it again
+    assert sorted(tried[-1]) == ["a", "b", "c"]
+    assert value("wva_fetcher_snapshots_total", status="partial") - published == 5
+    await fetcher.aclose()
+
+
+def test_tracked_targets_share_their_repeated_strings() -> None:
+    tracker = Tracker()
+    for name in ("a", "b"):
+        decoded = messages.targets_decoder.decode(messages.encode(target(name)))
+        assert isinstance(decoded, Target)
+        tracker.put(decoded)
+    a, b = tracker.get("ns", "a"), tracker.get("ns", "b")
+    assert a is not None and b is not None
+    assert a.namespace is b.namespace and a.model_id is b.model_id and a.pods[0].phase is b.pods[0].phase

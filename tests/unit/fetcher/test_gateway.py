@@ -4,13 +4,14 @@ so that assembly drops and counts them."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from services.fetcher import gateway
+from services.fetcher import answers, gateway
 from services.fetcher.collector import CollectorError
 
 TEXT = """\
@@ -47,10 +48,11 @@ def test_a_promql_answer_is_read_by_its_model_label_and_bad_series_are_skipped()
         {"metric": {"target_model_name": "org/c"}, "value": "4"},
         {"metric": None, "value": [1.0, "4"]},
     ]
-    queues = gateway.from_series(result)
+    queues = gateway.from_series(answers.series(json.dumps({"data": {"result": result}}).encode()))
     assert queues is not None
     assert queues["org/a"] == 7.0 and math.isnan(queues["org/b"]) and set(queues) == {"org/a", "org/b"}
-    assert gateway.from_series(["junk", {"value": [1, "2"]}]) is None  # nothing shaped like a series
+    nothing = answers.series(json.dumps({"data": {"result": ["junk", {"value": [1, "2"]}]}}).encode())
+    assert gateway.from_series(nothing) is None  # nothing shaped like a series
 
 
 def test_hostile_text_raises_for_the_caller_to_handle() -> None:

@@ -256,3 +256,54 @@ def test_same_content_ignores_only_the_timestamp() -> None:
     assert not m.same_content(target, msgspec.structs.replace(later, spec_replicas=3))
     assert not m.same_content(target, None) and m.same_content(None, None)
     assert not m.same_content(m.TargetDeleted(namespace="llm", name="llama-a100", at=AT), m.MetricsDeleted(namespace="llm", name="llama-a100", at=AT))
+
+
+_IMMUTABLE = (
+    msgspec.inspect.StrType, msgspec.inspect.IntType, msgspec.inspect.FloatType, msgspec.inspect.BoolType,
+    msgspec.inspect.NoneType, msgspec.inspect.DateTimeType, msgspec.inspect.LiteralType,
+)
+
+
+def _struct_types(t: msgspec.inspect.Type, found: dict[type, msgspec.inspect.StructType]) -> None:
+    """Every Struct type reachable from ``t``; fails on a field type that could hold a cycle."""
+    if isinstance(t, _IMMUTABLE):
+        return
+    if isinstance(t, msgspec.inspect.UnionType):
+        for member in t.types:
+            _struct_types(member, found)
+    elif isinstance(t, msgspec.inspect.VarTupleType):
+        _struct_types(t.item_type, found)
+    elif isinstance(t, msgspec.inspect.StructType):
+        if t.cls not in found:
+            found[t.cls] = t
+            for f in t.fields:
+                _struct_types(f.type, found)
+    else:
+        raise AssertionError(f"{t!r}: a mutable field could make an untracked message part of a cycle")
+
+
+def test_messages_are_immutable_and_not_tracked_by_the_garbage_collector() -> None:
+    import gc
+
+    found: dict[type, msgspec.inspect.StructType] = {}
+    _struct_types(msgspec.inspect.type_info(m.AnyMessage), found)
+    assert m.ReplicaMetrics in found and m.Cursor in found  # nested ones too
+    for cls in found:
+        assert cls.__struct_config__.frozen and not cls.__struct_config__.gc, cls.__name__
+    decoded = m.any_decoder.decode(m.encode(SAMPLES[0]))
+    assert isinstance(decoded, m.Target) and not gc.is_tracked(decoded) and not gc.is_tracked(decoded.pods[0])
+
+
+def test_interned_targets_are_equal_and_share_their_repeated_strings() -> None:
+    target = SAMPLES[0]
+    assert isinstance(target, m.Target)
+    other = msgspec.structs.replace(target, name="llama-h100", scale_target=m.ScaleTarget(name="llama-h100"))
+    a, b = (m.targets_decoder.decode(m.encode(t)) for t in (target, other))  # each with its own strings
+    assert isinstance(a, m.Target) and isinstance(b, m.Target)
+    ia, ib = m.interned(a), m.interned(b)
+    assert ia == a and ib == b
+    for field in ("namespace", "model_id", "accelerator", "controller_instance"):
+        assert getattr(ia, field) is getattr(ib, field), field
+    assert ia.scale_target.kind is ib.scale_target.kind and ia.scale_target.api_version is ib.scale_target.api_version
+    assert ia.pods[0].phase is ib.pods[0].phase
+    assert ib.scale_target.name is ib.name  # a scale target naming the VA itself keeps one string
