@@ -12,6 +12,12 @@ Streams heal (docs/design.md §11): besides ``main`` the runner keeps the stream
 ``WVA_STREAM_CHECK_INTERVAL`` it ensures they exist (re-creating any lost with a wiped store), and the
 readiness check ``streams`` is false while it cannot. Services publish through :meth:`Runtime.publish`,
 which re-creates missing streams before retrying and gives tombstones their ``WVA_TOMBSTONE_TTL``.
+
+Several replicas (docs/design.md §11): with ``WVA_LEASE_BACKEND=nats`` the runtime carries this
+replica's :class:`shared.leases.Leases` on its service's partitions (the watcher's one partition, or
+``WVA_PARTITIONS`` numbered ones); the service starts their loop once it can do the work, and the
+runner gives every lease back on a clean shutdown, so another replica takes over at once. ``/readyz``
+then has a ``leases`` check and says what this replica holds.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from shared import natsio, streams
+from shared import natsio, partitions, streams
+from shared.leases import Leases, make_identity
 from shared.messages import MetricsDeleted, TargetDeleted
 from shared.observability import Health, HttpServer, setup_logging
 from shared.redaction import redact
@@ -59,6 +66,8 @@ class Runtime:
     stop: asyncio.Event
     http_port: int = 0
     spec: streams.StreamSpec = field(default_factory=streams.StreamSpec)
+    identity: str = ""
+    leases: Leases | None = None  # None: one replica does all the work (WVA_LEASE_BACKEND=none)
     _healing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
     _healed_at: float = field(default=float("-inf"), init=False, repr=False)
 
@@ -102,6 +111,26 @@ class Runtime:
 
 
 ServiceMain = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+_RELEASE_TIMEOUT: Final = 2.0  # seconds a clean shutdown spends giving leases back
+
+
+def lease_partitions(name: str, settings: Settings) -> tuple[str, ...]:
+    """The partitions replicas of service ``name`` share: the watcher's one, or numbered ones."""
+    return (partitions.WATCHER,) if name == "watcher" else partitions.numbered(settings.partitions)
+
+
+def leases_bucket(settings: Settings, subjects: Subjects) -> str:
+    return settings.leases_bucket or subjects.stream_name("LEASES")
+
+
+def make_leases(name: str, settings: Settings, nc: Client, subjects: Subjects, identity: str) -> Leases | None:
+    if settings.lease_backend != "nats":
+        return None
+    return Leases(
+        nc, bucket=leases_bucket(settings, subjects), service=name, identity=identity,
+        partitions=lease_partitions(name, settings), ttl=settings.lease_ttl, replicas=settings.stream_replicas,
+    )
 
 
 def stream_spec(settings: Settings, nc: Client | None = None) -> streams.StreamSpec:
@@ -162,11 +191,20 @@ async def serve(
         spec = stream_spec(settings, nc)
         await streams.ensure(js, subjects, spec)
         health.set("streams", True)
+        identity = make_identity()
+        leases = make_leases(name, settings, nc, subjects, identity)
+        if leases is not None:
+            health.set("leases", lambda: leases.healthy)
+            health.describe("leases", leases.report)
         runtime = Runtime(
             name=name, settings=settings, nc=nc, js=js, subjects=subjects, health=health, stop=stop,
-            http_port=http.port, spec=spec,
+            http_port=http.port, spec=spec, identity=identity, leases=leases,
         )
-        log.info("%s started", name, extra={"http_port": http.port, "prefix": settings.subject_prefix})
+        log.info(
+            "%s started", name,
+            extra={"http_port": http.port, "prefix": settings.subject_prefix, "identity": identity,
+                   "leases": settings.lease_backend},
+        )
         main_task = asyncio.create_task(main(runtime), name=f"{name}-main")
         stop_task = asyncio.create_task(stop.wait(), name=f"{name}-stop")
         keeper = asyncio.create_task(runtime.keep_streams(), name=f"{name}-streams")
@@ -182,6 +220,9 @@ async def serve(
             main_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await main_task
+            if leases is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(leases.release(), _RELEASE_TIMEOUT)
             return 0
         failure = main_task.exception()
         if failure is not None:
