@@ -40,7 +40,7 @@ from nats.js.api import PubAck
 
 from shared import natsio, partitions, streams
 from shared.leases import Leases, make_identity
-from shared.messages import MetricsDeleted, TargetDeleted
+from shared.messages import MetricsDeleted, Ownership, TargetDeleted, utcnow
 from shared.observability import Health, HttpServer, setup_logging
 from shared.redaction import redact
 from shared.settings import Settings, SettingsError, load
@@ -102,6 +102,38 @@ class Runtime:
                 log.info("streams available again")
             self.health.set("streams", True)
             return True
+
+    async def run_leases(self) -> None:
+        """Take part in the leases, and say on ``<prefix>.owners.<service>.<identity>`` what this replica
+        holds whenever that changes (the latest state wins; retried while NATS is away)."""
+        leases = self.leases
+        if leases is None:
+            return
+        changes = leases.subscribe()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(leases.run(), name=f"{self.name}-leases")
+            while True:
+                owned = await changes.get()
+                while not changes.empty():
+                    owned = changes.get_nowait()
+                while not await self.announce(owned):
+                    await asyncio.sleep(leases.period)
+                    while not changes.empty():
+                        owned = changes.get_nowait()
+
+    async def announce(self, owned: frozenset[str]) -> bool:
+        """Publish this replica's Ownership; False (logged) when NATS did not take it."""
+        assert self.leases is not None
+        message = Ownership(
+            namespace=self.name, name=self.identity, at=utcnow(), partitions=len(self.leases.partitions),
+            owned=tuple(sorted(owned, key=lambda p: (len(p), p))),
+        )
+        try:
+            await self.publish(self.subjects.owners(self.name, self.identity), message)
+        except Exception as exc:  # NATS away: the leases are fenced by time meanwhile; try again
+            log.warning("could not announce the partitions held: %s", redact(str(exc) or type(exc).__name__))
+            return False
+        return True
 
     async def keep_streams(self) -> None:
         """Check the streams every ``WVA_STREAM_CHECK_INTERVAL`` (the ``streams`` readiness check)."""
@@ -221,8 +253,11 @@ async def serve(
             with contextlib.suppress(asyncio.CancelledError):
                 await main_task
             if leases is not None:
+                held = leases.owned
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(leases.release(), _RELEASE_TIMEOUT)
+                    if held:
+                        await asyncio.wait_for(runtime.announce(frozenset()), _RELEASE_TIMEOUT)
             return 0
         failure = main_task.exception()
         if failure is not None:

@@ -11,6 +11,11 @@ scale-down, it never speeds one up.
 
 Only *changes* of the recommendation are stored, each at the instant the core published a decision
 for it, so a replay rebuilds the same memory from the recorded decisions.
+
+A replica that takes a group over from another (docs/design.md §11) restores the memory from the last
+decision of each of the group's variants (:meth:`Pacing.restored`): a decision is published whenever
+a variant's recommendation changes, so the latest of them says what was recommended since then.
+Before it, the count a variant has stands in, as after a start.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.scaler.analyzers.saturation import EPSILON
+from shared.messages import Decision
 
 Counts = tuple[tuple[str, int], ...]  # (variant, count), sorted by variant
 
@@ -27,6 +33,17 @@ Counts = tuple[tuple[str, int], ...]  # (variant, count), sorted by variant
 class Pacing:
     since: float | None = None  # first recommendation remembered
     changes: list[tuple[float, Counts]] = field(default_factory=list)
+
+    @classmethod
+    def restored(cls, last: Sequence[Decision | None], model_id: str, now: float) -> Pacing:
+        """The memory the last decisions of a group's variants (one each, in any order) leave: empty
+        unless every variant has one of this model with its recommendation."""
+        pacing = cls()
+        known = [d for d in last if d is not None and d.model_id == model_id and d.numbers.recommended is not None]
+        if known and len(known) == len(last):
+            since = min(now, max(d.at.timestamp() for d in known))
+            pacing.remember(since, {d.name: d.numbers.recommended or 0 for d in known})
+        return pacing
 
     def remember(self, now: float, recommended: Mapping[str, int]) -> None:
         counts = tuple(sorted(recommended.items()))
