@@ -7,6 +7,8 @@
 - Refreshes are single-flight and batched: every VA that needs fresh data within a few milliseconds
   (concurrent on-demand misses, a burst of invalidations after a re-list) is collected by one call to
   the collector, and concurrent requests for the same VA share it.
+- With several replicas (docs/design.md §11) ``owns`` says which VAs are this replica's (its leases'
+  partitions): cycles and refreshes collect, cache and publish only those.
 - ``invalidate()`` drops the VA's cache entry and refreshes it promptly — once the fetcher holds the
   Target of the Deployment generation the invalidation announced: when the invalidation is ahead of
   the target stream, the refresh waits for that Target (``track()`` releases it), so the snapshot that
@@ -34,6 +36,7 @@ from shared.messages import MetricsSnapshot, Target, VAKey, utcnow, va_key
 log = logging.getLogger("wva.fetcher")
 
 Publish = Callable[[MetricsSnapshot], Awaitable[None]]
+Owns = Callable[[Target], bool]
 Answer = Literal["cached", "fetched", "unknown"]
 
 DEBOUNCE: Final = 0.02  # seconds a refresh waits for others to join its batch
@@ -61,12 +64,14 @@ class Fetcher:
         tracker: Tracker,
         publish: Publish,
         debounce: float = DEBOUNCE,
+        owns: Owns | None = None,
     ) -> None:
         self.collector = collector
         self.cache = cache
         self.tracker = tracker
         self._publish = publish
         self._debounce = debounce
+        self.owns = owns
         self._pending: dict[VAKey, asyncio.Future[MetricsSnapshot]] = {}
         self._inflight: dict[VAKey, asyncio.Future[MetricsSnapshot]] = {}
         self._wake = asyncio.Event()
@@ -76,7 +81,7 @@ class Fetcher:
 
     async def cycle(self) -> CycleReport:
         loop = asyncio.get_running_loop()
-        targets = self.tracker.all()
+        targets = self.tracker.all() if self.owns is None else [t for t in self.tracker.all() if self.owns(t)]
         started, t0 = self.tracker.now(), loop.time()
         collection = await self.collector.collect(targets)
         fresh, skipped = self._accept(collection.snapshots, started)
@@ -118,7 +123,7 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            if len(self.tracker):
+            if len(self.tracker) and (self.owns is None or any(map(self.owns, self.tracker.all()))):
                 await self.cycle()
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
@@ -191,6 +196,8 @@ class Fetcher:
             target = self.tracker.get(*key)
             if target is None:
                 future.set_result(unavailable(key, reason="VA deleted while fetching"))
+            elif self.owns is not None and not self.owns(target):
+                future.set_result(unavailable(key, reason="another fetcher replica's partition"))
             else:
                 targets.append(target)
         if not targets:
