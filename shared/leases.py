@@ -50,7 +50,8 @@ from typing import Final
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
 from shared import partitions as partitioning
@@ -111,23 +112,22 @@ class Entry:
     revision: int
 
 
-async def read_bucket(kv: KeyValue, *, timeout: float) -> dict[str, Entry]:
-    """Every live key of the bucket with its holder (one ordered consumer, last value per key)."""
-    entries: dict[str, Entry] = {}
-    watcher = await kv.watchall()
-    try:
-        async with asyncio.timeout(timeout):
-            async for item in watcher:
-                if item is None:
-                    break
-                if item.operation in (KV_DEL, KV_PURGE):
-                    entries.pop(item.key, None)
-                    continue
-                entries[item.key] = Entry(item.key, decode_value(item.value), item.revision or 0)
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it untyped
-    return entries
+async def read_bucket(js: JetStreamContext, kv: KeyValue, bucket: str, *, keys: str = ">") -> dict[str, Entry]:
+    """Every live key matching ``keys`` with its holder. The stream says which subjects hold a message
+    and a get reads each: no consumer is made (a KV watch would leave one behind for minutes)."""
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=prefix + keys)
+    names = [subject[len(prefix):] for subject in info.state.subjects or {}]
+
+    async def one(key: str) -> Entry | None:
+        try:
+            item = await kv.get(key, validate_keys=False)
+        except nats.js.errors.KeyNotFoundError:  # deleted (a marker), or expired since the listing
+            return None
+        return Entry(key, decode_value(item.value), item.revision or 0)
+
+    found = await asyncio.gather(*(one(key) for key in names))
+    return {entry.key: entry for entry in found if entry is not None}
 
 
 class Leases:
@@ -220,7 +220,8 @@ class Leases:
         try:
             kv = await self._bucket()
             await self._renew(kv, now)
-            entries = await read_bucket(kv, timeout=self.period)
+            entries = await read_bucket(self._js, kv, self.bucket, keys=f"{self.service}.*")
+            entries.update(await read_bucket(self._js, kv, self.bucket, keys=f"members.{self.service}.*"))
             await self._rebalance(kv, entries, now)
         except Exception as exc:  # NATS trouble of any kind: try again next round; fencing is by time
             ROUND_FAILURES.labels(service=self.service).inc()

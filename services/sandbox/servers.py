@@ -8,6 +8,10 @@ this module to start them the same way (see docs/sandbox.md):
     server.restart(empty_store=True)    # same port; the JetStream store wiped, as after a lost volume
     server.stop()
 
+    cluster = NatsCluster(nats_server_binary(), workdir, size=3)   # three nodes with routes, JetStream
+    cluster.start()                     # on every node; ready once JetStream has a meta leader
+    cluster.nodes[1].kill()             # kill -9 one node; .start() brings it back on its port
+
 Every server runs as a `Child`: its own process group (so a terminal's Ctrl-C reaches only whoever
 started it, which then stops the group), output in a log file, stopped by a signal to the group and
 SIGKILL after a grace period. Readiness comes from the server itself, as in nats.py's own fixture:
@@ -229,6 +233,63 @@ class NatsServer:
         if empty_store:
             shutil.rmtree(self.store_dir, ignore_errors=True)
         self.start()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no goodbye to clients or to the other nodes of a cluster. The process
+        is reaped and forgotten, so nothing signals its (reusable) process group id again."""
+        proc = self.process.proc
+        if proc is None:
+            return
+        self.process.signal(signal.SIGKILL)
+        proc.wait(5)
+        self.process.proc = None
+
+
+class NatsCluster:
+    """``size`` nats-servers on 127.0.0.1 routed into one JetStream cluster (each its own store and
+    log under ``workdir/n<i>``), what a three-node NATS in Kubernetes is. ``url`` names every node, as
+    ``WVA_NATS_URL`` does for a clustered NATS."""
+
+    def __init__(self, binary: str, workdir: Path, *, size: int = 3) -> None:
+        self.workdir = workdir
+        routes = [free_port() for _ in range(size)]
+        route_urls = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes)
+        self.nodes: list[NatsServer] = []
+        for i, route in enumerate(routes):
+            config = (
+                f"server_name: n{i}\n"
+                "cluster {\n"
+                "  name: wva\n"
+                f"  listen: 127.0.0.1:{route}\n"
+                f"  routes: [{route_urls}]\n"
+                "}\n"
+            )
+            (workdir / f"n{i}").mkdir(parents=True, exist_ok=True)
+            self.nodes.append(NatsServer(binary, workdir / f"n{i}", config=config))
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = 20.0, *, pids_file: Path | None = None) -> None:
+        for node in self.nodes:
+            node.process.start(pids_file)
+        for node in self.nodes:
+            _wait_ready(node.process, node._ready, log_path=node.log_path, timeout=timeout, poll=0.05)
+        deadline = time.monotonic() + timeout
+        while not self.has_leader():
+            if time.monotonic() > deadline:
+                raise ServerError(f"the NATS cluster elected no JetStream leader in {timeout:g}s:\n"
+                                  f"{log_tail(self.nodes[0].log_path)}")
+            time.sleep(0.1)
+
+    def has_leader(self) -> bool:
+        return any("JetStream cluster new metadata leader" in node.log_path.read_text(errors="replace")
+                   for node in self.nodes if node.log_path.exists())
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 class PrometheusServer:

@@ -56,8 +56,8 @@ HA = {"WVA_LEASE_BACKEND": "nats", "WVA_LEASE_TTL": f"{TTL:g}s"}
 async def holder(nc: Client, key: str) -> str | None:
     """Who holds ``key`` in the lease bucket now (None: nobody, or no bucket yet)."""
     try:
-        kv = await nc.jetstream().key_value("WVA_LEASES")
-        entries = await read_bucket(kv, timeout=2.0)
+        js = nc.jetstream()
+        entries = await read_bucket(js, await js.key_value("WVA_LEASES"), "WVA_LEASES", keys=key)
     except nats.js.errors.BucketNotFoundError:
         return None
     entry = entries.get(key)
@@ -147,8 +147,8 @@ async def settled_owner(nc: Client, key: str, processes: dict[str, ServiceProces
 
 async def member_count(nc: Client, service: str) -> int:
     try:
-        kv = await nc.jetstream().key_value("WVA_LEASES")
-        return sum(k.startswith(f"members.{service}.") for k in await read_bucket(kv, timeout=2.0))
+        js = nc.jetstream()
+        return len(await read_bucket(js, await js.key_value("WVA_LEASES"), "WVA_LEASES", keys=f"members.{service}.*"))
     except nats.js.errors.BucketNotFoundError:
         return 0
 
@@ -218,6 +218,82 @@ async def test_a_scaler_stopped_past_its_ttl_acts_on_nothing_when_it_resumes(
         assert owner.alive
         lost = metric_sum(await owner.metrics(), "wva_lease_changes_total", change="lost")
         assert lost >= 1, "the resumed replica never noticed its lease was gone"
+
+
+class HolderLog:
+    """Every change of holder of the ``<service>.*`` lease keys, with when it happened (a KV watch)."""
+
+    def __init__(self) -> None:
+        self.holder: dict[str, str | None] = {}
+        self.changes: list[tuple[float, str, str | None]] = []  # (when, partition, new holder or None)
+        self._watcher: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, nc: Client, service: str) -> HolderLog:
+        kv = await nc.jetstream().key_value("WVA_LEASES")
+        self._watcher = await kv.watch(f"{service}.*")
+
+        async def run() -> None:
+            async for entry in self._watcher:
+                if entry is None:
+                    continue
+                partition = entry.key.split(".", 1)[1]
+                new = entry.value.decode() if entry.operation is None else None
+                if self.holder.get(partition, "?") != new:
+                    if partition in self.holder:
+                        self.changes.append((time.monotonic(), partition, new))
+                    self.holder[partition] = new
+
+        self._task = asyncio.create_task(run())
+        await asyncio.sleep(0.2)
+        return self
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._watcher.stop()
+
+    def gaps(self) -> list[float]:
+        """For every partition given back, how long it stayed without a holder."""
+        found, freed = [], {}
+        for at, partition, new in self.changes:
+            if new is None:
+                freed[partition] = at
+            elif partition in freed:
+                found.append(at - freed.pop(partition))
+        assert not freed, f"partitions left without a holder: {sorted(freed)}"
+        return found
+
+
+async def test_a_third_scaler_joins_and_one_leaves_without_ping_pong(
+    nats_server: NatsServer, nats_client: Client, kubeconfig: Path, wva_process: StartService,
+) -> None:
+    env = scaler_env(nats_server.url, kubeconfig, **HA)
+    scalers = {name: await wva_process("scaler", {**env, "HOSTNAME": name}) for name in ("scaler-a", "scaler-b")}
+    keys = [f"scaler.{p}" for p in range(16)]
+    await settled_owners(nats_client, keys, scalers, members=2)
+    log = await HolderLog().start(nats_client, "scaler")
+    try:
+        scalers["scaler-c"] = await wva_process("scaler", {**env, "HOSTNAME": "scaler-c"})
+        held = await settled_owners(nats_client, keys, scalers, members=3)
+        shares = sorted(sum(p is s for p in held.values()) for s in scalers.values())
+        assert shares == [4, 6, 6], shares
+        # four partitions moved, each once: given back by a or b, taken by c; nothing else changed
+        moved = [p for _, p, new in log.changes if new is not None]
+        assert len(log.changes) == 8 and len(set(moved)) == 4, log.changes
+        assert all(new is None or new.startswith("scaler-c-") for _, _, new in log.changes), log.changes
+        assert max(log.gaps()) <= TTL, log.gaps()
+        log.changes.clear()
+        leaving = scalers.pop("scaler-b")
+        theirs = sum(p is leaving for p in held.values())
+        await leaving.stop()  # SIGTERM: a rolling update's way out, leases given back
+        held = await settled_owners(nats_client, keys, scalers, members=2)
+        assert sorted(sum(p is s for p in held.values()) for s in scalers.values()) == [8, 8]
+        assert len(log.changes) == 2 * theirs, log.changes  # each of its partitions freed once, taken once
+        assert max(log.gaps()) <= TTL, log.gaps()
+    finally:
+        await log.stop()
 
 
 # ------------------------------------------------------------------------------------- fetcher
