@@ -58,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-dir", type=Path, help="where logs and stores go (default: a new temp directory)"
     )
     parser.add_argument("--headless", action="store_true", help="no live view: one line per decision")
+    parser.add_argument(
+        "--replicas", type=int, default=1,
+        help="run each service this many times, sharing the work through NATS leases (default 1)",
+    )
+    parser.add_argument(
+        "--nats-cluster", type=int, default=1, choices=(1, 3),
+        help="3: a three-node nats-server cluster with routes on localhost and R3 streams (default 1)",
+    )
     d = pipeline.Intervals()
     # Default: the scenario's `timing`, else these demo values.
     parser.add_argument("--fetch-interval", help=f"fetcher background interval (default {d.fetch:g}s)")
@@ -98,6 +106,8 @@ def options(args: argparse.Namespace) -> session.Options:
         load_scale=args.load_scale,
         live=False if args.headless else None,
         prometheus=servers.prometheus_binary(),
+        replicas=args.replicas,
+        nats_cluster=args.nats_cluster,
     )
 
 
@@ -105,6 +115,9 @@ async def serve(args: argparse.Namespace) -> int:
     """The command's whole life, on a running loop; SIGINT/SIGTERM end it cleanly."""
     if args.load_scale < 0:
         print("wva sandbox: --load-scale must be >= 0", file=sys.stderr)
+        return 2
+    if not 1 <= args.replicas <= 5:
+        print("wva sandbox: --replicas must be between 1 and 5", file=sys.stderr)
         return 2
     if not args.no_services:
         try:

@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import nats
+import nats.errors
+from nats.js.api import StreamConfig
 
 STOP_GRACE: Final = 8.0
 NATS_INSTALL_HINT: Final = (
@@ -277,15 +281,35 @@ class NatsCluster:
         for node in self.nodes:
             _wait_ready(node.process, node._ready, log_path=node.log_path, timeout=timeout, poll=0.05)
         deadline = time.monotonic() + timeout
-        while not self.has_leader():
+        while not self.can_place():
             if time.monotonic() > deadline:
-                raise ServerError(f"the NATS cluster elected no JetStream leader in {timeout:g}s:\n"
-                                  f"{log_tail(self.nodes[0].log_path)}")
-            time.sleep(0.1)
+                raise ServerError(f"the NATS cluster could not place a {len(self.nodes)}-replica stream in "
+                                  f"{timeout:g}s:\n{log_tail(self.nodes[0].log_path)}")
+            time.sleep(0.2)
 
-    def has_leader(self) -> bool:
-        return any("JetStream cluster new metadata leader" in node.log_path.read_text(errors="replace")
-                   for node in self.nodes if node.log_path.exists())
+    def can_place(self) -> bool:
+        """Whether JetStream has a leader and knows every peer: a stream with a replica on each node
+        can be made (and is deleted again). Runs its own event loop in a thread: callable from anywhere."""
+        async def probe() -> bool:
+            try:
+                nc = await nats.connect(self.url.split(","), connect_timeout=1, allow_reconnect=False)
+            except (nats.errors.Error, OSError):
+                return False
+            try:
+                js = nc.jetstream(timeout=2.0)
+                await js.add_stream(StreamConfig(name="WVA_PROBE", subjects=["wva-probe.x"], num_replicas=len(self.nodes)))
+                await js.delete_stream("WVA_PROBE")
+                return True
+            except (nats.errors.Error, OSError):
+                return False
+            finally:
+                await nc.close()
+
+        result: list[bool] = []
+        thread = threading.Thread(target=lambda: result.append(asyncio.run(probe())))
+        thread.start()
+        thread.join()
+        return bool(result and result[0])
 
     def stop(self) -> None:
         for node in self.nodes:
