@@ -298,7 +298,11 @@ class Leases:
             except nats.js.errors.KeyWrongLastSequenceError:
                 self._member = None  # expired while we could not renew it: announce ourselves again
         if self._member is None:
-            self._member = await kv.create(self._member_key, value)
+            try:
+                self._member = await kv.create(self._member_key, value)
+            except nats.js.errors.KeyWrongLastSequenceError:  # ours already: a write whose answer was lost
+                current = await kv.get(self._member_key)
+                self._member = await kv.update(self._member_key, value, last=current.revision)
         results = await asyncio.gather(
             *(self._renew_one(kv, p, lease, now) for p, lease in list(self._held.items())), return_exceptions=True
         )

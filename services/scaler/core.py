@@ -58,7 +58,7 @@ from services.scaler.analyzers.saturation import SaturationAnalyzer
 from services.scaler.analyzers.slo import SloAnalyzer, SloMemory
 from services.scaler.digest import Digest, digest
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
-from services.scaler.pacing import Pacing
+from services.scaler.pacing import LastDecision, Pacing
 from services.scaler.scaling_config import DEFAULT_CONFIG, ConfigSet, ScalingConfig, apply_configmap
 from shared.messages import (
     Cursor,
@@ -81,6 +81,7 @@ GroupKey = tuple[str, str]  # (namespace, model_id)
 
 MAX_SKEW: Final = 5.0  # seconds a wire timestamp may run ahead of this clock before it is reported
 MAX_ORPHANS: Final = 10_000  # snapshots kept for VAs whose target has not arrived (yet)
+MAX_SEEN: Final = 100_000  # last decisions kept (a few dozen bytes each), for take-overs
 BACKOFF_FIRST: Final = 5.0  # seconds before retrying a failed scale; doubles per failure
 BACKOFF_MAX: Final = 300.0
 
@@ -172,7 +173,7 @@ class Scaler:
         self._replica = replica
         self._owned: frozenset[int] | None = frozenset() if replica else None  # None: every group
         self._partitions = 1
-        self._seen: OrderedDict[VAKey, Decision] = OrderedDict()  # last decision on the stream, per VA
+        self._seen: OrderedDict[VAKey, LastDecision] = OrderedDict()  # last decision on the stream, per VA
 
     # ------------------------------------------------------------------ public API
 
@@ -388,8 +389,8 @@ class Scaler:
         VA is what a take-over restores the group's scale-down window from."""
         key = va_key(decision.namespace, decision.name)
         self._seen.pop(key, None)
-        self._seen[key] = decision
-        while len(self._seen) > MAX_ORPHANS:
+        self._seen[key] = LastDecision.of(decision)
+        while len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
         return []
 

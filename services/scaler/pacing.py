@@ -22,11 +22,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from services.scaler.analyzers.saturation import EPSILON
 from shared.messages import Decision
 
 Counts = tuple[tuple[str, int], ...]  # (variant, count), sorted by variant
+
+
+class LastDecision(NamedTuple):
+    """What a take-over needs of a variant's last decision on the stream (kept for every VA: small)."""
+
+    name: str
+    at: float
+    model_id: str
+    recommended: int | None
+
+    @classmethod
+    def of(cls, decision: Decision) -> LastDecision:
+        return cls(decision.name, decision.at.timestamp(), decision.model_id, decision.numbers.recommended)
 
 
 @dataclass(slots=True)
@@ -35,14 +49,14 @@ class Pacing:
     changes: list[tuple[float, Counts]] = field(default_factory=list)
 
     @classmethod
-    def restored(cls, last: Sequence[Decision | None], model_id: str, now: float) -> Pacing:
+    def restored(cls, last: Sequence[LastDecision | None], model_id: str, now: float) -> Pacing:
         """The memory the last decisions of a group's variants (one each, in any order) leave: empty
         unless every variant has one of this model with its recommendation."""
         pacing = cls()
-        known = [d for d in last if d is not None and d.model_id == model_id and d.numbers.recommended is not None]
+        known = [d for d in last if d is not None and d.model_id == model_id and d.recommended is not None]
         if known and len(known) == len(last):
-            since = min(now, max(d.at.timestamp() for d in known))
-            pacing.remember(since, {d.name: d.numbers.recommended or 0 for d in known})
+            since = min(now, max(d.at for d in known))
+            pacing.remember(since, {d.name: d.recommended or 0 for d in known})
         return pacing
 
     def remember(self, now: float, recommended: Mapping[str, int]) -> None:

@@ -202,3 +202,18 @@ async def test_a_hostile_value_is_counted_and_the_partition_stays_untaken(make_l
     assert b.owned == frozenset(partitions.numbered(16)) - {"3"}
     assert b.members == 1  # a member key whose value is not its own identity does not count
     assert MESSAGES_REJECTED.labels(subject_kind="leases", reason="invalid")._value.get() > rejected
+
+
+async def test_a_member_write_whose_answer_was_lost_does_not_stop_the_rounds(make_leases: MakeLeases, nats_client: Client) -> None:
+    a = await make_leases("a-1")
+    await a.round()
+    # the server took a renewal whose answer never came back: the revision a holds is behind
+    kv = await nats_client.jetstream().key_value(BUCKET)
+    await kv.put("members.scaler.a-1", b"a-1")
+    await kv.put("scaler.3", b"a-1")
+    for _ in range(4):  # more than a TTL of rounds: each must reach the bucket and renew
+        await a.round()
+        await asyncio.sleep(a.period)
+    assert a.healthy and a.members == 1
+    assert a.owned == frozenset(partitions.numbered(16))  # partition 3 taken back: the key said a-1
+    assert all(a.valid(p) for p in a.owned)
