@@ -313,28 +313,43 @@ class Follower:
         return False
 
 
-async def last_values(js: JetStreamContext, subject: str, *, upto: int | None = None, timeout: float = 10.0) -> list[Msg]:
-    """The last message of every subject matching ``subject`` (up to stream sequence ``upto``), in
-    stream order; what could be read when the stream is missing or NATS does not answer in time."""
-    found: list[Msg] = []
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message as the stream keeps it."""
+
+    subject: str
+    data: bytes
+    seq: int
+
+
+_LAST_VALUES_CONCURRENCY: Final = 64
+
+
+async def last_values(js: JetStreamContext, subject: str, *, upto: int | None = None) -> list[Stored]:
+    """The last message of every subject matching ``subject`` whose sequence is at most ``upto``, in
+    stream order. The stream lists its subjects and each one's last message is read by a get — no
+    consumer, whose pending count a clustered stream may not know yet when it is made. Empty when the
+    stream is missing or NATS does not answer (logged)."""
     try:
-        sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+        name = await js.find_stream_name_by_subject(subject)
+        info = await js.stream_info(name, subjects_filter=subject)
     except (nats.js.errors.NotFoundError, *_UNKNOWN) as exc:
         log.warning("could not read the last values of %s: %s", subject, type(exc).__name__)
-        return found
-    try:
-        pending = (await sub.consumer_info()).num_pending
-        async with asyncio.timeout(timeout):
-            while pending:
-                msg = await sub.next_msg(timeout=timeout)
-                pending = msg.metadata.num_pending
-                if upto is None or msg.metadata.sequence.stream <= upto:
-                    found.append(msg)
-    except (nats.js.errors.NotFoundError, *_UNKNOWN) as exc:
-        log.warning("read %d last values of %s, then: %s", len(found), subject, type(exc).__name__)
-    finally:
-        await _unsubscribe(sub)
-    return found
+        return []
+    limit = asyncio.Semaphore(_LAST_VALUES_CONCURRENCY)
+
+    async def one(each: str) -> Stored | None:
+        async with limit:
+            try:
+                raw = await js.get_last_msg(name, each)
+            except (nats.js.errors.NotFoundError, *_UNKNOWN):
+                return None  # gone since the listing (or NATS busy): a follower brings what comes next
+        if raw.seq is None or raw.subject is None or (upto is not None and raw.seq > upto):
+            return None
+        return Stored(raw.subject, raw.data or b"", raw.seq)
+
+    found = await asyncio.gather(*(one(each) for each in info.state.subjects or {}))
+    return sorted((m for m in found if m is not None), key=lambda m: m.seq)
 
 
 def _after(seq: int | None) -> ConsumerConfig:

@@ -139,7 +139,7 @@ class Shell:
             for msg in await streams.last_values(self.runtime.js, self.subjects.wildcard(SubjectKind.DECISIONS), upto=last[2]):
                 decision = self.intake.accept(msg.subject, msg.data, decoder=messages.events_decoder)
                 if isinstance(decision, Decision):
-                    await self.events.put((decision, msg.metadata.sequence.stream))
+                    await self.events.put((decision, msg.seq))
         return last[2]
 
     def fence(self, namespace: str, model_id: str) -> Fence:

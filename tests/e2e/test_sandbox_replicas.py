@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 def test_two_of_each_service_on_a_three_node_nats(tmp_path: Path) -> None:
     # The scrape backend (no Prometheus on PATH): nine wva and NATS processes are enough for two cores.
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
-    run = run_sandbox(tmp_path / "run", "--replicas", "2", "--nats-cluster", "3", env=env, timeout=200)
+    run = run_sandbox(tmp_path / "run", "--replicas", "2", "--nats-cluster", "3", "--duration", "25s", env=env, timeout=200)
     assert "3-node cluster" in run.output and "scaler-2:" in run.output and "fetcher-2:" in run.output
     assert " exited with " not in run.output and "result:" in run.output, run.output
     # every service's partitions are shared, and the view said so
