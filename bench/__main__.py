@@ -5,23 +5,36 @@ quick (default, a few minutes): core 10/1,000 VAs, memory 1,000, scaler latency 
 10/100, fetch 10/100, the decision lab (replica model; the Azure trace at make lab's scale and its full hour).
 full: core 10/1,000/10,000, memory 1,000/10,000, latency 10/1,000, template change 10/100, fetch and
 invalidation 10/100/1,000, reaction time, the lab. smoke (CI, < 60 s): the smallest size of each, few
-repetitions.
+repetitions. Several replicas (``ha``): failover of the scaler and the fetcher over 20 kills with a 3 s
+lease TTL (full: and the scaler with the default 15 s), and the fetch cycle with 1, 2 and 3 fetcher
+replicas (quick: 100 VAs, full: 1,000; smoke: one scaler kill, 10 VAs).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import core_throughput, fetch_cycle, lab, latency, memory, reaction, template_change
+from bench import (
+    core_throughput,
+    failover,
+    fetch_cycle,
+    fetch_replicas,
+    lab,
+    latency,
+    memory,
+    reaction,
+    template_change,
+)
 from bench.report import RESULTS, Report, Table
 
-NAMES = ("core", "memory", "latency", "fetch", "reaction", "lab")
+NAMES = ("core", "memory", "latency", "fetch", "reaction", "lab", "ha")
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,9 @@ class Plan:
     lab_seconds: float
     lab_reps: int
     lab_cases: list[lab.LabCase]
+    failover_kills: int = 20
+    failover_runs: tuple[tuple[float, tuple[str, ...]], ...] = ((3.0, ("scaler", "fetcher")),)  # (TTL, services)
+    replicas_vas: int = 100
 
 
 ALL_POLICIES = ("wva", "wva-v1", "hpa-kv", "keda-queue", "static-peak", "oracle")
@@ -54,7 +70,8 @@ SMOKE_LAB = lab.LabCase("10 simulated minutes, wva and hpa-kv", 1.0, (0.0, 600.0
 
 PLANS = {
     "smoke": Plan(
-        [10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0, [10], 10, [10.0], 60.0, 1, [SMOKE_LAB]
+        [10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0, [10], 10, [10.0], 60.0, 1, [SMOKE_LAB],
+        failover_kills=1, failover_runs=((3.0, ("scaler",)),), replicas_vas=10,
     ),
     "quick": Plan(
         [10, 1000],
@@ -95,6 +112,8 @@ PLANS = {
         1800.0,
         5,
         [MAKE_LAB, FULL_HOUR],
+        failover_runs=((3.0, ("scaler", "fetcher")), (15.0, ("scaler",))),
+        replicas_vas=1000,
     ),
 }
 
@@ -130,16 +149,25 @@ async def _run(plan: Plan, only: set[str], report: Report) -> None:
             if "not found" not in str(exc):
                 raise
             report.add(_skipped("latency_template", "2c. Template change → fresh snapshot", str(exc)))
-    if "fetch" in only:
-        say("[bold]1. fetch cycle, 2b. invalidation latency …[/]")
+    if "ha" in only:
+        say("[bold]7. failover …[/]")
+        for ttl, services in plan.failover_runs:
+            for t in await failover.run(kills=plan.failover_kills, ttl=ttl, services=services):
+                report.add(t)
+    if "fetch" in only or "ha" in only:
+        sizes = sorted({*(plan.fetch_sizes if "fetch" in only else []), *([plan.replicas_vas] if "ha" in only else [])})
+        say("[bold]1. fetch cycle, 2b. invalidation latency, 8. fetch replicas …[/]")
         try:
-            async with fetch_cycle.installation(
-                plan.fetch_sizes, scrape_interval=plan.scrape_interval, announce=say
-            ) as inst:
-                for t in await fetch_cycle.run(inst, reps=plan.fetch_reps):
-                    report.add(t)
-                for t in await latency.run_invalidation(inst, events=plan.invalidation_events):
-                    report.add(t)
+            async with fetch_cycle.installation(sizes, scrape_interval=plan.scrape_interval, announce=say) as inst:
+                if "fetch" in only:
+                    fetch_inst = dataclasses.replace(inst, sizes={n: inst.sizes[n] for n in plan.fetch_sizes})
+                    for t in await fetch_cycle.run(fetch_inst, reps=plan.fetch_reps):
+                        report.add(t)
+                    for t in await latency.run_invalidation(fetch_inst, events=plan.invalidation_events):
+                        report.add(t)
+                if "ha" in only:
+                    for t in await fetch_replicas.run(inst, n=plan.replicas_vas, reps=plan.fetch_reps):
+                        report.add(t)
         except RuntimeError as exc:
             if "not found" not in str(exc):
                 raise

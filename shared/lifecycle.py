@@ -13,6 +13,12 @@ Streams heal (docs/design.md §11): besides ``main`` the runner keeps the stream
 readiness check ``streams`` is false while it cannot. Services publish through :meth:`Runtime.publish`
 (one message) or :meth:`Runtime.publish_many` (many at once, acks awaited together), which re-create
 missing streams before retrying and give tombstones their ``WVA_TOMBSTONE_TTL``.
+
+Several replicas (docs/design.md §11): with ``WVA_LEASE_BACKEND=nats`` the runtime carries this
+replica's :class:`shared.leases.Leases` on its service's partitions (the watcher's one partition, or
+``WVA_PARTITIONS`` numbered ones); the service starts their loop once it can do the work, and the
+runner gives every lease back on a clean shutdown, so another replica takes over at once. ``/readyz``
+then has a ``leases`` check and says what this replica holds.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from shared import natsio, publishing, streams
-from shared.messages import MetricsDeleted, TargetDeleted
+from shared import natsio, partitions, publishing, streams
+from shared.leases import Leases, make_identity
+from shared.messages import MetricsDeleted, Ownership, TargetDeleted, utcnow
 from shared.observability import Health, HttpServer, setup_logging
 from shared.redaction import redact
 from shared.settings import Settings, SettingsError, load
@@ -61,6 +68,8 @@ class Runtime:
     stop: asyncio.Event
     http_port: int = 0
     spec: streams.StreamSpec = field(default_factory=streams.StreamSpec)
+    identity: str = ""
+    leases: Leases | None = None  # None: one replica does all the work (WVA_LEASE_BACKEND=none)
     _healing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
     _healed_at: float = field(default=float("-inf"), init=False, repr=False)
 
@@ -111,6 +120,38 @@ class Runtime:
             self.health.set("streams", True)
             return True
 
+    async def run_leases(self) -> None:
+        """Take part in the leases, and say on ``<prefix>.owners.<service>.<identity>`` what this replica
+        holds whenever that changes (the latest state wins; retried while NATS is away)."""
+        leases = self.leases
+        if leases is None:
+            return
+        changes = leases.subscribe()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(leases.run(), name=f"{self.name}-leases")
+            while True:
+                owned = await changes.get()
+                while not changes.empty():
+                    owned = changes.get_nowait()
+                while not await self.announce(owned):
+                    await asyncio.sleep(leases.period)
+                    while not changes.empty():
+                        owned = changes.get_nowait()
+
+    async def announce(self, owned: frozenset[str]) -> bool:
+        """Publish this replica's Ownership; False (logged) when NATS did not take it."""
+        assert self.leases is not None
+        message = Ownership(
+            namespace=self.name, name=self.identity, at=utcnow(), partitions=len(self.leases.partitions),
+            owned=tuple(sorted(owned, key=lambda p: (len(p), p))),
+        )
+        try:
+            await self.publish(self.subjects.owners(self.name, self.identity), message)
+        except Exception as exc:  # NATS away: the leases are fenced by time meanwhile; try again
+            log.warning("could not announce the partitions held: %s", redact(str(exc) or type(exc).__name__))
+            return False
+        return True
+
     async def keep_streams(self) -> None:
         """Check the streams every ``WVA_STREAM_CHECK_INTERVAL`` (the ``streams`` readiness check)."""
         while True:
@@ -119,6 +160,26 @@ class Runtime:
 
 
 ServiceMain = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+_RELEASE_TIMEOUT: Final = 2.0  # seconds a clean shutdown spends giving leases back
+
+
+def lease_partitions(name: str, settings: Settings) -> tuple[str, ...]:
+    """The partitions replicas of service ``name`` share: the watcher's one, or numbered ones."""
+    return (partitions.WATCHER,) if name == "watcher" else partitions.numbered(settings.partitions)
+
+
+def leases_bucket(settings: Settings, subjects: Subjects) -> str:
+    return settings.leases_bucket or subjects.stream_name("LEASES")
+
+
+def make_leases(name: str, settings: Settings, nc: Client, subjects: Subjects, identity: str) -> Leases | None:
+    if settings.lease_backend != "nats":
+        return None
+    return Leases(
+        nc, bucket=leases_bucket(settings, subjects), service=name, identity=identity,
+        partitions=lease_partitions(name, settings), ttl=settings.lease_ttl, replicas=settings.stream_replicas,
+    )
 
 
 def stream_spec(settings: Settings, nc: Client | None = None) -> streams.StreamSpec:
@@ -179,11 +240,20 @@ async def serve(
         spec = stream_spec(settings, nc)
         await streams.ensure(js, subjects, spec)
         health.set("streams", True)
+        identity = make_identity()
+        leases = make_leases(name, settings, nc, subjects, identity)
+        if leases is not None:
+            health.set("leases", lambda: leases.healthy)
+            health.describe("leases", leases.report)
         runtime = Runtime(
             name=name, settings=settings, nc=nc, js=js, subjects=subjects, health=health, stop=stop,
-            http_port=http.port, spec=spec,
+            http_port=http.port, spec=spec, identity=identity, leases=leases,
         )
-        log.info("%s started", name, extra={"http_port": http.port, "prefix": settings.subject_prefix})
+        log.info(
+            "%s started", name,
+            extra={"http_port": http.port, "prefix": settings.subject_prefix, "identity": identity,
+                   "leases": settings.lease_backend},
+        )
         main_task = asyncio.create_task(main(runtime), name=f"{name}-main")
         stop_task = asyncio.create_task(stop.wait(), name=f"{name}-stop")
         keeper = asyncio.create_task(runtime.keep_streams(), name=f"{name}-streams")
@@ -199,6 +269,12 @@ async def serve(
             main_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await main_task
+            if leases is not None:
+                held = leases.owned
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(leases.release(), _RELEASE_TIMEOUT)
+                    if held:
+                        await asyncio.wait_for(runtime.announce(frozenset()), _RELEASE_TIMEOUT)
             return 0
         failure = main_task.exception()
         if failure is not None:

@@ -72,6 +72,8 @@ Address = Annotated[
 ]
 
 
+PartitionName = Annotated[str, msgspec.Meta(pattern=r"\A[a-z0-9]{1,16}\Z")]
+
 VAKey = NewType("VAKey", tuple[str, str])
 """(namespace, name) of a VariantAutoscaling: how every service keys its per-VA state."""
 
@@ -201,6 +203,16 @@ class Invalidation(_Base, frozen=True, kw_only=True, tag="invalidation.v1"):
     template_hash: str = ""
 
 
+class Ownership(_Base, frozen=True, kw_only=True, tag="ownership.v1"):
+    """What one replica holds (docs/design.md §11), on ``<prefix>.owners.<service>.<identity>``:
+    ``namespace`` is the service, ``name`` the replica's identity, ``owned`` the partitions it holds
+    (names: ``"0"``…, or ``"watcher"``) out of ``partitions``. Published whenever that changes; the
+    scaler's core reads its own, so a recording replays which groups it decided for, and when."""
+
+    partitions: Count = 0
+    owned: Annotated[tuple[PartitionName, ...], msgspec.Meta(max_length=4096)] = ()
+
+
 class CapacityFigures(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A variant's per-replica capacity as the analyzer used it, and where it came from. V2: in tokens,
     from "k1" (memory-bound), "k2" (compute-bound, learned), "memory" (last known) or "unknown". SLO:
@@ -279,11 +291,14 @@ class Decision(_Base, frozen=True, kw_only=True, tag="decision.v1"):
     trigger: str = ""
     cursor: Cursor = msgspec.field(default_factory=Cursor)
     # What actuation did: "" (not actuated: hold, hpa/dry-run mode, paused), "applied", "no_op", or why
-    # it failed: "failed", "target_moved", "not_found", "refused" (the VA in the API does not allow it).
+    # it failed: "failed", "target_moved", "not_found", "refused" (the VA in the API does not allow it),
+    # "fenced" (this replica's lease on the group's partition was lost or about to expire).
     outcome: str = ""
     # A step's decision is published once its outcome is known (``at``, ``trigger``, ``cursor`` are the
     # outcome's); ``chosen`` is the evaluation that chose the step, so a replay makes it at that instant.
     chosen: Evaluation | None = None
+    # The identity of the scaler replica that decided ("" for a scaler without leases).
+    replica: OptionalName = ""
 
 
 # ---------------------------------------------------------------- request/reply
@@ -297,12 +312,14 @@ class FetchRequest(_Base, frozen=True, kw_only=True, tag="fetch.v1"):
 
 TargetMessage = Target | TargetDeleted
 MetricsMessage = MetricsSnapshot | MetricsDeleted
-EventMessage = Invalidation | Decision
-AnyMessage = Target | TargetDeleted | MetricsSnapshot | MetricsDeleted | Invalidation | Decision | FetchRequest
+EventMessage = Invalidation | Decision | Ownership
+AnyMessage = (
+    Target | TargetDeleted | MetricsSnapshot | MetricsDeleted | Invalidation | Decision | Ownership | FetchRequest
+)
 
 KNOWN_KINDS: Final[frozenset[str]] = frozenset(
     str(t.__struct_config__.tag)
-    for t in (Target, TargetDeleted, MetricsSnapshot, MetricsDeleted, Invalidation, Decision, FetchRequest)
+    for t in (Target, TargetDeleted, MetricsSnapshot, MetricsDeleted, Invalidation, Decision, Ownership, FetchRequest)
 )
 
 
@@ -406,7 +423,7 @@ def _tags(*types: type[msgspec.Struct]) -> frozenset[str]:
 
 targets_decoder: Final = Decoder[TargetMessage](TargetMessage, _tags(Target, TargetDeleted))
 metrics_decoder: Final = Decoder[MetricsMessage](MetricsMessage, _tags(MetricsSnapshot, MetricsDeleted))
-events_decoder: Final = Decoder[EventMessage](EventMessage, _tags(Invalidation, Decision))
+events_decoder: Final = Decoder[EventMessage](EventMessage, _tags(Invalidation, Decision, Ownership))
 fetch_decoder: Final = Decoder[FetchRequest](FetchRequest, _tags(FetchRequest))
 any_decoder: Final = Decoder[AnyMessage](AnyMessage, KNOWN_KINDS)
 
@@ -417,6 +434,7 @@ KINDS_ON: Final[dict[subjects.SubjectKind, frozenset[str]]] = {
     subjects.SubjectKind.DECISIONS: _tags(Decision),
     # A request, and the snapshot that answers it (checked against the request's subject).
     subjects.SubjectKind.FETCH: _tags(FetchRequest, MetricsSnapshot),
+    subjects.SubjectKind.OWNERS: _tags(Ownership),
 }
 """The kinds each subject carries: anything else on it is rejected (``wrong_subject``)."""
 

@@ -90,9 +90,17 @@ class Health:
 
     def __init__(self) -> None:
         self._checks: dict[str, bool | Callable[[], bool]] = {}
+        self._details: dict[str, Callable[[], object]] = {}
 
     def set(self, name: str, ok: bool | Callable[[], bool]) -> None:
         self._checks[name] = ok
+
+    def describe(self, name: str, detail: Callable[[], object]) -> None:
+        """Something ``/readyz`` shows under ``details`` (e.g. the leases a replica holds)."""
+        self._details[name] = detail
+
+    def details(self) -> dict[str, object]:
+        return {name: detail() for name, detail in self._details.items()}
 
     def report(self) -> dict[str, bool]:
         return {name: bool(check() if callable(check) else check) for name, check in self._checks.items()}
@@ -137,7 +145,11 @@ class HttpServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         report = self._health.report()
         ready = bool(report) and all(report.values())
-        return web.json_response({"ready": ready, "checks": report}, status=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready, "checks": report}
+        details = self._health.details()
+        if details:
+            body["details"] = details
+        return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -118,6 +118,13 @@ def optional_str(text: str) -> str | None:
     return text or None
 
 
+def bucket(text: str) -> str:
+    """A JetStream KV bucket name (empty: the default, derived from the subject prefix)."""
+    if text and not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", text):
+        raise ValueError(f"invalid bucket name {text!r} (letters, digits, '_' and '-', at most 64)")
+    return text
+
+
 # ------------------------------------------------------------------------- declarations
 
 
@@ -165,6 +172,17 @@ class Settings:
         "WVA_STREAM_CHECK_INTERVAL", 5.0, duration,
         "how often a service checks its streams exist (and re-creates lost ones)",
     )
+    lease_backend: str = setting(
+        "WVA_LEASE_BACKEND", "none", choice("none", "nats"),
+        "how replicas share the work: none (this replica does all of it) or nats (leases in a NATS KV bucket)",
+    )
+    partitions: int = setting(
+        "WVA_PARTITIONS", 16, positive_int, "partitions of the model groups that replicas share (the same everywhere)"
+    )
+    lease_ttl: float = setting(
+        "WVA_LEASE_TTL", 15.0, duration, "how long a lease outlives its last renewal (renewed every third of it)"
+    )
+    leases_bucket: str = setting("WVA_LEASES", "", bucket, "NATS KV bucket of the leases (default <PREFIX>_LEASES)")
     http_addr: str = setting("WVA_HTTP_ADDR", "0.0.0.0:8080", host_port, "address of /healthz, /readyz and /metrics")
     log_format: str = setting("WVA_LOG_FORMAT", "auto", choice("auto", "json", "console"), "log format")
     log_level: str = setting(
@@ -181,6 +199,10 @@ class Settings:
             raise SettingsError("WVA_TOMBSTONE_TTL must be 0 (keep forever) or at least 1s (NATS counts whole seconds)")
         if self.stream_check_interval <= 0:
             raise SettingsError("WVA_STREAM_CHECK_INTERVAL must be positive")
+        if self.lease_ttl < 1.5:
+            raise SettingsError("WVA_LEASE_TTL must be at least 1.5s (a replica renews every third of it)")
+        if self.partitions > 4096:
+            raise SettingsError("WVA_PARTITIONS must be at most 4096")
 
 
 def _flag(name: str) -> str:

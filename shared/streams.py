@@ -4,7 +4,8 @@
   that starts with ``DeliverPolicy.LAST_PER_SUBJECT`` is warm at once. They allow per-message TTLs:
   a tombstone (``TargetDeleted``, ``MetricsDeleted``) expires after ``WVA_TOMBSTONE_TTL`` instead of
   being replayed at every start forever.
-- ``<P>_EVENTS`` is a bounded log of invalidations and decisions.
+- ``<P>_EVENTS`` is a bounded log of invalidations, decisions and ownership changes (which partitions
+  each replica holds, docs/design.md §11).
 
 :func:`ensure` creates or updates them and is a no-op when they already match; any service may call
 it at any time (every service does at start-up, then periodically and whenever a publish finds no
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -80,7 +81,11 @@ def definitions(subjects: Subjects, spec: StreamSpec) -> list[StreamConfig]:
         last_value(METRICS, SubjectKind.METRICS),
         StreamConfig(
             name=subjects.stream_name(EVENTS),
-            subjects=[subjects.wildcard(SubjectKind.INVALIDATE), subjects.wildcard(SubjectKind.DECISIONS)],
+            subjects=[
+                subjects.wildcard(SubjectKind.INVALIDATE),
+                subjects.wildcard(SubjectKind.DECISIONS),
+                subjects.wildcard(SubjectKind.OWNERS),
+            ],
             retention=RetentionPolicy.LIMITS,
             max_age=spec.events_max_age,
             max_bytes=spec.events_max_bytes,
@@ -148,7 +153,7 @@ async def ensure(js: JetStreamContext, subjects: Subjects, spec: StreamSpec) -> 
     return done
 
 
-Start = Literal["last_per_subject", "new", "all", "since"]
+Start = Literal["last_per_subject", "new", "all", "since", "after"]
 _POLICIES: Final[dict[str, DeliverPolicy]] = {
     "last_per_subject": DeliverPolicy.LAST_PER_SUBJECT,
     "new": DeliverPolicy.NEW,
@@ -179,7 +184,12 @@ class _Place:
 
 
 class Follower:
-    """Replay then follow one subject filter, in order, through NATS restarts and lost streams.
+    """Replay then follow one subject filter (or several of one stream, delivered by one consumer in
+    stream order), in order, through NATS restarts and lost streams.
+
+    ``start``: the last value per subject, only new messages, everything, messages since a time, or
+    messages after a stream sequence (``after``: nothing between a position noted earlier and the
+    subscription is missed).
 
     ``caught_up`` is set once every message that existed when following began has been delivered,
     so a service can report itself ready only when it is warm. It is cleared while the follower has
@@ -196,18 +206,24 @@ class Follower:
     def __init__(
         self,
         js: JetStreamContext,
-        subject: str,
+        subject: str | Sequence[str],
         *,
         start: Start = "last_per_subject",
         since: datetime | None = None,
+        after: int | None = None,
         check_interval: float = CHECK_INTERVAL,
     ) -> None:
         if (start == "since") != (since is not None):
             raise ValueError("start='since' needs since=<datetime>, and only it")
+        if (start == "after") != (after is not None):
+            raise ValueError("start='after' needs after=<stream sequence>, and only it")
         self._js = js
-        self.subject = subject
+        # Several filters of one stream: one consumer delivers them in stream order.
+        self.subjects = (subject,) if isinstance(subject, str) else tuple(subject)
+        self.subject = self.subjects[0]
         self._start = start
         self._since = since
+        self._after = after
         self._check_interval = check_interval
         self.caught_up = asyncio.Event()
         self.resubscriptions = 0  # times the consumer was lost and made again
@@ -254,6 +270,8 @@ class Follower:
                 name = await self._js.find_stream_name_by_subject(self.subject)
                 info = await self._js.stream_info(name)
                 place, config = self._resume(place, name=name, info=info)
+                if len(self.subjects) > 1:
+                    config.filter_subjects = list(self.subjects)
                 sub = await self._js.subscribe(
                     self.subject, stream=name, ordered_consumer=True, config=config, idle_heartbeat=5.0
                 )
@@ -265,8 +283,9 @@ class Follower:
     def _resume(self, place: _Place | None, *, name: str, info: StreamInfo) -> tuple[_Place, ConsumerConfig]:
         """Where to (re)start on the stream ``info`` describes, and the consumer that starts there."""
         if place is None:  # following begins
-            if self._start == "new":  # after what the stream holds now
-                place = _Place(stream=name, created=info.created, seq=info.state.last_seq)
+            if self._start in ("new", "after"):  # after what the stream holds now, or after a sequence
+                seq = info.state.last_seq if self._after is None else self._after
+                place = _Place(stream=name, created=info.created, seq=seq)
                 return place, _after(place.seq)
             return _Place(stream=name, created=info.created, seq=None), self._initial()
         if place.stream == name and place.created == info.created:  # the same stream: carry on
@@ -292,6 +311,45 @@ class Follower:
         except _UNKNOWN:
             return False
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message as the stream keeps it."""
+
+    subject: str
+    data: bytes
+    seq: int
+
+
+_LAST_VALUES_CONCURRENCY: Final = 64
+
+
+async def last_values(js: JetStreamContext, subject: str, *, upto: int | None = None) -> list[Stored]:
+    """The last message of every subject matching ``subject`` whose sequence is at most ``upto``, in
+    stream order. The stream lists its subjects and each one's last message is read by a get — no
+    consumer, whose pending count a clustered stream may not know yet when it is made. Empty when the
+    stream is missing or NATS does not answer (logged)."""
+    try:
+        name = await js.find_stream_name_by_subject(subject)
+        info = await js.stream_info(name, subjects_filter=subject)
+    except (nats.js.errors.NotFoundError, *_UNKNOWN) as exc:
+        log.warning("could not read the last values of %s: %s", subject, type(exc).__name__)
+        return []
+    limit = asyncio.Semaphore(_LAST_VALUES_CONCURRENCY)
+
+    async def one(each: str) -> Stored | None:
+        async with limit:
+            try:
+                raw = await js.get_last_msg(name, each)
+            except (nats.js.errors.NotFoundError, *_UNKNOWN):
+                return None  # gone since the listing (or NATS busy): a follower brings what comes next
+        if raw.seq is None or raw.subject is None or (upto is not None and raw.seq > upto):
+            return None
+        return Stored(raw.subject, raw.data or b"", raw.seq)
+
+    found = await asyncio.gather(*(one(each) for each in info.state.subjects or {}))
+    return sorted((m for m in found if m is not None), key=lambda m: m.seq)
 
 
 def _after(seq: int | None) -> ConsumerConfig:

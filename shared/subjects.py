@@ -1,6 +1,6 @@
 """NATS subjects: the only place they are built and parsed (docs/design.md §3).
 
-Layout: ``<prefix>.<kind>.<namespace>.<name>``.
+Layout: ``<prefix>.<kind>.<namespace>.<name>`` (for ``owners``: ``<prefix>.owners.<service>.<replica>``).
 
 A namespace is an RFC 1123 label and is used as is. An object name is an RFC 1123 subdomain and may
 contain ``.``, the NATS token separator, so ``.`` is encoded as ``_`` — a character Kubernetes never
@@ -62,6 +62,7 @@ class SubjectKind(StrEnum):
     INVALIDATE = "invalidate"
     DECISIONS = "decisions"
     FETCH = "fetch"
+    OWNERS = "owners"  # <prefix>.owners.<service>.<replica identity>: what a replica holds (§11)
 
 
 def _shown(value: str) -> str:
@@ -145,6 +146,10 @@ class Subjects:
 
     def fetch(self, namespace: str, name: str) -> str:
         return self.build(SubjectKind.FETCH, namespace, name)
+
+    def owners(self, service: str, identity: str) -> str:
+        """Where a replica says which partitions it holds (``namespace`` is the service there)."""
+        return self.build(SubjectKind.OWNERS, service, identity)
 
     def wildcard(self, kind: SubjectKind | None = None) -> str:
         """``<prefix>.<kind>.>`` for one contract, ``<prefix>.>`` for all of them."""

@@ -7,6 +7,8 @@
 - Refreshes are single-flight and batched: every VA that needs fresh data within a few milliseconds
   (concurrent on-demand misses, a burst of invalidations after a re-list) is collected by one call to
   the collector, and concurrent requests for the same VA share it.
+- With several replicas (docs/design.md §11) ``owns`` says which VAs are this replica's (its leases'
+  partitions): cycles and refreshes collect, cache and publish only those.
 - ``invalidate()`` drops the VA's cache entry and refreshes it promptly — once the fetcher holds the
   Target of the Deployment generation the invalidation announced: when the invalidation is ahead of
   the target stream, the refresh waits for that Target (``track()`` releases it), so the snapshot that
@@ -37,6 +39,7 @@ log = logging.getLogger("wva.fetcher")
 Publish = Callable[[Sequence[MetricsSnapshot]], Awaitable[Sequence[Exception | None]]]
 """Publishes snapshots together (acks awaited together: ``Runtime.publish_many``); for each, None once
 stored, else the error it failed with after the publisher's own retries."""
+Owns = Callable[[Target], bool]
 Answer = Literal["cached", "fetched", "unknown"]
 
 DEBOUNCE: Final = 0.02  # seconds a refresh waits for others to join its batch
@@ -63,12 +66,14 @@ class Fetcher:
         tracker: Tracker,
         publish: Publish,
         debounce: float = DEBOUNCE,
+        owns: Owns | None = None,
     ) -> None:
         self.collector = collector
         self.cache = cache
         self.tracker = tracker
         self._publish = publish
         self._debounce = debounce
+        self.owns = owns
         self._pending: dict[VAKey, asyncio.Future[MetricsSnapshot]] = {}
         self._inflight: dict[VAKey, asyncio.Future[MetricsSnapshot]] = {}
         self._wake = asyncio.Event()
@@ -77,7 +82,7 @@ class Fetcher:
 
     async def cycle(self) -> CycleReport:
         loop = asyncio.get_running_loop()
-        targets = self.tracker.all()
+        targets = self.tracker.all() if self.owns is None else [t for t in self.tracker.all() if self.owns(t)]
         started, t0 = self.tracker.now(), loop.time()
         collection = await self.collector.collect(targets)
         fresh, skipped = self._accept(collection.snapshots, started)
@@ -119,7 +124,7 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            if len(self.tracker):
+            if len(self.tracker) and (self.owns is None or any(map(self.owns, self.tracker.all()))):
                 await self.cycle()
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
@@ -192,6 +197,8 @@ class Fetcher:
             target = self.tracker.get(*key)
             if target is None:
                 future.set_result(unavailable(key, reason="VA deleted while fetching"))
+            elif self.owns is not None and not self.owns(target):
+                future.set_result(unavailable(key, reason="another fetcher replica's partition"))
             else:
                 targets.append(target)
         if not targets:

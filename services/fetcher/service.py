@@ -5,9 +5,15 @@
   metrics subject;
 - follows ``wva.invalidate.>`` from new messages: drop the VA's cache entry and refresh it promptly,
   with the Target of the Deployment generation the invalidation announces;
-- answers ``wva.fetch.<ns>.<va>`` requests in a queue group, so replicas share the work;
+- answers ``wva.fetch.<ns>.<va>`` requests in a queue group, so replicas share the work — or, with
+  several replicas sharing partitions through leases (docs/design.md §11), every replica hears every
+  request and only the one holding the VA's partition answers (any answers for an unknown VA);
 - runs the background cycle and the cache cleanup;
 - publishes every snapshot on ``wva.metrics.<ns>.<va>`` with JetStream.
+
+With leases, a replica collects, caches and publishes only the VAs of the partitions it holds (the
+group's partition, so a model's variants stay together), refreshes a partition's VAs at once when it
+gains it, and publishes a deleted VA's tombstone only for its own partitions.
 
 Every message goes through ``shared.intake``: one that does not decode, or does not match its subject,
 is counted in ``wva_messages_rejected_total``, logged (rate-limited) and skipped. Readiness follows the
@@ -19,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import nats.errors
@@ -34,6 +40,7 @@ from services.fetcher.settings import FetcherSettings
 from services.fetcher.tracking import Tracker
 from shared import messages, publishing, streams
 from shared.intake import Intake
+from shared.leases import Leases
 from shared.lifecycle import Runtime
 from shared.messages import (
     FetchRequest,
@@ -44,9 +51,17 @@ from shared.messages import (
     Target,
     va_key,
 )
+from shared.partitions import partition_of
 from shared.subjects import SubjectError, SubjectKind
 
 log = logging.getLogger("wva.fetcher")
+
+
+def owner(leases: Leases | None, partitions: int) -> Callable[[Target], bool] | None:
+    """Whether a VA is this replica's: its group's partition is leased to it (None: no leases, all are)."""
+    if leases is None:
+        return None
+    return lambda target: leases.valid(str(partition_of(target.namespace, target.model_id, partitions)))
 
 
 def build(settings: FetcherSettings, runtime: Runtime) -> Fetcher:
@@ -58,7 +73,10 @@ def build(settings: FetcherSettings, runtime: Runtime) -> Fetcher:
         batch = [publishing.Outgoing(runtime.subjects.metrics(s.namespace, s.name), s) for s in snapshots]
         return [r if isinstance(r, Exception) else None for r in await runtime.publish_many(batch)]
 
-    return Fetcher(collector=factory.create(settings), cache=cache, tracker=Tracker(), publish=publish)
+    return Fetcher(
+        collector=factory.create(settings), cache=cache, tracker=Tracker(), publish=publish,
+        owns=owner(runtime.leases, settings.partitions),
+    )
 
 
 async def main(runtime: Runtime) -> None:
@@ -70,7 +88,9 @@ async def main(runtime: Runtime) -> None:
     invalidations = streams.Follower(runtime.js, subjects.wildcard(SubjectKind.INVALIDATE), start="new")
     runtime.health.set("targets", targets.caught_up.is_set)
     runtime.health.set("invalidations", invalidations.caught_up.is_set)
-    requests = await runtime.nc.subscribe(subjects.wildcard(SubjectKind.FETCH), queue=settings.fetch_queue_group)
+    # With leases the owner of a VA answers for it, so every replica must hear every request.
+    queue = "" if runtime.leases is not None else settings.fetch_queue_group
+    requests = await runtime.nc.subscribe(subjects.wildcard(SubjectKind.FETCH), queue=queue)
     log.info(
         "fetcher collecting",
         extra={
@@ -90,6 +110,9 @@ async def main(runtime: Runtime) -> None:
                 tg.create_task(fetcher.run_cleanup(settings.cache_cleanup_interval), name="fetcher-cleanup")
             await targets.caught_up.wait()
             log.info("fetcher warm", extra={"tracked": len(fetcher.tracker)})
+            if runtime.leases is not None:
+                tg.create_task(runtime.run_leases(), name="fetcher-leases")
+                tg.create_task(_refresh_gained(runtime.leases, fetcher, settings.partitions), name="fetcher-gained")
             if settings.fetch_interval > 0:
                 tg.create_task(fetcher.run_background(settings.fetch_interval), name="fetcher-background")
     finally:
@@ -109,7 +132,9 @@ async def _follow_targets(follower: streams.Follower, fetcher: Fetcher, runtime:
             if is_new and follower.caught_up.is_set():
                 fetcher.refresh(message.namespace, message.name)  # a new VA gets data at once
             continue
-        fetcher.forget(message.namespace, message.name)
+        forgotten = fetcher.forget(message.namespace, message.name)
+        if forgotten is not None and fetcher.owns is not None and not fetcher.owns(forgotten):
+            continue  # its partition's owner says it
         tombstone = MetricsDeleted(namespace=message.namespace, name=message.name, at=message.at)
         try:
             await runtime.publish(
@@ -120,6 +145,18 @@ async def _follow_targets(follower: streams.Follower, fetcher: Fetcher, runtime:
             telemetry.SNAPSHOTS.labels(status="deleted").inc()
         except Exception as exc:  # the tombstone is best effort: the scaler also sees the target's
             log.warning("could not publish metrics tombstone: %s", exc, extra={"subject": msg.subject})
+
+
+async def _refresh_gained(leases: Leases, fetcher: Fetcher, partitions: int) -> None:
+    """A partition this replica gains gets fresh snapshots at once, not at the next cycle."""
+    changes = leases.subscribe()
+    held: frozenset[str] = frozenset()
+    while True:
+        owned = await changes.get()
+        gained, held = owned - held, owned
+        for target in fetcher.tracker.all():
+            if str(partition_of(target.namespace, target.model_id, partitions)) in gained:
+                fetcher.refresh(target.namespace, target.name)
 
 
 async def _follow_invalidations(follower: streams.Follower, fetcher: Fetcher, intake: Intake) -> None:
@@ -161,6 +198,10 @@ async def _answer(msg: Msg, fetcher: Fetcher, intake: Intake) -> None:
         else:
             snapshot = unavailable(va_key(ref.namespace, ref.name), reason="malformed fetch request (rejected)")
             telemetry.FETCH_REQUESTS.labels(answer="rejected").inc()
+    target = fetcher.tracker.get(ref.namespace, ref.name)
+    if target is not None and fetcher.owns is not None and not fetcher.owns(target):
+        telemetry.FETCH_REQUESTS.labels(answer="not_mine").inc()
+        return  # the replica holding its partition answers
     if snapshot is None:
         snapshot, answer = await fetcher.fetch(ref.namespace, ref.name, fresh=fresh)
         telemetry.FETCH_REQUESTS.labels(answer=answer).inc()

@@ -64,6 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "go to the least-loaded ready replica at once and wait only while the model has none",
     )
     parser.add_argument("--request-timeout", default="60s", help="a request waiting longer at the gateway fails")
+    parser.add_argument(
+        "--replicas", type=int, default=1,
+        help="run each service this many times, sharing the work through NATS leases (default 1)",
+    )
+    parser.add_argument(
+        "--nats-cluster", type=int, default=1, choices=(1, 3),
+        help="3: a three-node nats-server cluster with routes on localhost and R3 streams (default 1)",
+    )
     d = pipeline.Intervals()
     # Default: the scenario's `timing`, else these demo values.
     parser.add_argument("--fetch-interval", help=f"fetcher background interval (default {d.fetch:g}s)")
@@ -108,6 +116,8 @@ def options(args: argparse.Namespace) -> session.Options:
         request_timeout=values.get("request_timeout", router.DEFAULT_REQUEST_TIMEOUT),
         live=False if args.headless else None,
         prometheus=servers.prometheus_binary(),
+        replicas=args.replicas,
+        nats_cluster=args.nats_cluster,
     )
 
 
@@ -116,11 +126,15 @@ async def serve(args: argparse.Namespace) -> int:
     if args.load_scale < 0:
         print("wva sandbox: --load-scale must be >= 0", file=sys.stderr)
         return 2
-    try:
-        opts = options(args)
-    except ValueError as exc:
-        print(f"wva sandbox: {exc}", file=sys.stderr)
+    if not 1 <= args.replicas <= 5:
+        print("wva sandbox: --replicas must be between 1 and 5", file=sys.stderr)
         return 2
+    if not args.no_services:
+        try:
+            opts = options(args)
+        except ValueError as exc:
+            print(f"wva sandbox: {exc}", file=sys.stderr)
+            return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,7 +3,8 @@
 `Observer` is fed two ways:
 
 - `handle(subject, data, t)` with every message on `<prefix>.>` (what wva believed: targets, metrics
-  snapshots, decisions); it returns a `DecisionMark` for each decision so a view can show it;
+  snapshots, decisions, and with several replicas which replica holds which partitions); it returns a
+  `DecisionMark` for each decision so a view can show it;
 - `sample(t, cluster)` once a second (what the cluster did: offered load, spec and ready replicas,
   requests served and their latencies, measured at the emulated pods).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import nats.aio.client
 import nats.aio.msg
@@ -52,6 +54,7 @@ class DecisionMark:
     applied: bool
     detail: str = ""
     outcome: str = ""  # what actuation did: "applied", "failed", … ("" when this decision did not actuate)
+    replica: str = ""  # the scaler replica that decided ("" without leases)
 
     @property
     def is_scaling(self) -> bool:
@@ -121,6 +124,15 @@ class Timeline:
     refused: dict[str, int] = field(default_factory=dict)  # model id -> timed out at the gateway / rejected
     rejected_messages: int = 0
     attribution: str = ""  # what results on this load must credit (a recorded trace's licence)
+    # with several replicas: (t, service, replica, partitions it holds now), as each said it
+    ownership: list[tuple[float, str, str, tuple[str, ...]]] = field(default_factory=list)
+
+    def owners(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """Per service, each replica's latest word on the partitions it holds."""
+        latest: dict[str, dict[str, tuple[str, ...]]] = {}
+        for _, service, replica, owned in self.ownership:
+            latest.setdefault(service, {})[replica] = owned
+        return latest
 
 
 def scenario_attribution(spec: scenario.Scenario) -> str:
@@ -162,6 +174,7 @@ class Observer:
         self._pod_variant: dict[router.PodKey, str] = {}
         self._succeeded: dict[router.PodKey, int] = {}
         self._last_sample_t: float | None = None
+        self._owner_at: dict[tuple[str, str], datetime] = {}
 
     def group_of(self, variant: str) -> str:
         """The variant's model group as a person reads it: `<namespace>/<model name without org>`."""
@@ -177,6 +190,12 @@ class Observer:
             count_rejected("sandbox", exc.reason)
             self.timeline.rejected_messages += 1
             log.warning("undecodable message on %s: %s", subject, exc)
+            return None
+        if isinstance(message, m.Ownership):
+            said = self._owner_at.get((message.namespace, message.name))
+            if said is None or message.at > said:  # a stored word read late is not news
+                self._owner_at[(message.namespace, message.name)] = message.at
+                self.timeline.ownership.append((t, message.namespace, message.name, message.owned))
             return None
         name = self._by_va.get((message.namespace, message.name))
         if name is None:
@@ -201,6 +220,7 @@ class Observer:
                     applied=message.applied,
                     detail=message.detail,
                     outcome=message.outcome,
+                    replica=message.replica,
                 )
                 live.decision = mark
                 self.timeline.decisions.append(mark)

@@ -5,6 +5,11 @@
         ...
         pipeline.crashed()          # services that exited on their own
 
+With ``replicas=N`` every service runs N times (``watcher``, ``watcher-2`` …, each its own
+``HOSTNAME``) sharing the work through leases (``WVA_LEASE_BACKEND=nats``, docs/design.md §11); with
+``nats_cluster=3`` nats-server is three nodes routed into one JetStream cluster and the streams have
+three replicas.
+
 Every child runs in its own process group (so a terminal's Ctrl-C reaches the sandbox only, which
 then stops the children in order) with its output in `<run_dir>/<name>.log`. Stopping is SIGTERM to
 the group, then SIGKILL after a grace period; `stop()` runs from `__aexit__`, so nothing stays
@@ -59,6 +64,7 @@ class Intervals:
     reconcile: float = 2.0
     stabilization: float = 20.0
     rate_window: float = 15.0
+    lease_ttl: float = 6.0  # with several replicas: a failover within seconds, to watch
 
     @property
     def cache_ttl(self) -> float:
@@ -77,6 +83,8 @@ class Pipeline:
         intervals: Intervals,
         prometheus: str | None,
         extra_env: dict[str, str] | None = None,
+        replicas: int = 1,
+        nats_cluster: int = 1,
     ) -> None:
         self.run_dir = run_dir
         self.kubeconfig = kubeconfig
@@ -85,6 +93,9 @@ class Pipeline:
         self.prometheus = prometheus
         self.extra_env = dict(extra_env or {})
         self.pids_file = run_dir / "pids"
+        self.replicas = replicas
+        self.nats_cluster = nats_cluster
+        self.nats_urls: list[str] = []
         self.nats_port = 0  # known once started (the launcher picks the port, another if it was taken)
         self.prometheus_port = 0
         self.children: list[Child] = []
@@ -97,7 +108,12 @@ class Pipeline:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats_port}"
+        """Every node's URL, comma-separated (``WVA_NATS_URL`` takes that for a cluster)."""
+        return ",".join(self.nats_urls) if self.nats_urls else f"nats://127.0.0.1:{self.nats_port}"
+
+    def instances(self, service: str) -> list[str]:
+        """The child names of ``service``'s replicas: ``scaler``, ``scaler-2`` …"""
+        return [service if i == 1 else f"{service}-{i}" for i in range(1, self.replicas + 1)]
 
     @property
     def prometheus_url(self) -> str:
@@ -129,14 +145,22 @@ class Pipeline:
             await self._start_recorder(record, timeout)
         if self.prometheus is not None:
             await self._start_prometheus(self.prometheus, timeout)
-        for name in SERVICES:
-            self._start_service(name)
-        await asyncio.gather(*(self._wait_service_ready(name, timeout) for name in SERVICES))
+        names = [name for service in SERVICES for name in self.instances(service)]
+        for service in SERVICES:
+            for name in self.instances(service):
+                self._start_service(service, name)
+        await asyncio.gather(*(self._wait_service_ready(name, timeout) for name in names))
 
     async def _start_nats(self, timeout: float) -> None:
         binary = servers.nats_server_binary()
         if binary is None:
             raise PipelineError(f"nats-server not found: {servers.NATS_INSTALL_HINT}")
+        if self.nats_cluster > 1:
+            cluster = servers.NatsCluster(binary, self.run_dir / "nats", size=self.nats_cluster)
+            self.children.extend(node.process for node in cluster.nodes)
+            self.nats_urls = [node.url for node in cluster.nodes]
+            await self._start_server(cluster.nodes[0].process, lambda: cluster.start(timeout, pids_file=self.pids_file))
+            return
         server = servers.NatsServer(binary, self.run_dir)
         self.children.append(server.process)
         await self._start_server(server.process, lambda: server.start(timeout, pids_file=self.pids_file))
@@ -163,7 +187,7 @@ class Pipeline:
             raise PipelineError(str(exc)) from None
         log.info("started %s (pid %s), log %s", child.name, child.pid, child.log_path)
 
-    def _service_env(self, name: str) -> dict[str, str]:
+    def _service_env(self, name: str, instance: str) -> dict[str, str]:
         i = self.intervals
         env = {
             "WVA_NATS_URL": self.nats_url,
@@ -172,6 +196,10 @@ class Pipeline:
             "WVA_HTTP_ADDR": "127.0.0.1:0",
             "WVA_LOG_FORMAT": "json",
         }
+        if self.replicas > 1:
+            env |= {"WVA_LEASE_BACKEND": "nats", "WVA_LEASE_TTL": f"{i.lease_ttl:g}s", "HOSTNAME": instance}
+        if self.nats_cluster > 1:
+            env["WVA_STREAM_REPLICAS"] = str(min(3, self.nats_cluster))
         if name in ("watcher", "scaler"):
             env["KUBECONFIG"] = str(self.kubeconfig.resolve())
         if name == "fetcher":
@@ -193,12 +221,12 @@ class Pipeline:
             }
         return env | self.extra_env
 
-    def _start_service(self, name: str) -> None:
+    def _start_service(self, name: str, instance: str) -> None:
         child = Child(
-            name=name,
+            name=instance,
             args=[sys.executable, "-m", f"services.{name}"],
-            log_path=self.run_dir / f"{name}.log",
-            env=self._service_env(name),
+            log_path=self.run_dir / f"{instance}.log",
+            env=self._service_env(name, instance),
         )
         self._launch(child)
 
@@ -259,13 +287,14 @@ class Pipeline:
         try:
             js = nc.jetstream()
             subjects = Subjects()
-            await streams.ensure(js, subjects, streams.StreamSpec())
+            await streams.ensure(js, subjects, streams.StreamSpec(replicas=min(3, self.nats_cluster)))
             # The tool runs in this process's working directory, so a relative path means the same there.
             self.start_tool("record", ["record", "--out", str(out), "--follow", "--since", "1h"])
             names = [subjects.stream_name(s) for s in (streams.TARGETS, streams.METRICS, streams.EVENTS)]
             deadline = time.monotonic() + timeout
-            # Following means one consumer on each stream (two on the events: invalidations, decisions).
-            while [(await js.stream_info(n)).state.consumer_count for n in names] < [1, 1, 2]:
+            # Following means one consumer on each stream (three on the events: invalidations,
+            # decisions, owners).
+            while [(await js.stream_info(n)).state.consumer_count for n in names] < [1, 1, 3]:
                 if time.monotonic() > deadline:
                     raise PipelineError(f"wva record did not start following in {timeout:g}s")
                 await asyncio.sleep(0.05)
@@ -297,12 +326,12 @@ class Pipeline:
         return [c for c in self.children if not c.expected_exit and c.exit_code() is not None]
 
     def describe(self) -> list[str]:
-        lines = [f"nats:         {self.nats_url}"]
+        lines = [f"nats:         {self.nats_url}" + (f" ({self.nats_cluster}-node cluster)" if self.nats_cluster > 1 else "")]
         if self.prometheus is not None:
             lines.append(f"prometheus:   {self.prometheus_url}")
         if self.gateway is not None:
             lines.append(f"gateway:      http://{self.gateway}/metrics  (the router's queue per model)")
-        for name, port in sorted(self.service_ports.items(), key=lambda item: SERVICES.index(item[0])):
+        for name, port in sorted(self.service_ports.items(), key=lambda item: self._stop_rank(item[0])):
             lines.append(
                 f"{name + ':':<13} http://127.0.0.1:{port}/metrics  (log {self.run_dir / (name + '.log')})"
             )
@@ -310,7 +339,17 @@ class Pipeline:
 
     # -- stop
 
+    def _stop_rank(self, name: str) -> tuple[int, str]:
+        """A service's place in the stopping order (the watcher's replicas first), or -1."""
+        for rank, service in enumerate(SERVICES):
+            if name in self.instances(service):
+                return rank, name
+        return -1, name
+
     async def stop(self) -> None:
-        """Stop in reverse start order: tools, services, Prometheus, nats-server last."""
-        for child in reversed(self.children):
+        """Stop the services, watchers then fetchers then scalers, then the rest in reverse start order
+        (tools, Prometheus, nats-server last). The scaler stops after what feeds it, so little is
+        published that it never reads; the recorder stops after it, so its last decisions are kept."""
+        services = sorted((c for c in self.children if self._stop_rank(c.name)[0] >= 0), key=lambda c: self._stop_rank(c.name))
+        for child in services + [c for c in reversed(self.children) if c not in services]:
             await child.stop()

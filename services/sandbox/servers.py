@@ -8,6 +8,10 @@ this module to start them the same way (see docs/sandbox.md):
     server.restart(empty_store=True)    # same port; the JetStream store wiped, as after a lost volume
     server.stop()
 
+    cluster = NatsCluster(nats_server_binary(), workdir, size=3)   # three nodes with routes, JetStream
+    cluster.start()                     # on every node; ready once JetStream has a meta leader
+    cluster.nodes[1].kill()             # kill -9 one node; .start() brings it back on its port
+
 Every server runs as a `Child`: its own process group (so a terminal's Ctrl-C reaches only whoever
 started it, which then stops the group), output in a log file, stopped by a signal to the group and
 SIGKILL after a grace period. Readiness comes from the server itself, as in nats.py's own fixture:
@@ -40,6 +44,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +52,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import nats
+import nats.errors
+from nats.js.api import StreamConfig
 
 STOP_GRACE: Final = 8.0
 PORT_ATTEMPTS: Final = 3
@@ -292,6 +300,82 @@ class NatsServer:
             self.start(pids_file=self.process.pids_file)
         finally:
             self._own_port = own
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no goodbye to clients or to the other nodes of a cluster. The process
+        is reaped and forgotten, so nothing signals its (reusable) process group id again."""
+        proc = self.process.proc
+        if proc is None:
+            return
+        self.process.signal(signal.SIGKILL)
+        proc.wait(5)
+        self.process.proc = None
+
+
+class NatsCluster:
+    """``size`` nats-servers on 127.0.0.1 routed into one JetStream cluster (each its own store and
+    log under ``workdir/n<i>``), what a three-node NATS in Kubernetes is. ``url`` names every node, as
+    ``WVA_NATS_URL`` does for a clustered NATS."""
+
+    def __init__(self, binary: str, workdir: Path, *, size: int = 3) -> None:
+        self.workdir = workdir
+        routes = [free_port() for _ in range(size)]
+        route_urls = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes)
+        self.nodes: list[NatsServer] = []
+        for i, route in enumerate(routes):
+            config = (
+                f"server_name: n{i}\n"
+                "cluster {\n"
+                "  name: wva\n"
+                f"  listen: 127.0.0.1:{route}\n"
+                f"  routes: [{route_urls}]\n"
+                "}\n"
+            )
+            (workdir / f"n{i}").mkdir(parents=True, exist_ok=True)
+            self.nodes.append(NatsServer(binary, workdir / f"n{i}", config=config))
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = 20.0, *, pids_file: Path | None = None) -> None:
+        for node in self.nodes:  # each is ready once it listens; the routes join while the next starts
+            node.process.pids_file = pids_file
+            _start_and_wait(node.process, node._ready, log_path=node.log_path, timeout=timeout, poll=0.05)
+        deadline = time.monotonic() + timeout
+        while not self.can_place():
+            if time.monotonic() > deadline:
+                raise ServerError(f"the NATS cluster could not place a {len(self.nodes)}-replica stream in "
+                                  f"{timeout:g}s:\n{log_tail(self.nodes[0].log_path)}")
+            time.sleep(0.2)
+
+    def can_place(self) -> bool:
+        """Whether JetStream has a leader and knows every peer: a stream with a replica on each node
+        can be made (and is deleted again). Runs its own event loop in a thread: callable from anywhere."""
+        async def probe() -> bool:
+            try:
+                nc = await nats.connect(self.url.split(","), connect_timeout=1, allow_reconnect=False)
+            except (nats.errors.Error, OSError):
+                return False
+            try:
+                js = nc.jetstream(timeout=2.0)
+                await js.add_stream(StreamConfig(name="WVA_PROBE", subjects=["wva-probe.x"], num_replicas=len(self.nodes)))
+                await js.delete_stream("WVA_PROBE")
+                return True
+            except (nats.errors.Error, OSError):
+                return False
+            finally:
+                await nc.close()
+
+        result: list[bool] = []
+        thread = threading.Thread(target=lambda: result.append(asyncio.run(probe())))
+        thread.start()
+        thread.join()
+        return bool(result and result[0])
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 class PrometheusServer:

@@ -26,9 +26,9 @@ from rich.console import Console
 
 from services.sandbox import cluster as clusters
 from services.sandbox import expectations, observe, pipeline, report, scenario, view
-from shared import natsio
+from shared import natsio, streams
 from shared.settings import Settings
-from shared.subjects import Subjects
+from shared.subjects import SubjectKind, Subjects
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class Options:
     request_timeout: float = 60.0
     live: bool | None = None  # None: a live view when stdout is a terminal
     prometheus: str | None = None  # the binary; resolved by the caller (None: scrape backend)
+    replicas: int = 1  # of each service, sharing the work through leases
+    nats_cluster: int = 1  # nats-server nodes
 
 
 async def run(options: Options, *, stop: asyncio.Event, out: TextIO = sys.stdout) -> int:
@@ -117,6 +119,8 @@ async def _run(
         sd_file=run_dir / "targets.json",
         intervals=pipeline.Intervals(**{**spec.timing.given(), **options.intervals}),
         prometheus=options.prometheus,
+        replicas=options.replicas,
+        nats_cluster=options.nats_cluster,
     ) as pipe:
         cluster = clusters.Cluster(
             spec,
@@ -206,7 +210,11 @@ async def _play(
     shown = view.LiveView(console) if live else view.LineView(out)
     crashed: list[str] = []
     try:
-        sub = await observe.follow(nc, Subjects().wildcard(), observer, clock=loop, origin=origin)
+        subjects = Subjects()
+        sub = await observe.follow(nc, subjects.wildcard(), observer, clock=loop, origin=origin)
+        # What each replica held before the view began (they said so while the pipeline started).
+        for msg in await streams.last_values(nc.jetstream(), subjects.wildcard(SubjectKind.OWNERS)):
+            observer.handle(msg.subject, msg.data, loop.time() - origin)
         load_task = asyncio.create_task(cluster.run_load(), name="sandbox-load")
         try:
             with shown:

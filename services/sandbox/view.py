@@ -3,7 +3,9 @@
 On a terminal, `LiveView` redraws a rich table twice a second: scenario progress, and per variant the
 offered load, desired / spec / ready replicas, KV-cache usage, queue, TTFT and the last decision.
 Without a terminal (CI, a pipe), `LineView` prints a line per scaling decision and per change of a
-model group's hold reason instead.
+model group's hold reason instead. With several replicas (`--replicas`) both show who holds what: the
+live view names the scaler replica behind each variant's last decision and lists each replica's
+partitions; the line view prints a line whenever a replica's partitions change.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, TextIO
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -47,6 +49,23 @@ def hold_line(group: str, mark: observe.DecisionMark) -> str:
     return f"t={mark.t:6.1f}s {group:<31} {mark.reason}" + (f"  {mark.detail}" if mark.detail else "")
 
 
+def ownership_line(t: float, service: str, replica: str, owned: tuple[str, ...]) -> str:
+    """`t=   3.2s owners  scaler-2-ab12cd (scaler) holds 8: 1,4,5,…`"""
+    held = ",".join(owned) if owned else "nothing"
+    return f"t={t:6.1f}s owners  {replica} ({service}) holds {len(owned)}: {held}"
+
+
+def owners_text(observer: observe.Observer) -> str:
+    """One line per service: each replica and how many partitions it holds."""
+    lines = []
+    for service, replicas in sorted(observer.timeline.owners().items()):
+        held = "   ".join(
+            f"{replica} {'watcher' if owned == ('watcher',) else len(owned)}" for replica, owned in sorted(replicas.items())
+        )
+        lines.append(f"{service:<8} {held}")
+    return "\n".join(lines)
+
+
 def _fmt(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -79,6 +98,7 @@ def render(observer: observe.Observer, t: float) -> Group:
         )
     for name, live in observer.live.items():
         d = live.decision
+        by = f" ({d.replica})" if d is not None and d.replica else ""
         age = "-" if live.snapshot_t is None else f"{max(t - live.snapshot_t, 0):.0f}s ago"
         if live.snapshot_status and live.snapshot_status != "ok":
             age += f" {live.snapshot_status}"
@@ -93,11 +113,14 @@ def render(observer: observe.Observer, t: float) -> Group:
             _fmt(live.waiting, "g"),
             _fmt(None if live.ttft is None else live.ttft * 1000, ".0f"),
             age,
-            "-" if d is None else f"{d.t:.0f}s {d.current}->{d.desired} {d.reason}",
+            "-" if d is None else f"{d.t:.0f}s {d.current}->{d.desired} {d.reason}{by}",
         )
     bar = ProgressBar(total=timeline.duration, completed=done)
     recent = [decision_line(m) for m in observer.timeline.decisions if m.is_scaling][-5:]
-    return Group(header, bar, table, Text("\n".join(recent) or "no scaling decision yet", style="dim"))
+    parts: list[RenderableType] = [header, bar, table]
+    if timeline.ownership:
+        parts.append(Text("partitions held\n" + owners_text(observer)))
+    return Group(*parts, Text("\n".join(recent) or "no scaling decision yet", style="dim"))
 
 
 class LiveView:
@@ -138,6 +161,7 @@ class LineView:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._seen = 0
+        self._owners_seen = 0
         self._shown: dict[str, str] = {}  # group -> hold reason last printed ("" after a step)
 
     def __enter__(self) -> LineView:
@@ -161,6 +185,10 @@ class LineView:
                 holds[group] = mark
             # else: the group's step went to another variant; that variant's line shows it.
         self._seen = len(decisions)
+        ownership = observer.timeline.ownership
+        for at, service, replica, owned in ownership[self._owners_seen :]:
+            self.say(ownership_line(at, service, replica, owned))
+        self._owners_seen = len(ownership)
         for group, mark in holds.items():
             if self._shown.get(group) != mark.reason:
                 self._shown[group] = mark.reason

@@ -67,6 +67,7 @@ class ScaleAction:
     expected_generation: int
     min_replicas: int
     max_replicas: int | None
+    model_id: str = ""  # the group's: with several replicas the shell checks its lease on its partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class StatusAction:
     namespace: str
     name: str
     status: VAStatus
+    model_id: str = ""  # the group's, for the same check
 
 
 @dataclass(frozen=True, slots=True)

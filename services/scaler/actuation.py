@@ -4,8 +4,9 @@ Only this module, ``authority.py`` and ``configsource.py`` talk to the Kubernete
 
 Scaling is a read-check-write with optimistic concurrency: read the Deployment, refuse when its
 generation moved since the decision (someone else changed it; the next snapshot decides again),
-skip a no-op, then patch the scale subresource *with the resourceVersion just read*, so a concurrent
-writer makes the patch fail with 409 and the whole read-check-write is retried. Transient failures
+skip a no-op, ask the fence (with several replicas: does this one still hold the group's lease with
+time to spare, docs/design.md §11), then patch the scale subresource *with the resourceVersion just
+read*, so a concurrent writer makes the patch fail with 409 and the whole read-check-write is retried. Transient failures
 (:func:`shared.kube.is_transient`) are retried with bounded, jittered backoff; every request has a
 timeout and the whole attempt a time budget, so a hung API server delays one step by a bounded time.
 No exception of the client libraries leaves this module: every failure becomes an outcome.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -38,7 +40,9 @@ log = logging.getLogger("wva.scaler.actuation")
 MERGE_PATCH: Final = "application/merge-patch+json"
 COMPONENT: Final = "wva-scaler"
 
-Outcome = Literal["applied", "no_op", "target_moved", "not_found", "failed"]
+Outcome = Literal["applied", "no_op", "target_moved", "not_found", "failed", "fenced"]
+Fence = Callable[[], str]
+"""Asked right before each PATCH: why this replica may not write now ("" when it may)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +74,12 @@ class KubeActuator:
             reraise=True,
         )
 
-    async def scale(self, action: ScaleAction) -> ScaleResult:
+    async def scale(self, action: ScaleAction, *, fence: Fence | None = None) -> ScaleResult:
         try:
             async with asyncio.timeout(self._budget):
                 async for attempt in self._retrying():
                     with attempt:
-                        return await self._scale_once(action)
+                        return await self._scale_once(action, fence)
         except ApiException as exc:
             if exc.status == 404:
                 return ScaleResult("not_found", detail=f"deployment {action.namespace}/{action.deployment} not found")
@@ -84,7 +88,7 @@ class KubeActuator:
             return ScaleResult("failed", detail=f"API unreachable: {kube.describe(exc)}")
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
-    async def _scale_once(self, action: ScaleAction) -> ScaleResult:
+    async def _scale_once(self, action: ScaleAction, fence: Fence | None) -> ScaleResult:
         deployment = await self._apps.read_namespaced_deployment(
             action.deployment, action.namespace, _request_timeout=kube.REQUEST_TIMEOUT
         )
@@ -98,6 +102,9 @@ class KubeActuator:
             )
         if current == action.replicas:
             return ScaleResult("no_op", previous=current)
+        fenced = fence() if fence is not None else ""
+        if fenced:
+            return ScaleResult("fenced", previous=current, detail=fenced)
         body = {"metadata": {"resourceVersion": meta.resource_version}, "spec": {"replicas": action.replicas}}
         # `_content_type` is accepted at run time but missing from the generated signatures.
         await self._apps.patch_namespaced_deployment_scale(

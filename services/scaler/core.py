@@ -19,6 +19,14 @@ A hold of one VA holds its whole group and resizes nothing. Outputs:
 - ``StatusAction`` when a VA's status (last decision, conditions) changes.
 - ``FetchAction`` on a tick, for a VA whose snapshot is missing, behind its Deployment or old.
 - ``ConfigReport``, ``InputWarning``, ``Forget``: for the shell to log, count and clean up.
+
+Several replicas (docs/design.md §11): a core made with a ``replica`` identity owns nothing until its
+own ``Ownership`` message says which partitions it holds; it follows every target and snapshot (hot
+standby) but evaluates, actuates and writes status only for the groups of those partitions. It keeps
+the last decision on ``wva.decisions`` of every VA, whoever made it: when it gains a group it restores
+the group's scale-down window from them (the recommendation in force since the latest of them), or,
+without one for every VA, starts the window afresh, which delays a scale-down and never speeds one up;
+and it announces itself with a decision per VA. A core without ``replica`` owns every group.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from services.scaler.analyzers.saturation import SaturationAnalyzer
 from services.scaler.analyzers.slo import SloAnalyzer, SloMemory
 from services.scaler.digest import Digest, digest
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
-from services.scaler.pacing import Pacing
+from services.scaler.pacing import LastDecision, Pacing
 from services.scaler.scaling_config import DEFAULT_CONFIG, ConfigSet, ScalingConfig, apply_configmap
 from shared.messages import (
     Cursor,
@@ -59,6 +67,7 @@ from shared.messages import (
     Invalidation,
     MetricsDeleted,
     MetricsSnapshot,
+    Ownership,
     ScalerMode,
     Target,
     TargetDeleted,
@@ -67,11 +76,13 @@ from shared.messages import (
     kind_of,
     va_key,
 )
+from shared.partitions import partition_of
 
 GroupKey = tuple[str, str]  # (namespace, model_id)
 
 MAX_SKEW: Final = 5.0  # seconds a wire timestamp may run ahead of this clock before it is reported
 MAX_ORPHANS: Final = 10_000  # snapshots kept for VAs whose target has not arrived (yet)
+MAX_SEEN: Final = 100_000  # last decisions kept (a few dozen bytes each), for take-overs
 BACKOFF_FIRST: Final = 5.0  # seconds before retrying a failed scale; doubles per failure
 BACKOFF_MAX: Final = 300.0
 
@@ -147,6 +158,7 @@ class Scaler:
         mode: ScalerMode = "scale",
         analyzer: Analyzer | None = None,
         max_skew: float = MAX_SKEW,
+        replica: str = "",
     ) -> None:
         self._base = base
         self._configs = configs if configs is not None else ConfigSet(default=base)
@@ -162,6 +174,10 @@ class Scaler:
         self._cursor = dict.fromkeys(_CURSOR_FIELDS, 0)
         self._cursor_shared: Cursor | None = None
         self._trigger = ""
+        self._replica = replica
+        self._owned: frozenset[int] | None = frozenset() if replica else None  # None: every group
+        self._partitions = 1
+        self._seen: OrderedDict[VAKey, LastDecision] = OrderedDict()  # last decision on the stream, per VA
 
     # ------------------------------------------------------------------ public API
 
@@ -172,6 +188,10 @@ class Scaler:
     def last_decision(self, namespace: str, name: str) -> Decision | None:
         va = self._vas.get(va_key(namespace, name))
         return None if va is None else va.last_decision
+
+    def owns(self, key: GroupKey) -> bool:
+        """Whether this core decides for the model group ``key`` (namespace, modelID)."""
+        return self._owned is None or partition_of(key[0], key[1], self._partitions) in self._owned
 
     def handle(self, event: Event, now: float, *, seq: int | None = None) -> list[Action]:
         """Apply one event at time ``now``; ``seq`` is its stream sequence, for a wire message."""
@@ -196,6 +216,10 @@ class Scaler:
             return self._on_outcome(event, now)
         if isinstance(event, ConfigData):
             return self._on_config(event, now)
+        if isinstance(event, Decision):
+            return self._on_decision(event)
+        if isinstance(event, Ownership):
+            return self._on_ownership(event, now)
         if isinstance(event, Started):
             self._cursor.update(
                 start_targets=event.targets, start_metrics=event.metrics, start_events=event.events
@@ -210,6 +234,8 @@ class Scaler:
         actions = self._evaluate_every(now)
         for key in sorted(self._vas):
             va = self._vas[key]
+            if not self.owns((va.target.namespace, va.target.model_id)):
+                continue
             config = self._configs.resolve(va.target.namespace, va.target.model_id)
             if self._needs_nudge(va, config, now):
                 va.nudged_at = now
@@ -261,6 +287,7 @@ class Scaler:
     def _on_target_deleted(self, event: TargetDeleted, now: float) -> list[Action]:
         key = va_key(event.namespace, event.name)
         self._orphans.pop(key, None)
+        self._seen.pop(key, None)
         va = self._vas.pop(key, None)
         if va is None:
             return []
@@ -368,6 +395,38 @@ class Scaler:
         self._configs = update.configs
         return [report, *self._evaluate_every(now)]
 
+    def _on_decision(self, decision: Decision) -> list[Action]:
+        """A decision on the stream (another replica's, or this one's coming back): the last one per
+        VA is what a take-over restores the group's scale-down window from."""
+        key = va_key(decision.namespace, decision.name)
+        self._seen.pop(key, None)
+        self._seen[key] = LastDecision.of(decision)
+        while len(self._seen) > MAX_SEEN:
+            self._seen.popitem(last=False)
+        return []
+
+    def _on_ownership(self, event: Ownership, now: float) -> list[Action]:
+        if not self._replica or event.name != self._replica or event.partitions < 1:
+            return []  # another replica's
+        before = {key for key in self._groups if self.owns(key)}
+        self._owned = frozenset(int(p) for p in event.owned if p.isdigit() and int(p) < event.partitions)
+        self._partitions = event.partitions
+        actions: list[Action] = []
+        for key in sorted(k for k in self._groups if self.owns(k) and k not in before):
+            self._take_over(key, now)
+            actions.extend(self._evaluate(key, now))
+        return actions
+
+    def _take_over(self, key: GroupKey, now: float) -> None:
+        """A group this core decides for from now on: it says so (a decision and a status per VA),
+        steps afresh, and restores the scale-down window where the last decisions allow."""
+        group = self._groups[key]
+        for name in group.names:
+            va = self._vas[va_key(key[0], name)]
+            va.last_decision, va.status = None, ()
+            va.failures, va.retry_at, va.refusal, va.nudged_at = 0, float("-inf"), "", float("-inf")
+        group.pacing = Pacing.restored([self._seen.get(va_key(key[0], name)) for name in group.names], key[1], now)
+
     def _observe(self, key: GroupKey, variant: str, metrics: Digest) -> None:
         """What the analyzers learn from a snapshot (on arrival: a replay rebuilds it in stream order)."""
         group = self._groups[key]
@@ -431,6 +490,8 @@ class Scaler:
         return actions
 
     def _evaluate(self, key: GroupKey, now: float) -> list[Action]:
+        if not self.owns(key):
+            return []  # another replica's group (hot standby: followed, not decided)
         namespace, model_id = key
         group = self._groups[key]
         vas = [self._vas[va_key(namespace, name)] for name in group.names]
@@ -560,6 +621,7 @@ class Scaler:
                 numbers=numbers,
                 trigger=self._trigger,
                 cursor=self._cursor_now(),
+                replica=self._replica,
             )
             # Before the step: the status written after its outcome says why this evaluation acted.
             va.conditions = outputs.conditions(
@@ -576,6 +638,7 @@ class Scaler:
                         expected_generation=t.deployment_generation,
                         min_replicas=t.min_replicas,
                         max_replicas=t.max_replicas,
+                        model_id=t.model_id,
                     )
                 )
                 va.actuating = _Actuating(decision=decision, generation=t.deployment_generation)
@@ -589,14 +652,16 @@ class Scaler:
         return actions
 
     def _status(self, va: _VA, now: float) -> list[Action]:
-        """A StatusAction when the VA's status (last decision, conditions) changed."""
+        """A StatusAction when the VA's status (last decision, conditions) changed, for a group it owns."""
+        if not self.owns((va.target.namespace, va.target.model_id)):
+            return []
         va.transitions = outputs.transitions(va.conditions, va.transitions, now=_at(now))
         inputs = outputs.status_inputs(va.target, va.last_decision, va.conditions, va.transitions)
         if inputs == va.status:
             return []
         va.status = inputs
         body = outputs.status(va.target, va.last_decision, va.conditions, va.transitions)
-        return [StatusAction(namespace=va.target.namespace, name=va.target.name, status=body)]
+        return [StatusAction(namespace=va.target.namespace, name=va.target.name, status=body, model_id=va.target.model_id)]
 
     def _cursor_now(self) -> Cursor:
         """The stream positions consumed so far; one object for every decision until one moves."""
@@ -614,6 +679,8 @@ _STREAMS: Final[dict[type, str]] = {
     MetricsSnapshot: "metrics",
     MetricsDeleted: "metrics",
     Invalidation: "events",
+    Decision: "events",
+    Ownership: "events",
 }
 
 

@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.messages import Invalidation, MetricsDeleted, MetricsSnapshot, Target, TargetDeleted
+from shared.messages import (
+    Decision,
+    Invalidation,
+    MetricsDeleted,
+    MetricsSnapshot,
+    Ownership,
+    Target,
+    TargetDeleted,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +25,7 @@ class Tick:
 
 
 AppliedOutcome = Literal["applied", "no_op"]
-FailedOutcome = Literal["failed", "target_moved", "not_found", "refused"]
+FailedOutcome = Literal["failed", "target_moved", "not_found", "refused", "fenced"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +41,8 @@ class ScaleApplied:
 @dataclass(frozen=True, slots=True)
 class ScaleFailed:
     """The shell could not set the replicas. ``outcome`` says why in a word (``refused``: the
-    VariantAutoscaling in the API does not allow it), ``detail`` in a sentence without secrets."""
+    VariantAutoscaling in the API does not allow it; ``fenced``: this replica's lease on the group's
+    partition was lost or about to expire), ``detail`` in a sentence without secrets."""
 
     namespace: str
     name: str
@@ -61,5 +70,7 @@ class ConfigData:
 
 
 Outcome = ScaleApplied | ScaleFailed
-Message = Target | TargetDeleted | MetricsSnapshot | MetricsDeleted | Invalidation
+# Decision (any replica's, from wva.decisions) and Ownership (this replica's own) reach the core only
+# when replicas share the work through leases (docs/design.md §11).
+Message = Target | TargetDeleted | MetricsSnapshot | MetricsDeleted | Invalidation | Decision | Ownership
 Event = Message | Tick | ScaleApplied | ScaleFailed | ConfigData | Started

@@ -11,22 +11,53 @@ scale-down, it never speeds one up.
 
 Only *changes* of the recommendation are stored, each at the instant the core published a decision
 for it, so a replay rebuilds the same memory from the recorded decisions.
+
+A replica that takes a group over from another (docs/design.md §11) restores the memory from the last
+decision of each of the group's variants (:meth:`Pacing.restored`): a decision is published whenever
+a variant's recommendation changes, so the latest of them says what was recommended since then.
+Before it, the count a variant has stands in, as after a start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from services.scaler.analyzers.saturation import EPSILON
+from shared.messages import Decision
 
 Counts = tuple[tuple[str, int], ...]  # (variant, count), sorted by variant
+
+
+class LastDecision(NamedTuple):
+    """What a take-over needs of a variant's last decision on the stream (kept for every VA: small)."""
+
+    name: str
+    at: float
+    model_id: str
+    recommended: int | None
+
+    @classmethod
+    def of(cls, decision: Decision) -> LastDecision:
+        return cls(decision.name, decision.at.timestamp(), decision.model_id, decision.numbers.recommended)
 
 
 @dataclass(slots=True)
 class Pacing:
     since: float | None = None  # first recommendation remembered
     changes: list[tuple[float, Counts]] = field(default_factory=list)
+
+    @classmethod
+    def restored(cls, last: Sequence[LastDecision | None], model_id: str, now: float) -> Pacing:
+        """The memory the last decisions of a group's variants (one each, in any order) leave: empty
+        unless every variant has one of this model with its recommendation."""
+        pacing = cls()
+        known = [d for d in last if d is not None and d.model_id == model_id and d.recommended is not None]
+        if known and len(known) == len(last):
+            since = min(now, max(d.at for d in known))
+            pacing.remember(since, {d.name: d.recommended or 0 for d in known})
+        return pacing
 
     def remember(self, now: float, recommended: Mapping[str, int]) -> None:
         counts = tuple(sorted(recommended.items()))

@@ -12,6 +12,11 @@ at the time NATS stored them; ticks that produced none changed nothing.
 A scaler that restarted during the recording began following at other sequences: each run is replayed
 by a fresh core, as it ran live.
 
+Several replicas (docs/design.md §11): each decision names the replica that made it, and each replica's
+run is replayed by a core of that identity, fed what that replica's core read: besides targets, metrics
+and invalidations, every decision on the stream (the last of each VA up to where it began) and its own
+``Ownership`` messages, which say when it decided for which groups.
+
 Lines that are not from a recording (no ``cursor``: hand-written scripts, older recordings) keep their
 order and times, and decisions become expectations.
 """
@@ -33,6 +38,7 @@ from shared.messages import (
     MessageError,
     MetricsDeleted,
     MetricsSnapshot,
+    Ownership,
     Target,
     TargetDeleted,
     any_decoder,
@@ -41,7 +47,8 @@ from shared.messages import (
 STREAMS: Final = ("targets", "metrics", "events")
 _LAST_VALUE: Final = ("targets", "metrics")
 _TRIGGERS: Final = {"target.v1": "targets", "target_deleted.v1": "targets", "metrics.v1": "metrics",
-                    "metrics_deleted.v1": "metrics", "invalidation.v1": "events"}  # fmt: skip
+                    "metrics_deleted.v1": "metrics", "invalidation.v1": "events", "decision.v1": "events",
+                    "ownership.v1": "events"}  # fmt: skip
 COMPARED: Final = ("namespace", "name", "current", "desired", "reason", "applied", "outcome", "trigger")
 
 
@@ -62,6 +69,7 @@ class Run:
 
     steps: list[Step]
     expectations: list[Expectation]
+    replica: str = ""  # the scaler replica whose run it is ("" without leases)
 
 
 def read(lines: Iterable[str]) -> list[Entry]:
@@ -89,14 +97,13 @@ def read(lines: Iterable[str]) -> list[Entry]:
 def runs(entries: Sequence[Entry], config: Mapping[str, str] | None) -> list[Run]:
     """The recording's scaler runs, each as steps and the decisions they must reproduce."""
     decisions = sorted((e for e in entries if isinstance(e.message, Decision)), key=lambda e: e.seq)
-    inputs = [e for e in entries if not isinstance(e.message, Decision)]
     if not decisions or any(e.stream not in STREAMS or e.seq <= 0 for e in entries):
         raise ReplayError("the recording has no stream positions (recorded before wva kept them)")
-    by_start: dict[tuple[int, int, int], list[Entry]] = {}
+    by_start: dict[tuple[str, int, int, int], list[Entry]] = {}
     for d in decisions:
         c: Cursor = d.message.cursor
-        by_start.setdefault((c.start_targets, c.start_metrics, c.start_events), []).append(d)
-    return [_run(inputs, group, start, config) for start, group in by_start.items()]
+        by_start.setdefault((d.message.replica, c.start_targets, c.start_metrics, c.start_events), []).append(d)
+    return [_run(entries, group, start[1:], config, replica=start[0]) for start, group in by_start.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +144,16 @@ def _points(decisions: Sequence[Entry]) -> list[_Point]:
     return sorted(points, key=lambda p: p.at)
 
 
-def _run(inputs: Sequence[Entry], decisions: Sequence[Entry], start: tuple[int, int, int], config: Mapping[str, str] | None) -> Run:
+def _run(
+    entries: Sequence[Entry],
+    decisions: Sequence[Entry],
+    start: tuple[int, int, int],
+    config: Mapping[str, str] | None,
+    *,
+    replica: str,
+) -> Run:
     begin = dict(zip(STREAMS, start, strict=True))
-    queues = {stream: _consumed(inputs, stream, begin[stream]) for stream in STREAMS}
+    queues = {stream: _consumed(entries, stream, begin[stream], replica) for stream in STREAMS}
     fed = dict.fromkeys(STREAMS, 0)  # index into each queue
     steps: list[Step] = []
     expectations: list[Expectation] = []
@@ -172,23 +186,27 @@ def _run(inputs: Sequence[Entry], decisions: Sequence[Entry], start: tuple[int, 
     for entry in sorted(rest, key=lambda e: (e.t, STREAMS.index(e.stream), e.seq)):
         last = max(last, entry.t)
         steps.append(Step(t=last, event=entry.message, seq=entry.seq))
-    return Run(steps=steps, expectations=expectations)
+    return Run(steps=steps, expectations=expectations, replica=replica)
 
 
-def _consumed(inputs: Sequence[Entry], stream: str, begin: int) -> list[Entry]:
+def _consumed(entries: Sequence[Entry], stream: str, begin: int, replica: str) -> list[Entry]:
     """What the live core read of ``stream``, in order: beyond ``begin`` every message; up to it only
-    the last value per subject (targets, metrics) or nothing (invalidations: followed from new)."""
-    mine = sorted((e for e in inputs if e.stream == stream and _scaler_input(e.message)), key=lambda e: e.seq)
-    if stream not in _LAST_VALUE:
+    the last value per subject (targets, metrics; with leases, decisions) or nothing (the events)."""
+    mine = sorted((e for e in entries if e.stream == stream and _scaler_input(e.message, replica)), key=lambda e: e.seq)
+    if stream not in _LAST_VALUE and not replica:
         return [e for e in mine if e.seq > begin]
     last: dict[str, Entry] = {}
     for e in mine:
-        if e.seq <= begin:
+        if e.seq <= begin and (stream in _LAST_VALUE or isinstance(e.message, Decision)):
             last[e.subject] = e
     return sorted(last.values(), key=lambda e: e.seq) + [e for e in mine if e.seq > begin]
 
 
-def _scaler_input(message: object) -> bool:
+def _scaler_input(message: object, replica: str) -> bool:
+    if isinstance(message, Decision):
+        return bool(replica)
+    if isinstance(message, Ownership):
+        return bool(replica) and message.name == replica
     return isinstance(message, Target | TargetDeleted | MetricsSnapshot | MetricsDeleted | Invalidation)
 
 

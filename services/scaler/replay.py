@@ -68,7 +68,7 @@ class _Failed(msgspec.Struct, forbid_unknown_fields=True, tag="scale_failed", ta
     namespace: str
     name: str
     replicas: int
-    outcome: Literal["failed", "target_moved", "not_found", "refused"] = "failed"
+    outcome: Literal["failed", "target_moved", "not_found", "refused", "fenced"] = "failed"
     detail: str = ""
 
 
@@ -152,10 +152,14 @@ def configs(config: ConfigSet | ScalingConfig | None) -> ConfigSet:
 
 
 def run(
-    steps: Sequence[Step], config: ConfigSet | ScalingConfig | None = None, *, mode: ScalerMode = "scale"
+    steps: Sequence[Step],
+    config: ConfigSet | ScalingConfig | None = None,
+    *,
+    mode: ScalerMode = "scale",
+    replica: str = "",
 ) -> list[Decision]:
-    """Every Decision a fresh core emits for ``steps``, in order."""
-    scaler = Scaler(configs=configs(config), mode=mode)
+    """Every Decision a fresh core (of scaler replica ``replica``, if any) emits for ``steps``, in order."""
+    scaler = Scaler(configs=configs(config), mode=mode, replica=replica)
     scheduled: dict[tuple[str, str, int], int] = {}  # outcomes still to come, by (namespace, VA, replicas)
     for step in steps:
         if isinstance(step.event, ScaleApplied | ScaleFailed):

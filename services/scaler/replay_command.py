@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             produced, expected = replay.run(script.steps, configs, mode=mode), script.expectations
         else:
             for one in recording.runs(recording.read(lines), data):
-                produced += replay.run(one.steps, configs, mode=mode)
+                produced += replay.run(one.steps, configs, mode=mode, replica=one.replica)
                 expected += one.expectations
     except (OSError, ValueError, ScalingConfigError, replay.ReplayError) as exc:
         print(f"wva replay: {exc}", file=sys.stderr)

@@ -15,6 +15,14 @@ Tasks (one ``TaskGroup``; a crash in any fails the service loudly):
   each VA (latest wins; a failed write is retried with a backoff).
 
 The shell keeps no copy of the core's state: it holds queues, gauges and the statuses not yet written.
+
+Several replicas (``WVA_LEASE_BACKEND=nats``, docs/design.md §11): the core is this replica's
+(``Decision.replica``). Before following, the shell feeds it the last decision of every VA on the
+stream; its events follower then reads invalidations, every decision and this replica's own
+``Ownership`` messages in one consumer, from where following began, and the leases start. The core
+decides only for the groups its Ownership names; the shell fences what reaches Kubernetes: right
+before each PATCH, and before each status write, it asks the leases whether this replica still holds
+the group's partition with time to spare, and refuses (``fenced``) otherwise.
 """
 
 from __future__ import annotations
@@ -38,9 +46,8 @@ from services.scaler.actions import (
     InputWarning,
     ScaleAction,
     StatusAction,
-    VAStatus,
 )
-from services.scaler.actuation import KubeActuator
+from services.scaler.actuation import Fence, KubeActuator
 from services.scaler.core import Scaler
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
 from services.scaler.settings import ScalerSettings
@@ -48,6 +55,7 @@ from shared import kube, messages, streams
 from shared.intake import Intake
 from shared.lifecycle import Runtime
 from shared.messages import Decision, Target, VAKey, va_key
+from shared.partitions import partition_of
 from shared.subjects import SubjectKind, Subjects
 from shared.variantautoscaling import va_label_selector
 
@@ -70,13 +78,16 @@ class Shell:
         self.runtime = runtime
         self.settings = settings
         self.subjects: Subjects = runtime.subjects
-        self.core = Scaler(base=settings.scaling_base(), mode=cast(messages.ScalerMode, settings.scaler_mode))
+        self.replica = runtime.identity if runtime.leases is not None else ""
+        self.core = Scaler(
+            base=settings.scaling_base(), mode=cast(messages.ScalerMode, settings.scaler_mode), replica=self.replica
+        )
         self.actuator = actuator
         self.authority = authority
         self.events: asyncio.Queue[tuple[Event, int | None]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
         self.scales: asyncio.Queue[ScaleAction] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
         self.decisions: asyncio.Queue[Decision] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
-        self.statuses: dict[VAKey, VAStatus] = {}  # latest not yet written, per VA
+        self.statuses: dict[VAKey, StatusAction] = {}  # latest not yet written, per VA
         self.status_ready = asyncio.Event()
         self.configured = asyncio.Event()
         self.gauges = telemetry.GAUGES
@@ -86,11 +97,26 @@ class Shell:
     # ------------------------------------------------------------------ inputs
 
     async def follow(self, kind: SubjectKind, decoder: messages.Decoder[Any], start: streams.Start, check: str) -> None:
-        follower = streams.Follower(self.runtime.js, self.subjects.wildcard(kind), start=start)
+        await self.consume(streams.Follower(self.runtime.js, self.subjects.wildcard(kind), start=start), decoder, check)
+
+    async def follow_events(self, after: int) -> None:
+        """Invalidations, and with leases every decision and this replica's Ownership, in stream order."""
+        if not self.replica:
+            await self.follow(SubjectKind.INVALIDATE, messages.events_decoder, "new", "invalidations")
+            return
+        wanted = [
+            self.subjects.wildcard(SubjectKind.INVALIDATE),
+            self.subjects.wildcard(SubjectKind.DECISIONS),
+            self.subjects.owners(self.runtime.name, self.replica),
+        ]
+        await self.consume(streams.Follower(self.runtime.js, wanted, start="after", after=after), messages.events_decoder,
+                           "invalidations")
+
+    async def consume(self, follower: streams.Follower, decoder: messages.Decoder[Any], check: str) -> None:
         self.runtime.health.set(check, follower.caught_up.is_set)
         async for msg in follower:
             event = self.intake.accept(msg.subject, msg.data, decoder=decoder)
-            if event is not None and not isinstance(event, Decision):
+            if event is not None and (self.replica or not isinstance(event, Decision)):
                 await self.events.put((event, msg.metadata.sequence.stream))
 
     async def tick(self) -> None:
@@ -101,13 +127,35 @@ class Shell:
     def on_config(self, data: Mapping[str, str] | None) -> None:
         self.events.put_nowait((ConfigData(data, source="ConfigMap/file"), None))
 
-    async def started(self) -> None:
-        """Tell the core where its followers begin, before they deliver anything."""
+    async def started(self) -> int:
+        """Tell the core where its followers begin, before they deliver anything; with leases, hand it
+        the last decision of every VA up to there. Returns where the events stream begins."""
         last = []
         for name in (streams.TARGETS, streams.METRICS, streams.EVENTS):
             info = await self.runtime.js.stream_info(self.subjects.stream_name(name))
             last.append(info.state.last_seq)
         await self.events.put((Started(targets=last[0], metrics=last[1], events=last[2]), None))
+        if self.replica:
+            for msg in await streams.last_values(self.runtime.js, self.subjects.wildcard(SubjectKind.DECISIONS), upto=last[2]):
+                decision = self.intake.accept(msg.subject, msg.data, decoder=messages.events_decoder)
+                if isinstance(decision, Decision):
+                    await self.events.put((decision, msg.seq))
+        return last[2]
+
+    def fence(self, namespace: str, model_id: str) -> Fence:
+        """Why this replica may not write for the group now ("" when it may): asked right before each
+        write, it holds with no lease backend, and otherwise only while the lease is valid."""
+        leases = self.runtime.leases
+
+        def why() -> str:
+            if leases is None:
+                return ""
+            partition = str(partition_of(namespace, model_id, self.settings.partitions))
+            if leases.valid(partition):
+                return ""
+            return f"this replica's lease on partition {partition} is lost or about to expire"
+
+        return why
 
     # ------------------------------------------------------------------ core
 
@@ -126,7 +174,7 @@ class Shell:
         elif isinstance(action, ScaleAction):
             await self.scales.put(action)
         elif isinstance(action, StatusAction):
-            self.statuses[va_key(action.namespace, action.name)] = action.status
+            self.statuses[va_key(action.namespace, action.name)] = action
             self.status_ready.set()
         elif isinstance(action, FetchAction):
             task = asyncio.create_task(self.nudge(action))
@@ -172,7 +220,7 @@ class Shell:
             telemetry.ACTUATIONS.labels(outcome="refused").inc()
             log.warning("refused to scale %s/%s: %s", action.namespace, action.deployment, refusal, extra=fields)
             return ScaleFailed(action.namespace, action.name, action.replicas, "refused", refusal)
-        result = await self.actuator.scale(action)
+        result = await self.actuator.scale(action, fence=self.fence(action.namespace, action.model_id))
         telemetry.ACTUATIONS.labels(outcome=result.outcome).inc()
         if result.outcome == "applied":
             log.info("scaled %s/%s %s -> %s", action.namespace, action.deployment, result.previous, action.replicas,
@@ -214,11 +262,15 @@ class Shell:
             self.status_ready.clear()
             failed = False
             for key in list(self.statuses):
-                status = self.statuses.pop(key, None)
-                if status is None:
+                action = self.statuses.pop(key, None)
+                if action is None:
                     continue
-                if await self.actuator.write_status(key[0], key[1], status) is False:
-                    self.statuses.setdefault(key, status)  # unless a newer one arrived meanwhile
+                fenced = self.fence(action.namespace, action.model_id)()
+                if fenced:  # the group's new owner writes its own
+                    log.info("not writing the status of %s/%s: %s", key[0], key[1], fenced)
+                    continue
+                if await self.actuator.write_status(key[0], key[1], action.status) is False:
+                    self.statuses.setdefault(key, action)  # unless a newer one arrived meanwhile
                     failed = True
             if failed:
                 await asyncio.sleep(_STATUS_RETRY)
@@ -244,6 +296,7 @@ async def main(runtime: Runtime) -> None:
     settings = cast(ScalerSettings, runtime.settings)
     namespaces: list[str | None] = list(settings.watch_namespaces) or [None]
     api = await kube.api_client(settings.kubeconfig, long_lived_connections=len(namespaces) + 1)
+    api.user_agent = f"wva-scaler/{runtime.identity}"  # who wrote, in the API server's audit log
     authority = authority_mod.Authority()
     shell = Shell(runtime, settings, KubeActuator(api, budget_seconds=settings.actuation_budget), authority)
     actuating = settings.scaler_mode == "scale"
@@ -273,11 +326,13 @@ async def main(runtime: Runtime) -> None:
             await authority.synced.wait()
             if actuating:
                 runtime.health.set("authority", True)
-            await shell.started()
+            events_start = await shell.started()
             tg.create_task(shell.follow(SubjectKind.TARGETS, messages.targets_decoder, "last_per_subject", "targets"))
             tg.create_task(shell.follow(SubjectKind.METRICS, messages.metrics_decoder, "last_per_subject", "metrics"))
-            tg.create_task(shell.follow(SubjectKind.INVALIDATE, messages.events_decoder, "new", "invalidations"))
+            tg.create_task(shell.follow_events(events_start))
             tg.create_task(shell.tick())
+            if runtime.leases is not None:  # its Ownership messages come after events_start: none is missed
+                tg.create_task(runtime.run_leases(), name="scaler-leases")
     finally:
         for task in list(shell.nudges):
             task.cancel()

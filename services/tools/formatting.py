@@ -56,9 +56,19 @@ def describe(message: m.AnyMessage) -> str:
             return f"{arrow} {message.reason} {applied} mode={message.mode} {message.detail}".rstrip()
         case m.FetchRequest():
             return "fresh" if message.fresh else "cached-ok"
+        case m.Ownership():
+            held = ",".join(message.owned) or "none"
+            return f"service={message.namespace} replica={message.name} holds={held} of={message.partitions}"
         case m.TargetDeleted() | m.MetricsDeleted():
             return "deleted"
     return ""  # pragma: no cover - the match above is exhaustive over AnyMessage
+
+
+def lease_line(key: str, holder: str | None, revision: int, *, deleted: bool = False) -> str:
+    """One change in the lease bucket: ``lease <service>.<partition> = <replica>`` (or given back)."""
+    if deleted:
+        return f"lease {key} given back (rev {revision})"
+    return f"lease {key} = {holder if holder is not None else '<not a replica identity>'} (rev {revision})"
 
 
 def format_line(subject: str, data: bytes, *, subjects: Subjects = _DEFAULT_SUBJECTS) -> str:

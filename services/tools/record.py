@@ -1,8 +1,9 @@
 """``wva record --out FILE``: write what wva saw and decided to a JSONL file that ``wva replay`` reads.
 
 Each line is ``{"t": <seconds since the epoch, when NATS stored it>, "subject": …, "stream": "targets" |
-"metrics" | "events", "seq": <its sequence in that stream>, "event": <payload>}``, in time order: the last target and snapshot of every VA, then invalidations and decisions from the
-event log (``--since`` bounds how far back). Without ``--follow`` it stops once it has read everything
+"metrics" | "events", "seq": <its sequence in that stream>, "event": <payload>}``, in time order: the last target and snapshot of every VA, then invalidations, decisions and
+ownership changes (which partitions each replica held, docs/design.md §11) from the event log
+(``--since`` bounds how far back). Without ``--follow`` it stops once it has read everything
 stored; with it, it keeps recording until interrupted or ``--duration`` passes.
 """
 
@@ -61,6 +62,7 @@ async def record(settings: Settings, out: Path, *, since: float, follow: bool, d
             streams.Follower(js, subjects.wildcard(SubjectKind.METRICS)),
             streams.Follower(js, subjects.wildcard(SubjectKind.INVALIDATE), start="since", since=start),
             streams.Follower(js, subjects.wildcard(SubjectKind.DECISIONS), start="since", since=start),
+            streams.Follower(js, subjects.wildcard(SubjectKind.OWNERS), start="since", since=start),
         ]
 
         intake = Intake(subjects)

@@ -13,7 +13,9 @@ from shared import streams
 from shared.subjects import SubjectKind, Subjects
 
 # Kinds kept in streams; wva.fetch is request/reply only and has no history.
-STORED_KINDS = (SubjectKind.TARGETS, SubjectKind.METRICS, SubjectKind.INVALIDATE, SubjectKind.DECISIONS)
+STORED_KINDS = (
+    SubjectKind.TARGETS, SubjectKind.METRICS, SubjectKind.INVALIDATE, SubjectKind.DECISIONS, SubjectKind.OWNERS
+)
 
 
 def stored_filters(subjects: Subjects, subject: str) -> list[str]:

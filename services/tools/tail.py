@@ -2,6 +2,9 @@
 
 Watches ``<prefix>.>`` by default. ``--last`` starts with the last value of every stored subject
 (targets, metrics) and the retained events, then follows live. ``--json`` prints raw payloads.
+``--leases`` follows the lease bucket instead (docs/design.md §11): who holds which partition now,
+then every lease taken, renewed by another holder or given back (a lease that expires leaves no trace
+in the bucket; the ``wva.owners.>`` messages say what each replica holds).
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ import contextlib
 import sys
 from typing import TextIO
 
+import nats.js.errors
+
 from services.tools import connection, formatting, subscription
+from shared.leases import decode_value
+from shared.lifecycle import leases_bucket
 from shared.settings import Settings
 from shared.subjects import Subjects
 
@@ -24,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print raw JSON payloads")
     parser.add_argument("--last", action="store_true", help="start from the last value per subject")
     parser.add_argument("--count", type=int, default=0, help="exit after this many messages (0: never)")
+    parser.add_argument("--leases", action="store_true", help="follow the lease bucket (WVA_LEASES) instead")
     connection.add_arguments(parser)
 
 
@@ -51,10 +59,42 @@ async def tail(
     return 0
 
 
+async def tail_leases(settings: Settings, *, count: int = 0, out: TextIO = sys.stdout) -> int:
+    """Every lease as it is now, then every change, one line each (renewals by the same holder skipped)."""
+    bucket = leases_bucket(settings, Subjects(settings.subject_prefix))
+    seen, shown = 0, dict[str, tuple[str | None, bool]]()
+    async with connection.connected(settings, "tail") as nc:
+        try:
+            kv = await nc.jetstream().key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            print(f"wva tail: no lease bucket {bucket} (no replica runs with WVA_LEASE_BACKEND=nats)", file=sys.stderr)
+            return 1
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue
+                deleted = entry.operation is not None
+                holder = None if deleted else decode_value(entry.value)
+                if shown.get(entry.key) == (holder, deleted):
+                    continue  # a renewal
+                shown[entry.key] = (holder, deleted)
+                print(formatting.lease_line(entry.key, holder, entry.revision or 0, deleted=deleted), file=out, flush=True)
+                seen += 1
+                if count and seen >= count:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it untyped
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     settings = connection.load_settings(args)
     if settings is None:
         return 2
     with contextlib.suppress(KeyboardInterrupt):
+        if args.leases:
+            return asyncio.run(tail_leases(settings, count=args.count))
         return asyncio.run(tail(settings, args.subject, raw=args.json, last=args.last, count=args.count))
     return 130

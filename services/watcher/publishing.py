@@ -11,6 +11,16 @@ concurrently.
 A failed publish (NATS down, JetStream not answering) keeps the message and retries after a bounded,
 jittered backoff, forever: NATS coming back is the only way forward, and the state stays bounded by the
 number of VAs.
+
+With several watchers (docs/design.md §11) the publish function raises :class:`Fenced` when this
+watcher no longer holds the lease with time to spare: what is pending is dropped (the lease's holder
+publishes its own view), nothing is retried.
+
+Exceptions::
+
+    Exception
+    ├── PublishFailed   some messages could not be published this round (kept, retried)
+    └── Fenced          this watcher may not publish (not holding the ``watcher`` lease)
 """
 
 from __future__ import annotations
@@ -49,6 +59,10 @@ class PublishFailed(Exception):
     """At least one message could not be published in this round; they stay queued."""
 
 
+class Fenced(Exception):
+    """This watcher does not hold the lease (or not with time to spare): it must not publish."""
+
+
 class Outbox:
     def __init__(self, publish: Publish, *, backoff_min: float = 0.1, backoff_max: float = 5.0) -> None:
         self._publish = publish
@@ -71,6 +85,12 @@ class Outbox:
         self._idle.clear()
         self._wakeup.set()
         telemetry.OUTBOX_PENDING.set(self.pending)
+
+    def clear(self) -> None:
+        """Drop everything pending (another watcher publishes now)."""
+        self._pending.clear()
+        self._idle.set()
+        telemetry.OUTBOX_PENDING.set(0)
 
     @property
     def pending(self) -> int:
@@ -106,6 +126,10 @@ class Outbox:
 
         while self._pending:
             results = await asyncio.gather(*(one(k) for k in list(self._pending)), return_exceptions=True)
+            if any(isinstance(r, Fenced) for r in results):
+                log.warning("not the publishing watcher any more: dropping %d pending message(s)", self.pending)
+                self.clear()
+                return
             failures = [r for r in results if isinstance(r, BaseException)]
             for failure in failures:
                 if not isinstance(failure, TRANSIENT):

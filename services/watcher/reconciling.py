@@ -14,6 +14,11 @@ The first pass republishes every VA (consumers treat identical targets as no-ops
 ``baseline``, the targets already on the stream from a previous run: only what changed while the
 watcher was away is invalidated, and VAs deleted meanwhile get their tombstone. Without a baseline
 every VA gets ``relist``, the honest answer to "something may have changed".
+
+Several watchers (docs/design.md §11): only the one holding the ``watcher`` lease publishes. The others
+stand by (``active`` false): their watches keep the index warm, their reconcile loop publishes nothing.
+:meth:`Reconciler.take_over` makes a standby the publisher the way a restart would — a first pass over
+every VA against what the stream holds now (``baseline``) — and :meth:`Reconciler.stand_by` stops it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Reconciler:
         streams: Iterable[StreamId],
         baseline: dict[VAKey, Target] | None,
         debounce: float = 0.05,
+        active: bool = True,
     ) -> None:
         self.index = index
         self.outbox = outbox
@@ -60,6 +66,8 @@ class Reconciler:
         self._wakeup = asyncio.Event()
         self._debounce = debounce
         self.synced = asyncio.Event()  # the first pass (every VA) has been queued
+        self.indexed = asyncio.Event()  # every first list is in: the index is complete
+        self.active = active
 
     # ---------------------------------------------------------------- sink of the watches
 
@@ -69,6 +77,7 @@ class Reconciler:
         if stream in self._unlisted:
             self._unlisted.discard(stream)
             if not self._unlisted:  # the index is complete: the first pass covers every VA
+                self.indexed.set()
                 everything = set(self.index.vas) | set(self.published)
                 self._mark(everything, republish=True, relist=not self._baseline_known)
                 self._wakeup.set()  # even with no VA at all: the first pass is what makes us ready
@@ -88,6 +97,19 @@ class Reconciler:
         """Publish every VA's target again (the targets stream was re-created empty)."""
         self._mark(set(self.index.vas) | set(self.published), republish=True)
 
+    def take_over(self, baseline: dict[VAKey, Target] | None) -> None:
+        """Publish from now on, starting with a first pass against ``baseline`` (what the stream holds)."""
+        self.published = dict(baseline or {})
+        self.active = True
+        self._dirty, self._relist, self._republish = set(), set(), set()  # what standing by marked
+        self._mark(set(self.index.vas) | set(self.published), republish=True, relist=baseline is None)
+        self._wakeup.set()
+
+    def stand_by(self) -> None:
+        """Publish nothing more (another watcher holds the lease); the index stays warm."""
+        self.active = False
+        self.outbox.clear()
+
     def _mark(self, keys: set[VAKey], *, republish: bool = False, relist: bool = False) -> None:
         self._dirty |= keys
         if republish:
@@ -104,8 +126,8 @@ class Reconciler:
             await self._wakeup.wait()
             await asyncio.sleep(self._debounce)
             self._wakeup.clear()
-            if self._unlisted:
-                continue  # keep collecting until every first list is in
+            if self._unlisted or not self.active:
+                continue  # keep collecting until every first list is in (and, standing by, until a take-over)
             self.reconcile()
             self.synced.set()
 

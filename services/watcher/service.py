@@ -2,6 +2,12 @@
 the outbox, run together in one ``TaskGroup`` under :func:`shared.lifecycle.serve`.
 
 Readiness (``/readyz`` check ``synced``) turns true once the first pass over every VA is published.
+
+Several watchers (``WVA_LEASE_BACKEND=nats``, docs/design.md §11): every one lists and watches (a hot
+standby), only the one holding the ``watcher`` lease publishes. A standby is ready once its index is
+complete; when it gains the lease it reads what the stream holds and publishes a first pass against it,
+as a restarted watcher does; each publish is fenced (the lease must be valid with time to spare), and
+a watcher that loses the lease drops what it had not published yet.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from nats.js import JetStreamContext
 
 from services.watcher import index as index_mod
 from services.watcher import watching
-from services.watcher.publishing import Outbox
+from services.watcher.publishing import Fenced, Outbox
 from services.watcher.reconciling import Reconciler
 from services.watcher.settings import WatcherSettings
-from shared import kube, messages, streams
+from shared import kube, messages, partitions, streams
 from shared.intake import Intake
+from shared.leases import Leases
 from shared.lifecycle import Runtime
 from shared.messages import Target, VAKey
 from shared.subjects import SubjectKind, Subjects
@@ -86,12 +93,16 @@ async def main(runtime: Runtime) -> None:
     settings = cast(WatcherSettings, runtime.settings)
     runtime.health.set("synced", False)
     namespaces: list[str | None] = list(settings.watch_namespaces) or [None]
+    leases = runtime.leases
 
     async def publish(subject: str, message: msgspec.Struct, msg_id: str) -> object:
+        if leases is not None and not leases.valid(partitions.WATCHER):
+            raise Fenced("this watcher does not hold the watcher lease")
         # The outbox retries; Runtime.publish re-creates lost streams and lets tombstones expire.
         return await runtime.publish(subject, message, msg_id=msg_id, attempts=1, timeout=settings.publish_timeout)
 
-    baseline = await read_published(runtime.js, runtime.subjects, settings)
+    # A standby reads what the stream holds when it takes over, not now.
+    baseline = await read_published(runtime.js, runtime.subjects, settings) if leases is None else None
     index = index_mod.ClusterIndex(controller_instance=settings.controller_instance)
     outbox = Outbox(publish, backoff_max=settings.publish_backoff_max)
     reconciler = Reconciler(
@@ -101,6 +112,7 @@ async def main(runtime: Runtime) -> None:
         streams=[(kind, ns) for kind in index_mod.KINDS for ns in namespaces],
         baseline=baseline,
         debounce=settings.debounce,
+        active=leases is None,
     )
     api = await kube.api_client(settings.kubeconfig, long_lived_connections=len(index_mod.KINDS) * len(namespaces))
     async with api:
@@ -127,12 +139,37 @@ async def main(runtime: Runtime) -> None:
             tg.create_task(_republish_when_recreated(runtime, reconciler), name="watcher-targets-stream")
             for w in watches:
                 tg.create_task(w.run(), name=f"watch-{w.kind}-{w.namespace or 'all'}")
+            if leases is not None:
+                await reconciler.indexed.wait()
+                runtime.health.set("synced", True)
+                log.info("index complete: standing by for the watcher lease", extra={"vas": len(index.vas)})
+                tg.create_task(runtime.run_leases(), name="watcher-leases")
+                tg.create_task(_publish_while_leased(runtime, leases, reconciler, settings), name="watcher-lease")
+                return
             await reconciler.synced.wait()
             await outbox.wait_idle()
             runtime.health.set("synced", True)
             log.info(
                 "first pass published: %d VAs", len(index.vas), extra={"vas": len(index.vas)}
             )
+
+
+async def _publish_while_leased(
+    runtime: Runtime, leases: Leases, reconciler: Reconciler, settings: WatcherSettings
+) -> None:
+    """Take over publishing when this watcher gains the lease; stand by again when it loses it."""
+    changes = leases.subscribe()
+    while True:
+        holds = partitions.WATCHER in await changes.get()
+        if holds and not reconciler.active:
+            baseline = await read_published(runtime.js, runtime.subjects, settings)
+            reconciler.take_over(baseline)
+            log.info(
+                "holding the watcher lease: publishing", extra={"baseline_targets": -1 if baseline is None else len(baseline)}
+            )
+        elif not holds and reconciler.active:
+            reconciler.stand_by()
+            log.warning("lost the watcher lease: standing by")
 
 
 async def _republish_when_recreated(runtime: Runtime, reconciler: Reconciler) -> None:

@@ -7,6 +7,7 @@ create, update, patch, delete, deletecollection) and/or an HTTP method; unset pa
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -59,6 +60,9 @@ class RequestRecord:
     pattern: str
     path: str
     method: str
+    user_agent: str = ""  # who asked (wva's scaler says which replica: wva-scaler/<identity>)
+    at: float = 0.0  # time.monotonic() when it arrived
+    body: bytes = b""  # of a write, its first KiB
 
 
 class Faults:
@@ -138,9 +142,11 @@ class Faults:
 
     # ---- called by the server ------------------------------------------------------------------
 
-    def record(self, *, verb: str, pattern: str, path: str, method: str) -> None:
+    def record(
+        self, *, verb: str, pattern: str, path: str, method: str, user_agent: str = "", body: bytes = b""
+    ) -> None:
         self.counts[(verb, pattern)] += 1
-        self.requests.append(RequestRecord(verb, pattern, path, method))
+        self.requests.append(RequestRecord(verb, pattern, path, method, user_agent, time.monotonic(), body[:1024]))
 
     def latency_for(self, *, path: str, verb: str, method: str) -> float:
         total = 0.0

@@ -114,7 +114,11 @@ class ApiServer:
             if not path.startswith(ADMIN_PREFIX) and not path.startswith(_UNAUTHENTICATED):
                 route = routing.resolve(request.method, path, request.query)
                 request[ROUTE] = route
-                self.faults.record(verb=route.verb, pattern=route.pattern, path=path, method=request.method)
+                body = await request.read() if request.method in ("PATCH", "PUT", "POST") else b""
+                self.faults.record(
+                    verb=route.verb, pattern=route.pattern, path=path, method=request.method,
+                    user_agent=request.headers.get("User-Agent", ""), body=body,
+                )
                 delay = self.faults.latency_for(path=path, verb=route.verb, method=request.method)
                 if delay > 0:
                     await asyncio.sleep(delay)

@@ -33,10 +33,10 @@ def auth_conf() -> str:
     return (manifests.rendered_deploy() / manifests.CREDENTIALS / "auth.conf").read_text()
 
 
-def test_config(workdir: Path, *, tls_conf: str | None = None) -> str:
+def test_config(workdir: Path, *, tls_conf: str | None = None, cluster_conf: str | None = None) -> str:
     """nats.conf as shipped, but with this machine's paths and ports (the fixture sets -p, -sd); writes
-    the files it includes into `workdir`: the generated auth.conf, and `tls_conf` (default: the
-    default overlay's tls.conf, no TLS)."""
+    the files it includes into `workdir`: the generated auth.conf, `tls_conf` (default: the default
+    overlay's tls.conf, no TLS) and `cluster_conf` (default: deploy/nats's, one node)."""
     text = CONF.read_text()
     text, monitors = re.subn(r'(?m)^http: "127\.0\.0\.1:\d+"$', f'http: "127.0.0.1:{free_port()}"', text)
     assert monitors == 1, "nats.conf's monitoring no longer listens on 127.0.0.1 only"
@@ -45,6 +45,9 @@ def test_config(workdir: Path, *, tls_conf: str | None = None) -> str:
     (workdir / "auth.conf").write_text(auth_conf())
     (workdir / "tls.conf").write_text(
         tls_conf if tls_conf is not None else (DEPLOY / "nats/tls.conf").read_text()
+    )
+    (workdir / "cluster.conf").write_text(
+        cluster_conf if cluster_conf is not None else (DEPLOY / "nats/cluster.conf").read_text()
     )
     return text.replace("store_dir: /data", "")  # the fixture's -sd names a temporary store instead
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ BUILDS = [
     "nats",
     "overlays/default",
     "overlays/existing-nats",
+    "overlays/ha",
     "overlays/hpa",
     "overlays/scrape",
     "overlays/tls",
@@ -171,7 +173,8 @@ def environment(
 
 
 @pytest.mark.parametrize(
-    "build", ["overlays/default", "overlays/hpa", "overlays/scrape", "overlays/tls", "overlays/existing-nats"]
+    "build",
+    ["overlays/default", "overlays/ha", "overlays/hpa", "overlays/scrape", "overlays/tls", "overlays/existing-nats"],
 )
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_environment_loads_with_its_own_settings(build: str, service: str) -> None:
@@ -192,6 +195,8 @@ def test_each_service_environment_loads_with_its_own_settings(build: str, servic
         assert isinstance(settings, FetcherSettings) and settings.collector == "scrape"
     if build == "overlays/tls":
         assert settings.nats_url.startswith("tls://") and settings.nats_tls_ca
+    assert settings.lease_backend == "nats"  # several replicas share the work
+    assert settings.stream_replicas == (3 if build in ("overlays/ha", "overlays/existing-nats") else 1)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -236,11 +241,48 @@ def test_termination_grace_outlasts_the_nats_drain(service: str) -> None:
     assert grace > drain + 5
 
 
-def test_singletons_never_run_twice_during_a_rollout() -> None:
-    deployments = _deployments()
-    for service in ("watcher", "scaler"):
-        assert deployments[service]["spec"]["strategy"]["type"] == "Recreate"
-        assert deployments[service]["spec"]["replicas"] == 1
+@pytest.mark.parametrize("build", ["overlays/default", "overlays/ha"])
+def test_every_service_runs_two_replicas_that_roll_spread_and_survive_a_drain(build: str) -> None:
+    docs = manifests.build(DEPLOY / build)
+    for service in SERVICES:
+        deployment = manifests.one(docs, "Deployment", f"wva-{service}")
+        spec = deployment["spec"]
+        assert spec["replicas"] == 2
+        # a rollout adds the new pod before the old one goes: one replica always holds the leases
+        assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+        pdb = manifests.one(docs, "PodDisruptionBudget", f"wva-{service}")
+        assert pdb["spec"]["minAvailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_no_lease_rbac_without_the_kubernetes_lease_backend() -> None:
+    # Leases live in NATS (WVA_LEASE_BACKEND=nats); Kubernetes Lease objects are not used, so no role
+    # may grant coordination.k8s.io.
+    for build in BUILDS:
+        for doc in manifests.build(DEPLOY / build):
+            if doc["kind"] in ("Role", "ClusterRole"):
+                groups = {g for rule in doc.get("rules", []) for g in rule.get("apiGroups", [])}
+                assert "coordination.k8s.io" not in groups, (build, doc["metadata"]["name"])
+
+
+def test_ha_overlay_runs_a_three_node_nats_cluster() -> None:
+    docs = manifests.build(DEPLOY / "overlays/ha")
+    nats = manifests.one(docs, "StatefulSet", "wva-nats")
+    assert nats["spec"]["replicas"] == 3 and nats["spec"]["podManagementPolicy"] == "Parallel"
+    container = nats["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "cluster", "containerPort": 6222, "protocol": "TCP"} in container["ports"]
+    assert container["env"] == [{"name": "SERVER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    headless = manifests.one(docs, "Service", nats["spec"]["serviceName"])
+    assert any(p["port"] == 6222 for p in headless["spec"]["ports"])
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("wva-nats-config"))
+    routes = re.findall(r"nats-route://(wva-nats-\d)\.(\S+):6222", config["data"]["cluster.conf"])
+    assert [r[0] for r in routes] == ["wva-nats-0", "wva-nats-1", "wva-nats-2"]
+    assert {r[1] for r in routes} == {f"{headless['metadata']['name']}.wva-system.svc"}
+    assert manifests.one(docs, "PodDisruptionBudget", "wva-nats")["spec"]["maxUnavailable"] == 1
+    assert manifests.one(docs, "ConfigMap", "wva-common")["data"]["WVA_STREAM_REPLICAS"] == "3"
 
 
 def test_services_and_service_monitor_select_the_pods_metrics_port() -> None:

@@ -366,3 +366,95 @@ async def test_the_real_fetcher_serves_the_scaler_as_their_users(secured_nats: N
         stop.set()
         assert await asyncio.wait_for(task, 15) == 0
     assert natsconf.violations(secured_nats) == [], "the fetcher did something its NATS user may not"
+
+
+# ------------------------------------------------------------------ several replicas (leases)
+
+
+@pytest.mark.parametrize("user", ["watcher", "fetcher", "scaler"])
+async def test_every_service_user_takes_leases_and_says_what_it_holds(secured_nats: NatsServer, user: str) -> None:
+    from shared import partitions
+    from shared.leases import Leases
+
+    nc = await natsio.connect(settings(secured_nats, user), name=f"wva-{user}")
+    try:
+        await streams.ensure(nc.jetstream(), S, streams.StreamSpec())
+        names = (partitions.WATCHER,) if user == "watcher" else partitions.numbered(16)
+        leases = Leases(nc, bucket="WVA_LEASES", service=user, identity=f"{user}-0a1b2c", partitions=names, ttl=15.0)
+        await leases.round()  # creates the bucket (or finds it), announces itself, acquires
+        await leases.round()  # renews, reads
+        assert leases.owned == frozenset(names) and leases.healthy
+        owned = messages.Ownership(namespace=user, name=f"{user}-0a1b2c", at=messages.utcnow(), partitions=len(names), owned=tuple(names))
+        await natsio.publish(nc.jetstream(), S.owners(user, f"{user}-0a1b2c"), owned)
+        await leases.release()
+    finally:
+        await nc.close()
+    assert natsconf.violations(secured_nats) == []
+
+
+async def test_the_scaler_follows_its_events_in_one_consumer_as_its_user(secured_nats: NatsServer) -> None:
+    async with connected(secured_nats, "scaler") as (scaler, _):
+        await streams.ensure(scaler.jetstream(), S, streams.StreamSpec())
+        await natsio.publish(scaler.jetstream(), S.decisions(NS, VA), decision())
+        wanted = [S.wildcard(SubjectKind.INVALIDATE), S.wildcard(SubjectKind.DECISIONS), S.owners("scaler", "scaler-0a1b2c")]
+        data = await asyncio.wait_for(first(streams.Follower(scaler.jetstream(), wanted, start="all")), 5)
+        assert b"decision.v1" in data
+        restored = await streams.last_values(scaler.jetstream(), S.wildcard(SubjectKind.DECISIONS))
+        assert len(restored) == 1
+    assert natsconf.violations(secured_nats) == []
+
+
+@pytest.mark.parametrize(
+    ("user", "forbidden"),
+    [
+        ("scaler", ["$KV.WVA_LEASES.fetcher.0", "$KV.WVA_LEASES.members.watcher.x", "wva.owners.fetcher.x"]),
+        ("fetcher", ["$KV.WVA_LEASES.scaler.0", "wva.owners.scaler.x", "$JS.API.STREAM.DELETE.KV_WVA_LEASES"]),
+        ("watcher", ["$KV.WVA_LEASES.scaler.3", "wva.owners.scaler.x", "$JS.API.STREAM.PURGE.KV_WVA_LEASES"]),
+        ("tools", ["$KV.WVA_LEASES.scaler.0", "wva.owners.scaler.x", "$JS.API.STREAM.CREATE.KV_WVA_LEASES"]),
+    ],
+)
+async def test_no_user_can_take_another_services_leases(secured_nats: NatsServer, user: str, forbidden: list[str]) -> None:
+    async with connected(secured_nats, user) as (nc, errors):
+        for subject in forbidden:
+            await refused(nc, errors, subject)
+
+
+async def test_the_tools_user_reads_the_lease_bucket(secured_nats: NatsServer) -> None:
+    import io
+
+    from services.tools import tail, top
+    from shared import partitions
+    from shared.leases import Leases
+
+    async with connected(secured_nats, "scaler") as (scaler, _):
+        await streams.ensure(scaler.jetstream(), S, streams.StreamSpec())
+        leases = Leases(scaler, bucket="WVA_LEASES", service="scaler", identity="scaler-0a1b2c",
+                        partitions=partitions.numbered(16), ttl=15.0)
+        await leases.round()
+    tools = Settings(nats_url=secured_nats.url, nats_user="wva-tools", nats_password=natsconf.password("tools"))
+    out = io.StringIO()
+    assert await top.top(tools, once=True, out=out, width=200) == 0
+    assert "scaler-0a1b2c" in out.getvalue()
+    lines = io.StringIO()
+    assert await asyncio.wait_for(tail.tail_leases(tools, count=3, out=lines), 10) == 0
+    assert "lease " in lines.getvalue()
+    assert natsconf.violations(secured_nats) == []
+
+
+def test_the_ha_overlays_cluster_configuration_is_one_nats_server_accepts(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.integration.deploy import manifests
+
+    docs = manifests.build(manifests.DEPLOY / "overlays/ha")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("wva-nats-config"))
+    text = natsconf.test_config(tmp_path, cluster_conf=config["data"]["cluster.conf"])
+    (tmp_path / "nats.conf").write_text(text)
+    binary = natsconf.nats_server_binary()
+    assert binary is not None
+    check = subprocess.run(
+        [binary, "-c", str(tmp_path / "nats.conf"), "-t"], capture_output=True, text=True, timeout=30,
+        env={**os.environ, "SERVER_NAME": "wva-nats-0"}, check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -97,3 +97,32 @@ def test_top_shows_snapshot_age_and_skips_garbage() -> None:
     state.apply(m.encode(snapshot))
     state.apply(b"{}")  # counted and ignored
     assert "12s" in top.render_text(state, now=AT.timestamp() + 12)
+
+
+async def test_tail_leases_and_top_show_who_holds_what(nats_server: NatsServer, nats_client: Client) -> None:
+    from shared import partitions
+    from shared.leases import Leases
+
+    await _seed(nats_client)
+    a = Leases(nats_client, bucket="WVA_LEASES", service="scaler", identity="scaler-a-1f2e3d",
+               partitions=partitions.numbered(16), ttl=15.0)
+    await a.round()
+    out = io.StringIO()
+    settings = Settings(nats_url=nats_server.url)
+    follower = asyncio.create_task(tail.tail_leases(settings, count=19, out=out))  # 17 keys, then 2 changes
+    for _ in range(100):
+        if out.getvalue().count("\n") >= 17:
+            break
+        await asyncio.sleep(0.05)
+    await a.round()  # renewals: not shown
+    await a.release()  # given back: shown
+    assert await asyncio.wait_for(follower, 10) == 0
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("lease scaler.0 = scaler-a-1f2e3d") for line in lines[:17]), lines
+    assert sum(" given back " in line for line in lines) == 2, lines
+    await a.round()  # holds every partition again
+    text = io.StringIO()
+    assert await top.top(settings, once=True, out=text, width=240) == 0
+    table = text.getvalue()
+    assert "owner" in table and "scaler-a-1f2e3d" in table
+    assert any(line.split()[:3] == ["scaler", "scaler-a-1f2e3d", "16"] for line in table.splitlines()), table

@@ -127,3 +127,42 @@ def test_a_step_of_another_variant_is_not_shown_as_a_hold_when_it_comes_first() 
         shown.refresh(observer, 2.0)
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and "dear" in lines[0] and "2 -> 1" in lines[0], lines
+
+
+def test_with_replicas_both_views_say_who_holds_what() -> None:
+    from datetime import timedelta
+
+    observer = observe.Observer(scenario.parse_scenario(SCENARIO, source="test"))
+
+    def owns(t: float, replica: str, owned: tuple[str, ...], *, service: str = "scaler", later: float = 0.0) -> None:
+        said = m.Ownership(namespace=service, name=replica, at=AT + timedelta(seconds=later), partitions=16, owned=owned)
+        observer.handle(f"wva.owners.{service}.{replica}", m.encode(said), t)
+
+    owns(0.5, "scaler-1a2b3c", tuple(str(p) for p in range(16)), later=1)
+    owns(0.5, "scaler-1a2b3c", (), later=0)  # an older word read late (the stored one): ignored
+    owns(0.6, "watcher-2-4d5e6f", ("watcher",), service="watcher", later=1)
+    owns(3.0, "scaler-1a2b3c", tuple(str(p) for p in range(8)), later=2)
+    owns(3.1, "scaler-2-abcdef", tuple(str(p) for p in range(8, 16)), later=2)
+    decision = m.Decision(namespace="llm", name="cheap", at=AT, current=1, desired=2, reason="scale_up_saturated",
+                          applied=True, replica="scaler-2-abcdef")
+    observer.handle("wva.decisions.llm.cheap", m.encode(decision), 4.0)
+    out = io.StringIO()
+    with view.LineView(out) as lines:
+        lines.refresh(observer, 5.0)
+    printed = out.getvalue().splitlines()
+    assert [line.split()[3:] for line in printed if "owners" in line] == [
+        ["scaler-1a2b3c", "(scaler)", "holds", "16:", ",".join(str(p) for p in range(16))],
+        ["watcher-2-4d5e6f", "(watcher)", "holds", "1:", "watcher"],
+        ["scaler-1a2b3c", "(scaler)", "holds", "8:", "0,1,2,3,4,5,6,7"],
+        ["scaler-2-abcdef", "(scaler)", "holds", "8:", "8,9,10,11,12,13,14,15"],
+    ]
+    assert view.owners_text(observer).splitlines() == [
+        "scaler   scaler-1a2b3c 8   scaler-2-abcdef 8",
+        "watcher  watcher-2-4d5e6f watcher",
+    ]
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(view.render(observer, 5.0))
+    text = console.export_text()
+    assert "partitions held" in text and "scale_up_saturated (scaler-2-abcdef)" in text

@@ -24,6 +24,7 @@ from services.scaler.scaling_config import ConfigSet, ScaleToZeroConfig, Scaling
 from shared.messages import Cursor, Problem, TargetDeleted
 
 from .builders import (
+    MODEL,
     NS,
     decisions,
     dt,
@@ -56,7 +57,8 @@ def test_two_variants_saturating_scale_up_on_cheaper() -> None:
     actions = feed(s, [(0, snapshot("a", [0.79], at=0)), (0, snapshot("b", [0.78], at=0))])
     assert scales(actions) == [
         ScaleAction(
-            namespace=NS, name="a", deployment="a-deploy", replicas=2, expected_generation=1, min_replicas=1, max_replicas=None
+            namespace=NS, name="a", deployment="a-deploy", replicas=2, expected_generation=1, min_replicas=1, max_replicas=None,
+            model_id=MODEL,
         )
     ]
     # b's decision is published at once; a's once its step has landed; then both wait for it.

@@ -37,6 +37,11 @@ def test_defaults() -> None:
         ({"WVA_STREAM_REPLICAS": "0"}, "WVA_STREAM_REPLICAS"),
         ({"WVA_NATS_TLS_CERT": "/c.pem"}, "WVA_NATS_TLS_KEY"),
         ({"WVA_NATS_USER": "u"}, "WVA_NATS_PASSWORD"),
+        ({"WVA_LEASE_BACKEND": "etcd"}, "WVA_LEASE_BACKEND='etcd': invalid value 'etcd' (expected one of: none, nats)"),
+        ({"WVA_LEASE_TTL": "1s"}, "WVA_LEASE_TTL must be at least 1.5s"),
+        ({"WVA_PARTITIONS": "0"}, "WVA_PARTITIONS"),
+        ({"WVA_PARTITIONS": "5000"}, "WVA_PARTITIONS must be at most 4096"),
+        ({"WVA_LEASES": "wva.leases"}, "WVA_LEASES='wva.leases': invalid bucket name"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:

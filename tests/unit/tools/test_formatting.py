@@ -51,7 +51,17 @@ def test_stored_filters_split_per_stream() -> None:
         "wva.metrics.>",
         "wva.invalidate.>",
         "wva.decisions.>",
+        "wva.owners.>",
     ]
     assert subscription.stored_filters(s, "wva.*.llm.>")[0] == "wva.targets.llm.>"
     assert subscription.stored_filters(s, "wva.metrics.llm.a") == ["wva.metrics.llm.a"]
     assert subscription.stored_filters(s, "wva.fetch.>") == []
+
+
+def test_ownership_and_lease_lines() -> None:
+    owned = m.Ownership(namespace="scaler", name="scaler-a-1f2e3d", at=AT, partitions=16, owned=("0", "3"))
+    line = formatting.format_line("wva.owners.scaler.scaler-a-1f2e3d", m.encode(owned))
+    assert line.endswith("ownership.v1 service=scaler replica=scaler-a-1f2e3d holds=0,3 of=16")
+    assert formatting.lease_line("scaler.3", "scaler-a-1f2e3d", 12) == "lease scaler.3 = scaler-a-1f2e3d (rev 12)"
+    assert formatting.lease_line("scaler.3", None, 13, deleted=True) == "lease scaler.3 given back (rev 13)"
+    assert "not a replica identity" in formatting.lease_line("scaler.3", None, 14)

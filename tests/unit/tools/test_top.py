@@ -73,3 +73,23 @@ def test_columns_go_in_order_of_usefulness() -> None:
     assert "model" not in [names[i] for i in top.fit(widths, everything - 1)]
     kept = [names[i] for i in top.fit(widths, 40)]
     assert kept == ["VA", "ready/spec", "KV avg", "waiting", "decision", "reason"]  # nothing left to drop
+
+
+def test_with_leases_each_va_shows_its_groups_scaler_and_each_replica_its_partitions() -> None:
+    from shared.partitions import partition_of
+
+    state = _state()
+    mine = partition_of("llm-production", MODEL, 16)
+    state.leases = {f"scaler.{p}": ("scaler-a-1f2e3d" if p == mine else "scaler-b-4c5d6e") for p in range(16)}
+    state.leases["watcher.watcher"] = "watcher-b-99aa00"
+    text = top.render_text(state, now=AT.timestamp() + 7, width=240)
+    cheap = next(line for line in text.splitlines() if "llama-8b-cheap" in line)
+    assert cheap.split()[-1] == "scaler-a-1f2e3d"
+    rows = {tuple(line.split()[:3]) for line in text.splitlines()}
+    assert ("scaler", "scaler-a-1f2e3d", "1") in rows and ("scaler", "scaler-b-4c5d6e", "15") in rows
+    assert ("watcher", "watcher-b-99aa00", "1") in rows
+    del state.leases[f"scaler.{mine}"]  # a failover: nobody holds it for now
+    text = top.render_text(state, now=AT.timestamp() + 7, width=240)
+    assert next(line for line in text.splitlines() if "llama-8b-cheap" in line).split()[-1] == "-"
+    # at 80 columns the owner is the first to go
+    assert "owner" not in top.render_text(state, now=AT.timestamp() + 7, width=80)
