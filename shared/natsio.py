@@ -20,6 +20,8 @@ Exceptions::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 import uuid
@@ -55,6 +57,7 @@ CONNECTION_EVENTS: Final = Counter(
 )
 PUBLISHED: Final = Counter("wva_messages_published_total", "Messages published, by kind", ["kind"])
 
+_CLOSE_TIMEOUT: Final = 2.0  # seconds for a failed attempt's close
 _TRANSIENT_CONNECT: Final = (OSError, TimeoutError, nats.errors.NoServersError, nats.errors.TimeoutError)
 TRANSIENT_PUBLISH: Final = (
     nats.errors.TimeoutError,
@@ -162,7 +165,11 @@ async def connect(settings: Settings, *, name: str) -> Client:
             )
             return nc
         except BaseException as exc:
-            await nc.close()  # a failed attempt would otherwise leave its socket open
+            # A failed attempt would otherwise leave its socket open. Bounded: after a failed TLS
+            # handshake asyncio has already closed the socket, but nats-py's close() waits for the
+            # plain stream's end, which never comes once the transport was handed to TLS.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(nc.close(), _CLOSE_TIMEOUT)
             if not isinstance(exc, nats.errors.Error):
                 raise
             if "authorization" in str(exc).lower() or "authentication" in str(exc).lower():

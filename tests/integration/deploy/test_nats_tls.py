@@ -202,11 +202,6 @@ async def test_the_server_certificate_verifies_against_the_ca_and_no_other(
             await asyncio.to_thread(tls_handshake, tls_nats.port, other)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shared/natsio.py: after a failed TLS handshake nats-py's Client.close() never returns, so "
-    "connect() hangs instead of raising NatsStartupError (reported to the lead)",
-)
 async def test_a_service_that_does_not_trust_the_server_stops_with_a_clear_error(
     tls_nats: NatsServer, pki: Pki
 ) -> None:
