@@ -114,7 +114,8 @@ def _child(component: str, n: int, trace: bool) -> dict[str, float]:
             return {
                 pod_key(tg.namespace, p.name): PodSample(
                     kv_cache_usage=k, waiting=0.0, running=8.0, num_gpu_blocks=1024, block_size=16,
-                    request_rate=rate, prompt_tokens_rate=512 * rate, generation_tokens_rate=128 * rate,
+                    request_rate=rate, request_prompt_tokens_rate=512 * rate,
+                    request_generation_tokens_rate=128 * rate, generation_tokens_rate=128 * rate,
                     ttft_sum_rate=0.08 * rate, ttft_count_rate=rate, itl_sum_rate=0.02 * 128 * rate,
                     itl_count_rate=128 * rate,
                 )

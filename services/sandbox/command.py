@@ -129,12 +129,11 @@ async def serve(args: argparse.Namespace) -> int:
     if not 1 <= args.replicas <= 5:
         print("wva sandbox: --replicas must be between 1 and 5", file=sys.stderr)
         return 2
-    if not args.no_services:
-        try:
-            opts = options(args)
-        except ValueError as exc:
-            print(f"wva sandbox: {exc}", file=sys.stderr)
-            return 2
+    try:
+        opts = options(args)
+    except ValueError as exc:
+        print(f"wva sandbox: {exc}", file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

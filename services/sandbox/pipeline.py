@@ -233,13 +233,13 @@ class Pipeline:
     async def _wait_service_ready(self, name: str, timeout: float) -> None:
         child = self.child(name)
         started = time.monotonic()
-        port = await self._bound_port(child, timeout)
+        port = await self._bound_port(child, SERVICES[self._stop_rank(name)[0]], timeout)
         self.service_ports[name] = port
         await self._wait_http(child, f"http://127.0.0.1:{port}/readyz", timeout - (time.monotonic() - started))
 
     @staticmethod
-    async def _bound_port(child: Child, timeout: float) -> int:
-        """The HTTP port a service bound, from its log line "<name> started" (it logs JSON lines)."""
+    async def _bound_port(child: Child, service: str, timeout: float) -> int:
+        """The HTTP port a service bound, from its log line "<service> started" (it logs JSON lines)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = child.exit_code()
@@ -252,7 +252,7 @@ class Pipeline:
             for line in lines:
                 with contextlib.suppress(ValueError):  # a line that is not JSON (a traceback) says nothing
                     record = json.loads(line)
-                    if isinstance(record, dict) and record.get("msg") == f"{child.name} started":
+                    if isinstance(record, dict) and record.get("msg") == f"{service} started":
                         port = record.get("http_port")
                         if isinstance(port, int):
                             return port

@@ -37,8 +37,9 @@ INPUT_WARNINGS: Final = Counter(
 )
 
 
+DESIRED: Final = "wva_desired_replicas"  # the gauge the HPA, KEDA and prometheus-adapter samples follow
 _VARIANT_GAUGES: Final = (
-    ("wva_desired_replicas", "Replicas wva wants for the variant"),
+    (DESIRED, "Replicas wva wants for the variant"),
     ("wva_current_replicas", "Replicas the variant's Deployment has"),
     ("wva_desired_ratio", "desired / current replicas (desired when current is 0)"),
 )

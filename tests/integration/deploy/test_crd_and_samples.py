@@ -79,7 +79,7 @@ def test_hpa_sample_follows_the_scalers_gauge_for_a_sample_variant() -> None:
     (hpa,) = manifests.load(DEPLOY / "overlays/hpa/hpa-sample.yaml")
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "External"
-    assert metric["external"]["metric"]["name"] == scaler_metrics.DESIRED._name
+    assert metric["external"]["metric"]["name"] == scaler_metrics.DESIRED
     assert set(metric["external"]["metric"]["selector"]["matchLabels"]) <= set(scaler_metrics.LABELS)
     assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "1"}
     variant = metric["external"]["metric"]["selector"]["matchLabels"]["variant_name"]
@@ -91,8 +91,8 @@ def test_hpa_sample_follows_the_scalers_gauge_for_a_sample_variant() -> None:
 def test_prometheus_adapter_rule_serves_the_gauge_per_namespace() -> None:
     values = yaml.safe_load((DEPLOY / "overlays/hpa/prometheus-adapter-values.yaml").read_text())
     (rule,) = values["rules"]["external"]
-    assert rule["seriesQuery"].startswith(scaler_metrics.DESIRED._name + "{")
-    assert rule["name"]["as"] == scaler_metrics.DESIRED._name
+    assert rule["seriesQuery"].startswith(scaler_metrics.DESIRED + "{")
+    assert rule["name"]["as"] == scaler_metrics.DESIRED
     assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
     assert "<<.LabelMatchers>>" in rule["metricsQuery"]
 
@@ -103,5 +103,5 @@ def test_keda_sample_queries_the_gauge_with_the_same_arithmetic() -> None:
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
     assert trigger["metadata"]["threshold"] == "1"
-    assert f"{scaler_metrics.DESIRED._name}{{" in trigger["metadata"]["query"]
+    assert f"{scaler_metrics.DESIRED}{{" in trigger["metadata"]["query"]
     assert 'variant_name="llama-8b-a100"' in trigger["metadata"]["query"]
