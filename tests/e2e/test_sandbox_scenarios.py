@@ -34,7 +34,7 @@ def test_the_trace_scenario_replays_the_azure_trace_with_its_attribution(tmp_pat
     assert "Splitwise" in run.report.read_text()
     # 11.8 req/s in its first minute: the cheap variant grows at once, the expensive one never.
     ups = _changes(run.output, "trace-cheap")
-    assert ups and ups[0][1:] == (1, 2) and ups[0][0] < 20, run.output
+    assert ups and ups[0][1] == 1 and ups[0][2] >= 2 and ups[0][0] < 20, run.output
     assert not _changes(run.output, "trace-expensive"), run.output
 
 

@@ -168,7 +168,7 @@ async def test_a_service_binds_its_own_port_and_the_pipeline_reads_it_from_its_l
     child = Child(name="scaler", args=[sys.executable, "-c", script], log_path=tmp_path / "scaler.log")
     child.start()
     try:
-        assert await Pipeline._bound_port(child, 10.0) == 43210
+        assert await Pipeline._bound_port(child, "scaler", 10.0) == 43210
     finally:
         await child.stop(grace=0.5)
     gone = Child(name="fetcher", args=[sys.executable, "-c", "raise SystemExit(3)"], log_path=tmp_path / "f.log")
