@@ -113,14 +113,21 @@ class KubeActuator:
         )
         return ScaleResult("applied", previous=current)
 
-    async def write_status(self, namespace: str, name: str, status: VAStatus) -> bool | None:
+    async def write_status(
+        self, namespace: str, name: str, status: VAStatus, *, fence: Fence | None = None
+    ) -> bool | None:
         """Merge-patch the VA's status subresource: True when written, None when the VA does not exist
-        (nothing to retry), False (logged) when it could not be written now."""
+        or ``fence`` refuses (nothing to retry: the group's owner writes its own), False (logged) when
+        it could not be written now. The fence is asked right before each attempt, as for a scale."""
         body = {"status": msgspec.to_builtins(status)}
         try:
             async with asyncio.timeout(self._budget):
                 async for attempt in self._retrying():
                     with attempt:
+                        fenced = fence() if fence is not None else ""
+                        if fenced:
+                            log.info("not writing the status of %s/%s: %s", namespace, name, fenced)
+                            return None
                         await self._custom.patch_namespaced_custom_object_status(
                             kube.GROUP, kube.VERSION, namespace, kube.PLURAL, name, body,
                             _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # custom resources take no strategic merge

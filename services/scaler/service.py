@@ -265,11 +265,8 @@ class Shell:
                 action = self.statuses.pop(key, None)
                 if action is None:
                     continue
-                fenced = self.fence(action.namespace, action.model_id)()
-                if fenced:  # the group's new owner writes its own
-                    log.info("not writing the status of %s/%s: %s", key[0], key[1], fenced)
-                    continue
-                if await self.actuator.write_status(key[0], key[1], action.status) is False:
+                fence = self.fence(action.namespace, action.model_id)
+                if await self.actuator.write_status(key[0], key[1], action.status, fence=fence) is False:
                     self.statuses.setdefault(key, action)  # unless a newer one arrived meanwhile
                     failed = True
             if failed:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
@@ -188,7 +189,16 @@ async def test_nats_killed_then_restarted_with_its_store_and_with_an_empty_one(t
                 assert took < 10, f"{store}: recovered {took:.1f}s after NATS was back"
             if store == "wiped":
                 js = nc.jetstream()
-                # The streams are back, with the cluster's state: the watcher republished the target.
+                # The streams are back, with the cluster's state: the watcher republished the target
+                # (at its next stream check, which may come after the fetcher's and the scaler's).
+                async def republished(js: nats.js.JetStreamContext = js) -> bool:
+                    try:
+                        await js.get_last_msg(S.stream_name(streams.TARGETS), S.targets(NS, "only"))
+                    except nats.js.errors.NotFoundError:
+                        return False
+                    return True
+
+                await eventually(republished, timeout=10, what="the watcher republished the target")
                 last = await js.get_last_msg(S.stream_name(streams.TARGETS), S.targets(NS, "only"))
                 assert isinstance(messages.targets_decoder.decode(last.data), messages.Target)
                 await js.get_last_msg(S.stream_name(streams.METRICS), S.metrics(NS, "only"))

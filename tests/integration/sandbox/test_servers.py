@@ -174,4 +174,4 @@ async def test_a_service_binds_its_own_port_and_the_pipeline_reads_it_from_its_l
     gone = Child(name="fetcher", args=[sys.executable, "-c", "raise SystemExit(3)"], log_path=tmp_path / "f.log")
     gone.start()
     with pytest.raises(PipelineError, match="fetcher exited with 3 at start"):
-        await Pipeline._bound_port(gone, 10.0)
+        await Pipeline._bound_port(gone, "scaler", 10.0)

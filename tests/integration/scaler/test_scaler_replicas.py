@@ -87,6 +87,11 @@ async def test_two_scalers_decide_their_own_groups_hand_over_and_replay(scaler_s
         await cluster.snapshot(t1, [0.95, 0.95])
         assert await eventually(lambda: eq(cluster.replicas("v0"), 3), timeout=15)
         assert await eventually(lambda: eq(cluster.replicas("v1"), 3), timeout=15)
+        for name in ("v0", "v1"):  # the steps' decisions are published once their PATCH returned
+            assert await eventually(
+                lambda name=name: first(decisions[n:], lambda d: d.name == name and d.desired == 3 and d.outcome == "applied"),
+                timeout=10,
+            )
         assert {d.replica for d in decisions[n:]} == {b_id}
     finally:
         if not a.task.done():
