@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from services.sandbox.kubeapi import KubeApiEmulator
 from services.sandbox.kubeapi import resources as kube_resources
 from shared import kube, messages
+from tests.fixtures import scaler as scaler_fixtures
 from tests.fixtures.servers import NatsServer, nats_server_binary
 from tests.fixtures.services import ServiceProcess, metric_sum
 
@@ -148,20 +149,7 @@ def cluster_objects(kube_api: KubeApiEmulator) -> ClusterObjects:
         store = kube_api.store
         if store.find(kube_resources.NAMESPACES, None, namespace) is None:
             store.create(kube_resources.NAMESPACES, {"metadata": {"name": namespace}})
-        labels = {"app": name}
-        deployment = store.create(
-            kube_resources.DEPLOYMENTS,
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {
-                    "replicas": replicas,
-                    "selector": {"matchLabels": labels},
-                    "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "vllm", "image": "x"}]}},
-                },
-            },
-        )
+        deployment = store.create(kube_resources.DEPLOYMENTS, scaler_fixtures.deployment(name, replicas, namespace))
         store.create(
             kube_resources.VARIANT_AUTOSCALINGS,
             {
