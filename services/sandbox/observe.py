@@ -61,7 +61,7 @@ class DecisionMark:
         """A replica change that was made. The scaler publishes a step once, with its outcome; the
         decisions that follow until the Deployment shows it carry its count (applied, no outcome,
         a hold's reason) and are not changes of their own. A stage of a paced scale-down is one, with
-        the reason `hold_stabilizing` (the rest of the decrease is still stabilizing)."""
+        the reason `scale_down_paced` (the rest of the decrease is still stabilizing)."""
         if self.desired == self.current:
             return False
         if self.outcome:

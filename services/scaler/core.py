@@ -572,10 +572,12 @@ class Scaler:
             choice.Variant(v.name, v.cost, v.min_replicas, v.max_replicas, v.expected, v.frozen) for v in view.variants
         ]
         finals = []
-        for (count, moved), rec in zip(
-            bounds.apply(paced, choices, zero_allowed=config.scale_to_zero.enabled), plan.desired, strict=True
+        for (count, moved), rec, cur in zip(
+            bounds.apply(paced, choices, zero_allowed=config.scale_to_zero.enabled), plan.desired, expected, strict=True
         ):
             reason = {"": plan.reason, "bounds": reasons.BOUNDS_CLAMPED, "floor": reasons.SCALE_UP_FROM_ZERO}[moved]
+            if reason == reasons.HOLD_STABILIZING and count < cur:
+                reason = reasons.SCALE_DOWN_PACED  # part of the decrease now, the rest still stabilizing
             finals.append(_Final(count, reason, rec, moved == "bounds"))
         return plan, finals
 

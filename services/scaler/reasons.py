@@ -14,6 +14,7 @@ SCALE_UP_SPARE_QUEUE_LOW: Final = "scale_up_spare_queue_low"  # average spare qu
 SCALE_UP_FROM_ZERO: Final = "scale_up_from_zero"  # the group was at zero and needs a replica
 SCALE_UP_CAPACITY: Final = "scale_up_required_capacity"  # V2: demand above what is ready or coming
 SCALE_DOWN_SPARE_CAPACITY: Final = "scale_down_spare_capacity"  # safe for the whole stabilization window
+SCALE_DOWN_PACED: Final = "scale_down_paced"  # a stage: as far down as the stabilization window allows
 SCALE_TO_ZERO: Final = "scale_to_zero"  # no request during the retention window
 BOUNDS_CLAMPED: Final = "bounds_clamped"  # the result was moved into [minReplicas, maxReplicas]
 HOLD_NO_TRIGGER: Final = "hold_no_trigger"

@@ -93,14 +93,14 @@ def test_prints_steps_and_hold_changes_once_per_group() -> None:
 def test_a_step_counts_once_and_a_paced_stage_is_a_step() -> None:
     # As the scaler publishes them: the step once, with its outcome; until the Deployment shows it,
     # the decisions that follow carry its count (applied, no outcome, a hold's reason). A stage of a
-    # paced scale-down (6 -> 5 while 1 is still stabilizing) is a change with the reason hold_stabilizing.
+    # paced scale-down (6 -> 5 while 1 is still stabilizing) is a change with the reason scale_down_paced.
     observer = observe.Observer(scenario.parse_scenario(SCENARIO.replace("max_replicas: 4", "max_replicas: 8"), source="t"))
     out = io.StringIO()
     with view.LineView(out) as shown:
         _decide(observer, 1.0, "cheap", 1, 2, "scale_up_required_capacity", applied=True, outcome="applied")
         _decide(observer, 1.1, "cheap", 1, 2, "hold_no_trigger", applied=True)
         shown.refresh(observer, 1.5)
-        _decide(observer, 5.0, "cheap", 6, 5, "hold_stabilizing", applied=True, outcome="applied")
+        _decide(observer, 5.0, "cheap", 6, 5, "scale_down_paced", applied=True, outcome="applied")
         _decide(observer, 5.1, "cheap", 5, 5, "hold_stabilizing")
         shown.refresh(observer, 5.5)
         _decide(observer, 9.0, "cheap", 5, 6, "scale_up_required_capacity", applied=True, outcome="target_moved")
@@ -109,7 +109,7 @@ def test_a_step_counts_once_and_a_paced_stage_is_a_step() -> None:
     assert [line.split("s ", 1)[1].split()[:4] for line in lines if " -> " in line] == [
         ["cheap", "1", "->", "2"], ["cheap", "6", "->", "5"], ["cheap", "5", "->", "6"],
     ]  # fmt: skip
-    assert "hold_stabilizing (applied)" in lines[2] and "(target_moved)" in lines[-1]
+    assert "scale_down_paced (applied)" in lines[2] and "(target_moved)" in lines[-1]
     marks = observer.timeline.decisions
     assert [(d.current, d.desired) for d in marks if d.is_scaling] == [(1, 2), (6, 5)]
 

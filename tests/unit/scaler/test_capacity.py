@@ -186,6 +186,19 @@ def test_v2_paced_scale_down_removes_several_replicas_in_one_step() -> None:
     assert decisions(actions)[0].numbers.step == -3
 
 
+def test_a_stage_of_a_paced_scale_down_says_so() -> None:
+    # 6 replicas: 4 recommended at 0 s, 1 from 60 s; at 120 s the window still holds the 4, so the
+    # step goes to 4 now (a stage, not a hold) and the rest waits for the window.
+    s = Scaler(configs=V2)
+    feed(s, [(0, target("a", replicas=6))])
+    feed(s, [(0, wire("a", [0.30] * 6, at=0)), (60, wire("a", [0.05] * 6, at=60))])
+    actions = feed(s, [(120, wire("a", [0.05] * 6, at=120))])
+    assert [x.replicas for x in scales(actions)] == [4]
+    step = decisions(actions)[0]
+    assert (step.reason, step.current, step.desired, step.numbers.recommended) == (reasons.SCALE_DOWN_PACED, 6, 4, 1)
+    assert "scale-down of a to 1 recommended for 60s of 120s" in step.detail
+
+
 def test_at_zero_the_gateway_queue_brings_the_model_back_sized_for_it() -> None:
     config = ConfigSet(
         default=ScalingConfig(analyzer="v2", scale_to_zero=ScaleToZeroConfig(enabled=True, retention_seconds=600))
