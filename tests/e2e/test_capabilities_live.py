@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import pytest
 
@@ -88,10 +89,13 @@ async def test_v2_scales_up_again_while_its_first_new_pod_is_still_starting(live
     assert t2 - t1 < STARTUP, ups()
     # V2 decided it (V1's transition guard would have held the group): demand past the anticipated
     # supply, which already counted the starting pods, while the supply was the one ready replica's.
-    # The steps from the scaler's log: the once-a-second samples above may see two steps as one.
-    steps = [d for d in live.decisions() if d["reason"] == "scale_up_required_capacity" and d.get("outcome") == "applied"]
-    assert len(steps) >= 2, steps
-    step = steps[1]
+    # The steps from the scaler's log: the once-a-second samples above may see two steps as one, and
+    # may see a step's PATCH before the scaler has logged its decision.
+    def steps() -> list[dict[str, Any]]:
+        return [d for d in live.decisions() if d["reason"] == "scale_up_required_capacity" and d.get("outcome") == "applied"]
+
+    await live.until(lambda: len(steps()) >= 2, timeout=10, what="the second step's decision in the log")
+    step = steps()[1]
     assert "gateway queue" in step["detail"] and "supply 13,107, anticipated" in step["detail"], step
 
 
