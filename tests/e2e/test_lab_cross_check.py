@@ -20,7 +20,7 @@ from services.sandbox import scenario
 from tests.fixtures.lab import simulate_as_in_the_sandbox
 from tests.fixtures.sandbox import CI_FETCH_INTERVAL, SHIPPED, SandboxRun
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("recorded-sandbox")]  # one worker runs the shared recorded run
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # with the shared recorded run: alone, not beside other tests
 
 APPLIED = re.compile(r"^t=\s*([\d.]+)s (\S+)\s+(\d+) -> (\d+)\s+\S+ \(applied\)", re.MULTILINE)
 STEP = 0.1

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures.sandbox import SandboxRun, read_pids, running, sandbox_command
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("recorded-sandbox")]  # one worker runs the shared recorded run
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # with the shared recorded run: alone, not beside other tests
 
 
 def _no_process_left(run_dir: Path) -> None:

@@ -28,7 +28,7 @@ from shared.subjects import Subjects
 from tests.fixtures.sandbox import CI_FETCH_INTERVAL, CI_STABILIZATION, SandboxRun, run_sandbox
 from tests.fixtures.servers import NatsServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(200), pytest.mark.xdist_group("recorded-sandbox")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(200), pytest.mark.serial]
 
 S = Subjects()
 
