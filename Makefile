@@ -25,13 +25,14 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) ## create .venv and install wva with its dev tools (idempotent)
 
 # Most tests wait on real servers and real time, not on the CPU: three workers finish them in about
-# half the time on two cores. TEST_WORKERS=0 runs them in one process. The tests marked `serial`
+# half the time on two cores (a file's tests on one worker: its module fixtures start once).
+# TEST_WORKERS=0 runs them in one process. The tests marked `serial`
 # compare the live pipeline's timing with the lab's model; CPU taken by other tests skews the live
 # side, so they run afterwards, alone. (Exit status 5: the selection left no test in that part.)
 TEST_WORKERS ?= 3
 
 test: setup ## run the whole test suite (real nats-server, real Prometheus, emulated cluster)
-	$(BIN)/pytest -n $(TEST_WORKERS) -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-fast: setup ## unit tests only: no process, no server (seconds)
