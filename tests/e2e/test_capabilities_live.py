@@ -22,18 +22,9 @@ import pytest
 
 from services.sandbox.pipeline import Intervals
 from tests.fixtures.live import StartLive
+from tests.fixtures.sandbox import CI_CHEAP_SERVER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
-
-# The sandbox's cheap replica (scenarios/ci.yaml): about 5.5 requests/s, a 16,384-token KV cache.
-SERVER = """
-        server:
-          max_num_seqs: 32
-          kv_cache_tokens: 16384
-          prefill_seconds_per_token: 0.00002
-          decode_base_seconds: 0.012
-          decode_seconds_per_seq: 0.0006
-"""
 
 
 def scenario(*, variant: str, load: str, min_replicas: int, max_replicas: int, initial: int, startup: float) -> str:
@@ -57,7 +48,7 @@ models:
         max_replicas: {max_replicas}
         initial_replicas: {initial}
         startup_seconds: {startup}
-{SERVER}"""
+{CI_CHEAP_SERVER}"""
 
 
 STARTUP = 10.0

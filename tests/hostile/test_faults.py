@@ -36,6 +36,7 @@ from services.sandbox.kubeapi import resources as kube_resources
 from services.sandbox.pipeline import SERVICES, Intervals, Pipeline
 from shared import messages, streams
 from shared.subjects import Subjects
+from tests.fixtures.sandbox import CI_CHEAP_SERVER
 from tests.fixtures.services import metric_sum
 from tests.hostile.conftest import Feed, eventually
 
@@ -44,14 +45,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 S = Subjects()
 NS = "llm"
 METRICS_HOLDS = {"hold_metrics_unavailable", "hold_stale_metrics", "hold_invalidated", "hold_unresolved"}
-SERVER = """
-        server:
-          max_num_seqs: 32
-          kv_cache_tokens: 16384
-          prefill_seconds_per_token: 0.00002
-          decode_base_seconds: 0.012
-          decode_seconds_per_seq: 0.0006
-"""
 
 
 def _scenario(*, rps: float, initial: int) -> str:
@@ -75,7 +68,7 @@ models:
         max_replicas: 4
         initial_replicas: {initial}
         startup_seconds: 0.2
-{SERVER}"""
+{CI_CHEAP_SERVER}"""
 
 
 @asynccontextmanager
