@@ -2,9 +2,11 @@
 
 Prometheus (as version 2.42 behaves, the one the sandbox runs):
 
-- **Discovery.** New targets reach the scrape manager at most every `discovery_interval` (5 s: the
-  discovery manager's update throttle), so a pod that turns Ready is first scraped after the next
-  discovery tick; a target that disappears is marked stale at the tick that drops it.
+- **Discovery.** New targets reach the scrape loops on a fixed grid of `discovery_interval` (5 s: the
+  discovery manager's update throttle and the scrape manager's reload ticker, which start with
+  Prometheus), so a pod that turns Ready is first scraped after the next discovery tick; a target that
+  disappears is marked stale at the tick that drops it. Where the grid falls (`Timing.discovery_start`)
+  decides how long each new replica goes unseen: up to a whole interval.
 - **Scrapes.** Every target is scraped every `scrape_interval`, at its own phase (a hash of its name,
   as Prometheus spreads targets over the interval), on a grid that does not move.
 - **Queries.** An instant query returns a series' latest sample at or before the query time (within

@@ -12,12 +12,14 @@ class Timing:
 
     scrape_interval: float = 15.0
     fetch_interval: float = 15.0
+    fetch_start: float = 0.0  # the fetcher's first cycle (a live run's phase, to replay it)
     rate_window: float = 60.0
     reconcile_interval: float = 30.0
     stabilization: float = 120.0
     hpa_sync: float = 15.0
     keda_polling: float = 30.0
     discovery_interval: float = 5.0
+    discovery_start: float | None = None  # Prometheus' first discovery tick (None: one interval in)
     dispatch_interval: float = 0.05
 
 

@@ -201,7 +201,9 @@ class _Sim:
                 return {"queue_size": float(cluster.queue_size())}
 
             self.add_target(observation.GATEWAY_TARGET, gateway)
-            self.every(self._timing.discovery_interval, self._discover, start=self._timing.discovery_interval)
+            timing = self._timing
+            first = timing.discovery_interval if timing.discovery_start is None else timing.discovery_start
+            self.every(timing.discovery_interval, self._discover, start=first)
         state = {"aborted": False, "done": False}
 
         def sample() -> None:

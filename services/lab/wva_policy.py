@@ -146,7 +146,7 @@ class WvaPolicy:
         self._sim = sim
         sim.cluster.on_change(self._watch)
         self._watch(sim.now)
-        sim.every(sim.timing.fetch_interval, self._fetch_cycle)
+        sim.every(sim.timing.fetch_interval, self._fetch_cycle, start=sim.timing.fetch_start)
         sim.every(self.reconcile_interval, lambda: self._feed(Tick()), start=self.reconcile_interval)
         if self.mode == "hpa":
             sim.add_target(SCALER_TARGET, self._gauges)

@@ -123,6 +123,7 @@ class Timeline:
     queued: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)  # model id -> timed out at the gateway / rejected
     rejected_messages: int = 0
+    first_snapshot: float | None = None  # when the first metrics snapshot came: the fetcher's phase
     attribution: str = ""  # what results on this load must credit (a recorded trace's licence)
     # with several replicas: (t, service, replica, partitions it holds now), as each said it
     ownership: list[tuple[float, str, str, tuple[str, ...]]] = field(default_factory=list)
@@ -210,6 +211,8 @@ class Observer:
                 live.ttft = message.allocation.ttft_seconds
                 live.snapshot_t = t
                 live.snapshot_status = message.status
+                if self.timeline.first_snapshot is None and t >= 0:
+                    self.timeline.first_snapshot = t
             case m.Decision():
                 mark = DecisionMark(
                     t=t,

@@ -98,6 +98,7 @@ class Pipeline:
         self.nats_urls: list[str] = []
         self.nats_port = 0  # known once started (the launcher picks the port, another if it was taken)
         self.prometheus_port = 0
+        self.prometheus_ready_at: float | None = None  # time.monotonic(); places its discovery ticks
         self.children: list[Child] = []
         self.service_ports: dict[str, int] = {}
         self.gateway: str | None = None  # host:port of the router's /metrics, given to `start`
@@ -177,6 +178,7 @@ class Pipeline:
         self.children.append(server.process)
         await self._start_server(server.process, lambda: server.start(timeout, pids_file=self.pids_file))
         self.prometheus_port = server.port
+        self.prometheus_ready_at = server.ready_at
 
     @staticmethod
     async def _start_server(child: Child, start: Callable[[], None]) -> None:

@@ -25,7 +25,7 @@ import msgspec
 from rich.console import Console
 
 from services.sandbox import cluster as clusters
-from services.sandbox import expectations, observe, pipeline, report, scenario, view
+from services.sandbox import expectations, observe, pipeline, report, scenario, servers, view
 from shared import natsio, streams
 from shared.settings import Settings
 from shared.subjects import SubjectKind, Subjects
@@ -162,6 +162,8 @@ async def _run(
             return 2
     if not started:
         return 2
+    if observer.timeline.first_snapshot is not None:
+        say(fetch_line(observer.timeline.first_snapshot, pipe.intervals.fetch))
     if options.record is not None:
         say(
             f"recorded to {options.record}"
@@ -180,6 +182,19 @@ async def _run(
         say("interrupted: the run was cut short")
         return 130
     return 0 if summary.ok else 1
+
+
+def discovery_line(ready: float) -> str:
+    """When Prometheus (ready at `ready`, seconds from the load's start) first hands new targets to its
+    scrape loops: the decision lab replays a run with the same tick (tests/e2e/test_lab_cross_check.py)."""
+    first = ready % servers.DISCOVERY_INTERVAL
+    return f"prometheus:   discovers new pods every {servers.DISCOVERY_INTERVAL:g}s from t={first:.2f}s"
+
+
+def fetch_line(first: float, interval: float) -> str:
+    """When the fetcher's cycles fall (the first snapshot's time, seconds from the load's start), for
+    the decision lab's replay of the run, like :func:`discovery_line`."""
+    return f"fetcher:      publishes every {interval:g}s from t={first % interval:.2f}s"
 
 
 async def _start(pipe: pipeline.Pipeline, cluster: clusters.Cluster, boot: float, record: Path | None) -> None:
@@ -218,6 +233,8 @@ async def _play(
         load_task = asyncio.create_task(cluster.run_load(), name="sandbox-load")
         try:
             with shown:
+                if pipe.prometheus_ready_at is not None:
+                    shown.say(discovery_line(pipe.prometheus_ready_at - origin))
                 while True:
                     t = loop.time() - origin
                     observer.sample(t, cluster)

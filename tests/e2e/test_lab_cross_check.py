@@ -1,15 +1,15 @@
 """The lab against the live pipeline: the `ci` scenario run live in the sandbox (the session's
 recorded run, shared with test_sandbox_run.py) and in the lab with the same timing must give replica
-counts within ±1 of each other for at least 80 % of the time, variant by variant, and the same first
-scale-up within one fetch interval plus one scrape interval — so the simulation cannot drift from the
-real services. (The lab's scrape and fetch clocks tick at whole intervals from the load's start; live,
-each has a phase of its own, and each phase can move the first decision by up to its interval: two CI
-runs saw the live one 1.3 s before the lab's, with 1 s intervals.)
+counts within ±1 of each other for at least 90 % of the time, variant by variant, and the same first
+scale-up within one fetch interval — so the simulation cannot drift from the real services.
 
-Issue #14 asks for 90 %. Before the replicas and performance work was merged, runs measured 96 %; since
-then 84-88 %: the live scaler's steps of the cheap variant come every 4 s, the lab's every 5 s (its
-first step and its final count agree). Until the cause is found, this test keeps the lab from drifting
-further, at 80 %; the shortfall is reported on the issue, which stays open.
+"The same timing" includes where the live clocks fell, which the sandbox prints: Prometheus hands new
+pods to its scrape loops only on a 5 s grid from its own start (tests/integration/sandbox/
+test_prometheus_discovery.py), so each new replica goes unseen for up to 5 s depending on that grid,
+and the next step waits for it; and the fetcher's cycles have a phase of their own, which moves every
+decision by up to a fetch interval. Replayed with the lab's default grids (discovery ticks at 5 s,
+10 s …, fetches on whole seconds) the live cheap variant stepped every 4 s where the lab stepped every
+5 s, and runs measured 84-88 % within one replica and first scale-ups up to 1.3 s apart.
 
 The lab runs the scenario as the live sandbox has it: the same requests (same seeds), its `timing:`
 block, the sandbox's 15 s rate window, and the gateway's flow control (the live router's queue)."""
@@ -22,13 +22,14 @@ from pathlib import Path
 import pytest
 
 from services.sandbox import scenario
-from tests.fixtures.lab import simulate_as_in_the_sandbox
+from tests.fixtures.lab import Phases, simulate_as_in_the_sandbox
 from tests.fixtures.sandbox import CI_FETCH_INTERVAL, SHIPPED, SandboxRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # with the shared recorded run: alone, not beside other tests
 
 APPLIED = re.compile(r"^t=\s*([\d.]+)s (\S+)\s+(\d+) -> (\d+)\s+\S+ \(applied\)", re.MULTILINE)
 STEP = 0.1
+DELIVERY = 0.25  # seconds from a fetch tick to the live decision reaching the observer, at most
 
 
 def _live_scalings(output: str) -> list[tuple[float, str, int, int]]:
@@ -54,7 +55,7 @@ def test_the_ci_scenario_scales_the_same_in_the_lab_as_live(recorded_sandbox_run
     assert run.returncode == 0, run.output
     spec = scenario.load_scenario(SHIPPED / "ci.yaml")
     assert spec.timing.given().keys() == {"fetch", "scrape", "reconcile", "stabilization"}
-    simulated = simulate_as_in_the_sandbox(spec)
+    simulated = simulate_as_in_the_sandbox(spec, phases=Phases.of_output(run.output))
     live = _live_scalings(run.output)
     assert live, run.output
     report = []
@@ -66,10 +67,11 @@ def test_the_ci_scenario_scales_the_same_in_the_lab_as_live(recorded_sandbox_run
             1 for t in times if abs(_at(v.replicas, live_steps, t) - _at(v.replicas, lab_steps, t)) <= 1
         )
         report.append(f"{v.name}: live {live_steps}, lab {lab_steps}, within 1 for {close / len(times):.0%}")
-        assert close / len(times) >= 0.8, "\n".join(report)
+        assert close / len(times) >= 0.9, "\n".join(report)
     live_up = min(t for t, _, before, after in live if after > before)
     lab_up = min(s.t for s in simulated.scalings if s.after > s.before)
-    assert abs(live_up - lab_up) <= CI_FETCH_INTERVAL + spec.timing.scrape, (
+    # On the same fetch tick they differ by the decision's way to the sandbox's observer (tens of ms).
+    assert abs(live_up - lab_up) <= CI_FETCH_INTERVAL + DELIVERY, (
         f"first scale-up live {live_up}s, lab {lab_up}s\n" + "\n".join(report)
     )
 

@@ -3,6 +3,7 @@ in scale mode (wva) and in hpa mode through an HPA (wva-v1); wva:FILE configurat
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,3 +202,45 @@ def test_snapshots_are_ordered_after_the_invalidation_they_follow() -> None:
     held = [d for d in policy.decisions if d.reason == "hold_invalidated"]
     assert held
     assert msgspec.json.encode(policy.decisions[0])  # wire messages, as published
+
+
+def test_the_fetch_cycle_starts_at_fetch_start() -> None:
+    """A live run's fetcher has a phase of its own; the lab replays it (tests/e2e/test_lab_cross_check)."""
+    phased = Settings(timing=dataclasses.replace(FAST.timing, fetch_start=0.4))
+    for settings, phase in ((FAST, 0.0), (phased, 0.4)):
+        policy = wva_policy.build(
+            wva_policy.WvaSpec(name="wva"), fetch_interval=1, stabilization=10, reconcile_interval=1
+        )
+        run = simulation.run(traffic=_ramp(30, 40), fleet=FLEET, policy=policy, settings=settings)
+        first = min(s.t for s in run.scalings if s.after > s.before)
+        assert first - phase == pytest.approx(round(first - phase), abs=1e-6), (phase, first)
+
+
+class _FirstScrapes:
+    """A policy that only watches Prometheus: when each ready pod's first sample appears."""
+
+    name = "probe"
+    observes = True
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+
+    def initial(self, fleet: fleets.Fleet, traffic: Traffic) -> None:
+        return None
+
+    def start(self, sim: simulation.Sim) -> None:
+        def probe() -> None:
+            for pod in sim.cluster.ready_pods():
+                if pod.name not in self.first and sim.prometheus.instant(pod.name, "running", sim.now) is not None:
+                    self.first[pod.name] = sim.now
+
+        sim.every(0.05, probe)
+
+
+@pytest.mark.parametrize(("start", "tick"), [(None, 5.0), (2.0, 2.0), (0.0, 0.0)])
+def test_pods_are_first_scraped_after_the_first_discovery_tick(start: float | None, tick: float) -> None:
+    settings = Settings(timing=dataclasses.replace(FAST.timing, discovery_start=start))
+    probe = _FirstScrapes()
+    simulation.run(traffic=_ramp(12, 1), fleet=FLEET, policy=probe, settings=settings)
+    assert len(probe.first) == 2  # one ready pod per variant from the start
+    assert all(tick <= t <= tick + FAST.timing.scrape_interval + 0.05 for t in probe.first.values()), probe.first
