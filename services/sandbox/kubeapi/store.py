@@ -408,11 +408,11 @@ class Store:
         """DELETE; ``preconditions`` (of DeleteOptions) that do not hold are a 409 Conflict."""
         rtype = resources.resolve(resource)
         current = self._stored(rtype, namespace, name)
-        for field, key in (("ResourceVersion", "resourceVersion"), ("UID", "uid")):
-            wanted = preconditions.get(key) if isinstance(preconditions, dict) else None
-            if wanted and wanted != current["metadata"].get(key):
+        for label, field in (("ResourceVersion", "resourceVersion"), ("UID", "uid")):
+            wanted = preconditions.get(field) if isinstance(preconditions, dict) else None
+            if wanted and wanted != current["metadata"].get(field):
                 raise errors.precondition_failed(
-                    rtype.plural, rtype.group, name, field, str(wanted), str(current["metadata"].get(key))
+                    rtype.plural, rtype.group, name, label, str(wanted), str(current["metadata"].get(field))
                 )
         if rtype is resources.NAMESPACES:
             # Namespace deletion takes its contents with it (finalization is instant here).
