@@ -69,12 +69,15 @@ class HolderLog:
         self.changes: list[tuple[str, str | None]] = []
         self._remove = kube_api.store.add_listener(self._on)
 
+        self.writes: list[tuple[float, str, str | None]] = []  # (when, partition, holder) of every write
+
     def _on(self, change: Any) -> None:
         name = change.object["metadata"]["name"]
         if change.object.get("kind") != "Lease" or not name.startswith("wva-scaler-"):
             return
         partition = name[len("wva-scaler-"):]
         new = None if change.type == "DELETED" else change.object["spec"]["holderIdentity"]
+        self.writes.append((time.monotonic(), partition, new))
         if self.holder.get(partition) != new:
             self.holder[partition] = new
             self.changes.append((partition, new))
@@ -115,6 +118,7 @@ async def test_a_replica_that_stops_renewing_is_fenced_before_the_other_takes_ov
     make_leases: MakeLeases, kube_api: KubeApiEmulator
 ) -> None:
     a, b = await make_leases("a-1"), await make_leases("b-1")
+    log = HolderLog(kube_api)
     runs = [asyncio.create_task(a.run()), asyncio.create_task(b.run())]
     try:
         deadline = time.monotonic() + 10
@@ -147,7 +151,14 @@ async def test_a_replica_that_stops_renewing_is_fenced_before_the_other_takes_ov
         assert TTL - a.period <= took <= TTL + 2 * a.period + 0.2, took
         print(f"fenced {fenced_at:.3f}s, first taken {first_taken_at:.3f}s, all taken {took:.3f}s after the stop")
         assert not a.valid("0") and not any(a.valid(p) for p in a.owned)
+        # each of a's Leases was taken only once unchanged for a whole TTL after a's last write to it
+        # (as the API server saw the writes; the emulator runs on this test's clock)
+        for partition in theirs:
+            last = max(at for at, p, h in log.writes if p == partition and h == "a-1")
+            taken = min(at for at, p, h in log.writes if p == partition and h == "b-1" and at > last)
+            assert taken - last >= TTL, (partition, taken - last)
     finally:
+        log.close()
         for task in runs:
             task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
