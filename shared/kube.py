@@ -12,6 +12,7 @@ a bounded wait, never a stuck task.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Mapping
 from typing import Any, Final
@@ -19,6 +20,7 @@ from typing import Any, Final
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.client.rest import RESTResponse
 
 GROUP: Final = "llmd.ai"
 VERSION: Final = "v1alpha1"
@@ -60,6 +62,24 @@ def describe(exc: BaseException | None) -> str:
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "timed out"
     return type(exc).__name__
+
+
+async def read_json(response: Any) -> dict[str, Any]:
+    """Read a raw (``_preload_content=False``) response; raise ApiException for a non-2xx status or a
+    body that is not a JSON object (an untrusted answer never escapes as another exception type)."""
+    try:
+        data = await response.read()
+    finally:
+        response.release()
+    if not 200 <= response.status <= 299:
+        raise ApiException(http_resp=RESTResponse(response, data))  # type: ignore[arg-type]  # what rest.py passes too
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ApiException(status=502, reason="response is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiException(status=502, reason="response is not a JSON object")
+    return body
 
 
 async def api_client(kubeconfig: str | None = None, *, long_lived_connections: int = 0) -> client.ApiClient:

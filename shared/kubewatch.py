@@ -22,7 +22,6 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,7 +29,6 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.client.rest import RESTResponse
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -150,7 +148,7 @@ class ListWatch(Generic[K]):
                 _preload_content=False,
                 _request_timeout=kube.REQUEST_TIMEOUT,
             )
-            body = await _json(response)
+            body = await kube.read_json(response)
             items.extend(item for item in body.get("items") or () if isinstance(item, dict))
             meta = body.get("metadata") or {}
             version = str(meta.get("resourceVersion") or version)
@@ -216,21 +214,3 @@ class ListWatch(Generic[K]):
             kube.describe(exc),
             extra={"kind": self.kind, "namespace": self._where, "attempt": state.attempt_number},
         )
-
-
-async def _json(response: Any) -> dict[str, Any]:
-    """Read a raw (``_preload_content=False``) response; raise ApiException for a non-2xx status or a
-    body that is not a JSON object (an untrusted answer never escapes as another exception type)."""
-    try:
-        data = await response.read()
-    finally:
-        response.release()
-    if not 200 <= response.status <= 299:
-        raise ApiException(http_resp=RESTResponse(response, data))  # type: ignore[arg-type]  # what rest.py passes too
-    try:
-        body = json.loads(data)
-    except (ValueError, RecursionError):
-        raise ApiException(status=502, reason="list response is not JSON") from None
-    if not isinstance(body, dict):
-        raise ApiException(status=502, reason="list response is not a JSON object")
-    return body

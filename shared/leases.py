@@ -1,9 +1,7 @@
-"""Leases and membership in a NATS KV bucket: which replica of a service acts on which partition
-(docs/design.md §11, docs/deployment.md "Several replicas").
-
-The bucket (``WVA_LEASES``, default ``<PREFIX>_LEASES``) keeps one value per key (history 1), drops a
-key ``WVA_LEASE_TTL`` after its last write (the bucket's age limit) and has ``WVA_STREAM_REPLICAS``
-replicas. Keys:
+"""Leases and membership: which replica of a service acts on which partition (docs/design.md §11,
+docs/deployment.md "Several replicas"). One round logic, whatever keeps the leases: a NATS KV bucket
+(:mod:`shared.natsleases`) or Kubernetes Lease objects (:mod:`shared.kubeleases`), both behind
+:class:`shared.leasestore.LeaseStore`. Keys:
 
 - ``<service>.<partition>``: the identity of the replica that holds the partition;
 - ``members.<service>.<identity>``: a live replica of the service.
@@ -11,23 +9,22 @@ replicas. Keys:
 Every renewal period (a third of the TTL) a replica plays one :meth:`Leases.round`:
 
 1. it renews its member key, then every lease it holds, each with update-if-revision-matches; a
-   renewal the server refuses (the key expired, or another replica holds it now) loses that lease
+   renewal the store refuses (the key expired, or another replica holds it now) loses that lease
    there and then;
-2. it reads the bucket (the live keys: an expired key is simply gone), counts the live members, and
-   follows :func:`shared.partitions.plan`: create-if-absent on free partitions up to its fair share,
+2. it reads the live keys (an expired key is not read), counts the live members, and follows
+   :func:`shared.partitions.plan`: create-if-absent on free partitions up to its fair share,
    delete-if-revision on what it holds above it (only what it has held a whole period).
 
 Fencing: :meth:`Leases.valid` is true only while the lease's last renewal was *sent* less than
-``TTL - TTL/3`` ago, so a replica that cannot renew (NATS away, the process stopped) stops acting at
-least a renewal period before its key can expire and another replica take the partition. Services
+``TTL - TTL/3`` ago, so a replica that cannot renew (the store away, the process stopped) stops acting
+at least a renewal period before its key can expire and another replica take the partition. Services
 ask it right before they act (the scaler before each PATCH).
 
-A missing bucket (a NATS restart with an empty store) is re-created at the next round. Values read
-from the bucket are untrusted, like any message: a value that is not an identity is counted in
-``wva_messages_rejected_total{subject_kind="leases"}`` and logged; its key is held by nobody we know
-and is not free either (it expires on its own). NATS trouble never leaves :meth:`Leases.run`: the round
-is logged, counted and tried again, and ``healthy`` (the ``leases`` readiness check) turns false while
-the bucket cannot be reached.
+Values read from the store are untrusted, like any message: a value that is not an identity is counted
+in ``wva_messages_rejected_total{subject_kind="leases"}`` and logged; its key is held by nobody we know
+and is not free either (it expires on its own). Store trouble never leaves :meth:`Leases.run`: the
+round is logged, counted and tried again, and ``healthy`` (the ``leases`` readiness check) turns false
+while the store cannot be reached.
 
 Exceptions: none of its own (see above).
 """
@@ -36,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -47,16 +43,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
 from shared import partitions as partitioning
-from shared.observability import count_rejected
+from shared.leasestore import Entry, LeaseConflict, LeaseStore, Revision, decode_value, is_identity
+from shared.natsleases import NatsLeaseStore, read_bucket
 from shared.redaction import redact
+
+__all__ = ["Entry", "Leases", "decode_value", "is_identity", "make_identity", "read_bucket"]
 
 log = logging.getLogger("wva.leases")
 
@@ -65,11 +60,8 @@ CHANGES: Final = Counter(
 )
 HELD: Final = Gauge("wva_leases_held", "Partitions this replica holds a lease on", ["service"])
 ROUND_FAILURES: Final = Counter(
-    "wva_lease_round_failures_total", "Lease rounds that could not reach the bucket", ["service"]
+    "wva_lease_round_failures_total", "Lease rounds that could not reach the store", ["service"]
 )
-
-_IDENTITY_RE: Final = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
-_MAX_VALUE: Final = 64
 
 
 def make_identity(name: str | None = None) -> str:
@@ -80,54 +72,11 @@ def make_identity(name: str | None = None) -> str:
     return f"{base}-{secrets.token_hex(3)}"
 
 
-def is_identity(text: str) -> bool:
-    return bool(_IDENTITY_RE.match(text))
-
-
-def decode_value(value: bytes | None) -> str | None:
-    """The identity a lease value names, or None (counted and logged) when it is not one."""
-    raw = value or b""
-    try:
-        text = raw[: _MAX_VALUE + 1].decode()
-    except UnicodeDecodeError:
-        text = ""
-    if len(raw) <= _MAX_VALUE and is_identity(text):
-        return text
-    count_rejected("leases", "invalid")
-    log.warning("a lease value is not a replica identity (%d bytes); the key counts as held by nobody known", len(raw))
-    return None
-
-
 @dataclass(slots=True)
 class _Held:
-    revision: int
+    revision: Revision
     since: float  # when acquired (clock)
     renewed: float  # when the last write that succeeded was sent (clock)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    key: str
-    holder: str | None  # None: not an identity
-    revision: int
-
-
-async def read_bucket(js: JetStreamContext, kv: KeyValue, bucket: str, *, keys: str = ">") -> dict[str, Entry]:
-    """Every live key matching ``keys`` with its holder. The stream says which subjects hold a message
-    and a get reads each: no consumer is made (a KV watch would leave one behind for minutes)."""
-    prefix = f"$KV.{bucket}."
-    info = await js.stream_info(f"KV_{bucket}", subjects_filter=prefix + keys)
-    names = [subject[len(prefix):] for subject in info.state.subjects or {}]
-
-    async def one(key: str) -> Entry | None:
-        try:
-            item = await kv.get(key, validate_keys=False)
-        except nats.js.errors.KeyNotFoundError:  # deleted (a marker), or expired since the listing
-            return None
-        return Entry(key, decode_value(item.value), item.revision or 0)
-
-    found = await asyncio.gather(*(one(key) for key in names))
-    return {entry.key: entry for entry in found if entry is not None}
 
 
 class Leases:
@@ -135,9 +84,9 @@ class Leases:
 
     def __init__(
         self,
-        nc: Client,
+        store: LeaseStore | Client,
         *,
-        bucket: str,
+        bucket: str = "",
         service: str,
         identity: str,
         partitions: Sequence[str],
@@ -150,14 +99,13 @@ class Leases:
         self.partitions = tuple(partitions)
         self.ttl = ttl
         self.period = ttl / 3
-        self.bucket = bucket
-        self._replicas = replicas
         self._clock = clock
-        # Every request answers well within a renewal period, or counts as failed.
-        self._js = nc.jetstream(timeout=min(2.0, self.period))
-        self._kv: KeyValue | None = None
+        # A NATS connection means the KV bucket ``bucket`` (the default store); any other store is given.
+        self.store: LeaseStore = (
+            NatsLeaseStore(store, bucket=bucket, ttl=ttl, replicas=replicas) if isinstance(store, Client) else store
+        )
         self._held: dict[str, _Held] = {}
-        self._member: int | None = None
+        self._member: Revision | None = None
         self._listeners: list[asyncio.Queue[frozenset[str]]] = []
         self._ok_at = float("-inf")
         self._failing = False
@@ -185,7 +133,7 @@ class Leases:
 
     @property
     def healthy(self) -> bool:
-        """The last round that reached the bucket is less than a TTL old."""
+        """The last round that reached the store is less than a TTL old."""
         return self._clock() - self._ok_at < self.ttl
 
     def subscribe(self) -> asyncio.Queue[frozenset[str]]:
@@ -218,15 +166,12 @@ class Leases:
         before = self.owned
         now = self._clock()
         try:
-            kv = await self._bucket()
-            await self._renew(kv, now)
-            entries = await read_bucket(self._js, kv, self.bucket, keys=f"{self.service}.*")
-            entries.update(await read_bucket(self._js, kv, self.bucket, keys=f"members.{self.service}.*"))
-            await self._rebalance(kv, entries, now)
-        except Exception as exc:  # NATS trouble of any kind: try again next round; fencing is by time
+            await self.store.ensure()
+            await self._renew(now)
+            await self._rebalance(await self.store.read(self.service), now)
+        except Exception as exc:  # store trouble of any kind: try again next round; fencing is by time
             ROUND_FAILURES.labels(service=self.service).inc()
-            if isinstance(exc, nats.js.errors.NotFoundError | nats.js.errors.NoStreamResponseError):
-                self._kv = None  # the bucket is gone: re-create it next round
+            self.store.failed(exc)
             if not self._failing:
                 log.warning(
                     "lease round failed: %s", redact(str(exc) or type(exc).__name__),
@@ -236,7 +181,7 @@ class Leases:
         else:
             self._ok_at = now
             if self._failing:
-                log.info("lease bucket reachable again", extra={"service": self.service})
+                log.info("lease store reachable again", extra={"service": self.service})
             self._failing = False
         finally:
             self._announce(before)
@@ -245,42 +190,17 @@ class Leases:
         """Give every lease back and leave (a clean shutdown): others take over at their next round."""
         held, self._held = self._held, {}
         self._announce(frozenset(held))
-        kv = self._kv
-        if kv is None:
-            return
         for partition, lease in held.items():
             with contextlib.suppress(Exception):
-                await kv.delete(self._key(partition), last=lease.revision)
+                await self.store.delete(self._key(partition), last=lease.revision)
             CHANGES.labels(service=self.service, change="released").inc()
         if self._member is not None:
             with contextlib.suppress(Exception):
-                await kv.delete(self._member_key, last=self._member)
+                await self.store.delete(self._member_key, last=self._member)
             self._member = None
         log.info("released every lease", extra={"service": self.service, "released": len(held)})
 
     # ------------------------------------------------------------------ steps
-
-    async def _bucket(self) -> KeyValue:
-        if self._kv is not None:
-            return self._kv
-        try:
-            kv = await self._js.key_value(self.bucket)
-        except nats.js.errors.BucketNotFoundError:
-            try:
-                kv = await self._js.create_key_value(
-                    bucket=self.bucket, history=1, ttl=self.ttl, replicas=self._replicas,
-                    description="wva leases (docs/design.md §11)",
-                )
-                log.info("created lease bucket %s", self.bucket, extra={"bucket": self.bucket})
-            except nats.js.errors.BadRequestError:
-                kv = await self._js.key_value(self.bucket)  # another replica created it meanwhile
-        info = await self._js.stream_info(f"KV_{self.bucket}")
-        config = info.config
-        if round(config.max_age or 0.0, 3) != round(self.ttl, 3) or config.num_replicas != self._replicas:
-            await self._js.update_stream(dataclasses.replace(config, max_age=self.ttl, num_replicas=self._replicas))
-            log.info("updated lease bucket %s (ttl, replicas)", self.bucket, extra={"bucket": self.bucket})
-        self._kv = kv
-        return kv
 
     @property
     def _member_key(self) -> str:
@@ -289,31 +209,32 @@ class Leases:
     def _key(self, partition: str) -> str:
         return f"{self.service}.{partition}"
 
-    async def _renew(self, kv: KeyValue, now: float) -> None:
+    async def _renew(self, now: float) -> None:
         # The member key first, so it never outlives this replica's leases: the others count members.
-        value = self.identity.encode()
+        store, value = self.store, self.identity
         if self._member is not None:
             try:
-                self._member = await kv.update(self._member_key, value, last=self._member)
-            except nats.js.errors.KeyWrongLastSequenceError:
+                self._member = await store.update(self._member_key, value, last=self._member)
+            except LeaseConflict:
                 self._member = None  # expired while we could not renew it: announce ourselves again
         if self._member is None:
             try:
-                self._member = await kv.create(self._member_key, value)
-            except nats.js.errors.KeyWrongLastSequenceError:  # ours already: a write whose answer was lost
-                current = await kv.get(self._member_key)
-                self._member = await kv.update(self._member_key, value, last=current.revision)
+                self._member = await store.create(self._member_key, value)
+            except LeaseConflict:  # ours already: a write whose answer was lost
+                current = await store.get(self._member_key)
+                if current is not None:  # (None: expired since: created at the next round)
+                    self._member = await store.update(self._member_key, value, last=current.revision)
         results = await asyncio.gather(
-            *(self._renew_one(kv, p, lease, now) for p, lease in list(self._held.items())), return_exceptions=True
+            *(self._renew_one(p, lease, now) for p, lease in list(self._held.items())), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
 
-    async def _renew_one(self, kv: KeyValue, partition: str, lease: _Held, now: float) -> None:
+    async def _renew_one(self, partition: str, lease: _Held, now: float) -> None:
         try:
-            revision = await kv.update(self._key(partition), self.identity.encode(), last=lease.revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+            revision = await self.store.update(self._key(partition), self.identity, last=lease.revision)
+        except LeaseConflict:
             if self._held.get(partition) is lease:
                 del self._held[partition]
                 CHANGES.labels(service=self.service, change="lost").inc()
@@ -325,7 +246,7 @@ class Leases:
         # Any other failure leaves the lease unrenewed: valid() ends it in time if it is really gone.
         lease.revision, lease.renewed = revision, now
 
-    async def _rebalance(self, kv: KeyValue, entries: dict[str, Entry], now: float) -> None:
+    async def _rebalance(self, entries: dict[str, Entry], now: float) -> None:
         prefix, members_prefix = f"{self.service}.", f"members.{self.service}."
         holders: dict[str, str | None] = {}
         members = 0
@@ -337,8 +258,8 @@ class Leases:
                 holders[partition] = entry.holder
                 if entry.holder == self.identity and partition not in self._held:
                     # Ours after all (a renewal whose answer was lost): take it back, if still ours.
-                    with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-                        revision = await kv.update(key, self.identity.encode(), last=entry.revision)
+                    with contextlib.suppress(LeaseConflict):
+                        revision = await self.store.update(key, self.identity, last=entry.revision)
                         self._held[partition] = _Held(revision=revision, since=now, renewed=now)
         self.members = max(members, 1)
         self.holders = holders
@@ -354,13 +275,13 @@ class Leases:
         for partition in moves.release:
             lease = self._held.pop(partition)  # stop acting first, then give it back
             CHANGES.labels(service=self.service, change="released").inc()
-            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-                await kv.delete(self._key(partition), last=lease.revision)
+            with contextlib.suppress(LeaseConflict):
+                await self.store.delete(self._key(partition), last=lease.revision)
             holders.pop(partition, None)
         for partition in moves.acquire:
             try:
-                revision = await kv.create(self._key(partition), self.identity.encode())
-            except nats.js.errors.KeyWrongLastSequenceError:
+                revision = await self.store.create(self._key(partition), self.identity)
+            except LeaseConflict:
                 continue  # another replica was quicker
             self._held[partition] = _Held(revision=revision, since=now, renewed=now)
             holders[partition] = self.identity

@@ -14,7 +14,8 @@ readiness check ``streams`` is false while it cannot. Services publish through :
 (one message) or :meth:`Runtime.publish_many` (many at once, acks awaited together), which re-create
 missing streams before retrying and give tombstones their ``WVA_TOMBSTONE_TTL``.
 
-Several replicas (docs/design.md §11): with ``WVA_LEASE_BACKEND=nats`` the runtime carries this
+Several replicas (docs/design.md §11): with ``WVA_LEASE_BACKEND=nats`` (a KV bucket) or ``kubernetes``
+(Lease objects, through the service's kubeconfig or in-cluster account) the runtime carries this
 replica's :class:`shared.leases.Leases` on its service's partitions (the watcher's one partition, or
 ``WVA_PARTITIONS`` numbered ones); the service starts their loop once it can do the work, and the
 runner gives every lease back on a clean shutdown, so another replica takes over at once. ``/readyz``
@@ -33,6 +34,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -40,7 +42,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from shared import natsio, partitions, publishing, streams
+from shared import kube, natsio, partitions, publishing, streams
+from shared.kubeleases import KubernetesLeaseStore
 from shared.leases import Leases, make_identity
 from shared.messages import MetricsDeleted, Ownership, TargetDeleted, utcnow
 from shared.observability import Health, HttpServer, setup_logging
@@ -173,13 +176,38 @@ def leases_bucket(settings: Settings, subjects: Subjects) -> str:
     return settings.leases_bucket or subjects.stream_name("LEASES")
 
 
-def make_leases(name: str, settings: Settings, nc: Client, subjects: Subjects, identity: str) -> Leases | None:
-    if settings.lease_backend != "nats":
-        return None
-    return Leases(
-        nc, bucket=leases_bucket(settings, subjects), service=name, identity=identity,
-        partitions=lease_partitions(name, settings), ttl=settings.lease_ttl, replicas=settings.stream_replicas,
-    )
+_SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_DEFAULT_NAMESPACE: Final = "wva-system"  # deploy/'s, out of a cluster
+
+
+def lease_namespace(settings: Settings) -> str:
+    """Where the Lease objects live: ``WVA_LEASE_NAMESPACE``, else this pod's namespace."""
+    if settings.lease_namespace:
+        return settings.lease_namespace
+    with contextlib.suppress(OSError):
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or _DEFAULT_NAMESPACE
+    return _DEFAULT_NAMESPACE
+
+
+async def make_leases(
+    name: str, settings: Settings, nc: Client, subjects: Subjects, identity: str, stack: AsyncExitStack
+) -> Leases | None:
+    """This replica's leases on the store ``WVA_LEASE_BACKEND`` names (None: ``none``); a Kubernetes
+    client it makes is closed with ``stack``."""
+    common: dict[str, Any] = {
+        "service": name, "identity": identity, "partitions": lease_partitions(name, settings), "ttl": settings.lease_ttl,
+    }
+    if settings.lease_backend == "nats":
+        return Leases(nc, bucket=leases_bucket(settings, subjects), replicas=settings.stream_replicas, **common)
+    if settings.lease_backend == "kubernetes":
+        # The watcher's and the scaler's kubeconfig setting; the fetcher has none and uses $KUBECONFIG
+        # or its in-cluster account, as kube.api_client does.
+        api = await kube.api_client(getattr(settings, "kubeconfig", None))
+        stack.push_async_callback(api.close)
+        api.user_agent = f"wva-{name}/{identity}"  # who wrote, in the API server's audit log
+        store = KubernetesLeaseStore(api, namespace=lease_namespace(settings), ttl=settings.lease_ttl)
+        return Leases(store, **common)
+    return None
 
 
 def stream_spec(settings: Settings, nc: Client | None = None) -> streams.StreamSpec:
@@ -241,7 +269,7 @@ async def serve(
         await streams.ensure(js, subjects, spec)
         health.set("streams", True)
         identity = make_identity()
-        leases = make_leases(name, settings, nc, subjects, identity)
+        leases = await make_leases(name, settings, nc, subjects, identity, stack)
         if leases is not None:
             health.set("leases", lambda: leases.healthy)
             health.describe("leases", leases.report)

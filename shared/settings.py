@@ -118,6 +118,13 @@ def optional_str(text: str) -> str | None:
     return text or None
 
 
+def namespace_name(text: str) -> str:
+    """A Kubernetes namespace (empty: the default)."""
+    if text and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise ValueError(f"invalid namespace {text!r} (a DNS label: lowercase letters, digits and '-', at most 63)")
+    return text
+
+
 def bucket(text: str) -> str:
     """A JetStream KV bucket name (empty: the default, derived from the subject prefix)."""
     if text and not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", text):
@@ -173,8 +180,9 @@ class Settings:
         "how often a service checks its streams exist (and re-creates lost ones)",
     )
     lease_backend: str = setting(
-        "WVA_LEASE_BACKEND", "none", choice("none", "nats"),
-        "how replicas share the work: none (this replica does all of it) or nats (leases in a NATS KV bucket)",
+        "WVA_LEASE_BACKEND", "none", choice("none", "nats", "kubernetes"),
+        "how replicas share the work: none (this replica does all of it), nats (leases in a NATS KV bucket) "
+        "or kubernetes (coordination.k8s.io Lease objects, where a KV bucket is not allowed)",
     )
     partitions: int = setting(
         "WVA_PARTITIONS", 16, positive_int, "partitions of the model groups that replicas share (the same everywhere)"
@@ -183,6 +191,10 @@ class Settings:
         "WVA_LEASE_TTL", 15.0, duration, "how long a lease outlives its last renewal (renewed every third of it)"
     )
     leases_bucket: str = setting("WVA_LEASES", "", bucket, "NATS KV bucket of the leases (default <PREFIX>_LEASES)")
+    lease_namespace: str = setting(
+        "WVA_LEASE_NAMESPACE", "", namespace_name,
+        "namespace of the Lease objects with WVA_LEASE_BACKEND=kubernetes (default: this pod's own namespace)",
+    )
     http_addr: str = setting("WVA_HTTP_ADDR", "0.0.0.0:8080", host_port, "address of /healthz, /readyz and /metrics")
     log_format: str = setting("WVA_LOG_FORMAT", "auto", choice("auto", "json", "console"), "log format")
     log_level: str = setting(

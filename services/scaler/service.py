@@ -16,7 +16,7 @@ Tasks (one ``TaskGroup``; a crash in any fails the service loudly):
 
 The shell keeps no copy of the core's state: it holds queues, gauges and the statuses not yet written.
 
-Several replicas (``WVA_LEASE_BACKEND=nats``, docs/design.md §11): the core is this replica's
+Several replicas (``WVA_LEASE_BACKEND`` nats or kubernetes, docs/design.md §11): the core is this replica's
 (``Decision.replica``). Before following, the shell feeds it the last decision of every VA on the
 stream; its events follower then reads invalidations, every decision and this replica's own
 ``Ownership`` messages in one consumer, from where following began, and the leases start. The core

@@ -67,7 +67,10 @@ async def tail_leases(settings: Settings, *, count: int = 0, out: TextIO = sys.s
         try:
             kv = await nc.jetstream().key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            print(f"wva tail: no lease bucket {bucket} (no replica runs with WVA_LEASE_BACKEND=nats)", file=sys.stderr)
+            print(
+                f"wva tail: no lease bucket {bucket} (no replica runs with WVA_LEASE_BACKEND=nats; with kubernetes: "
+                "kubectl get leases -l app.kubernetes.io/part-of=wva)", file=sys.stderr,
+            )
             return 1
         watcher = await kv.watchall()
         try:

@@ -3,7 +3,7 @@ the outbox, run together in one ``TaskGroup`` under :func:`shared.lifecycle.serv
 
 Readiness (``/readyz`` check ``synced``) turns true once the first pass over every VA is published.
 
-Several watchers (``WVA_LEASE_BACKEND=nats``, docs/design.md §11): every one lists and watches (a hot
+Several watchers (``WVA_LEASE_BACKEND`` nats or kubernetes, docs/design.md §11): every one lists and watches (a hot
 standby), only the one holding the ``watcher`` lease publishes. A standby is ready once its index is
 complete; when it gains the lease it reads what the stream holds and publishes a first pass against it,
 as a restarted watcher does; each publish is fenced (the lease must be valid with time to spare), and

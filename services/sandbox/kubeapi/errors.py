@@ -84,6 +84,15 @@ def conflict(plural: str, group: str, name: str) -> ApiError:
     )
 
 
+def precondition_failed(plural: str, group: str, name: str, field: str, wanted: str, actual: str) -> ApiError:
+    """A delete whose preconditions do not hold (409, worded as the real server words it)."""
+    return ApiError(
+        409,
+        f"Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {actual}",
+        details=_details(plural, group, name),
+    )
+
+
 def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str]]) -> ApiError:
     """`causes` are (field, message) pairs; the message reads like the real server's."""
     qualified = f"{kind}.{group}" if group else kind

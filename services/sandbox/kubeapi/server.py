@@ -264,7 +264,9 @@ class ApiServer:
                 self.store.patch(rtype, ns, name, raw, content_type=request.headers.get("Content-Type", ""), subresource=sub)
             )
         if method == "DELETE" and sub is None:
-            return json_response(self.store.delete(rtype, ns, name))
+            options = await _read_json(request) if request.can_read_body else None
+            preconditions = options.get("preconditions") if isinstance(options, dict) else None
+            return json_response(self.store.delete(rtype, ns, name, preconditions=preconditions))
         raise errors.ApiError(405, f"{method} is not supported here")
 
     async def _scale(self, request: web.Request, ns: str | None, name: str) -> web.Response:

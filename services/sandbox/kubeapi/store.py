@@ -402,9 +402,18 @@ class Store:
             raise errors.conflict(rtype.plural, rtype.group, name)
         return self._replace(rtype, current, patched, subresource)
 
-    def delete(self, resource: str | ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
+    def delete(
+        self, resource: str | ResourceType, namespace: str | None, name: str, *, preconditions: Any = None
+    ) -> dict[str, Any]:
+        """DELETE; ``preconditions`` (of DeleteOptions) that do not hold are a 409 Conflict."""
         rtype = resources.resolve(resource)
         current = self._stored(rtype, namespace, name)
+        for label, field in (("ResourceVersion", "resourceVersion"), ("UID", "uid")):
+            wanted = preconditions.get(field) if isinstance(preconditions, dict) else None
+            if wanted and wanted != current["metadata"].get(field):
+                raise errors.precondition_failed(
+                    rtype.plural, rtype.group, name, label, str(wanted), str(current["metadata"].get(field))
+                )
         if rtype is resources.NAMESPACES:
             # Namespace deletion takes its contents with it (finalization is instant here).
             for key in [k for k in self._objects if k[1] == name and k[0] != rtype.key]:

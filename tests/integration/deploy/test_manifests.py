@@ -33,10 +33,12 @@ BUILDS = [
     "overlays/existing-nats",
     "overlays/ha",
     "overlays/hpa",
+    "overlays/kubernetes-leases",
     "overlays/scrape",
     "overlays/tls",
     "samples",
 ]
+LEASE_RBAC_BUILD = "overlays/kubernetes-leases"  # the only build with WVA_LEASE_BACKEND=kubernetes
 # Secrets the user brings (docs/deployment.md); everything else a build references must be in the build
 # (as a Secret, or as the secretName of a cert-manager Certificate in it).
 USER_SECRETS = {"wva-prometheus", "hf-token"}
@@ -174,7 +176,10 @@ def environment(
 
 @pytest.mark.parametrize(
     "build",
-    ["overlays/default", "overlays/ha", "overlays/hpa", "overlays/scrape", "overlays/tls", "overlays/existing-nats"],
+    [
+        "overlays/default", "overlays/ha", "overlays/hpa", "overlays/scrape", "overlays/tls", "overlays/existing-nats",
+        LEASE_RBAC_BUILD,
+    ],
 )
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_environment_loads_with_its_own_settings(build: str, service: str) -> None:
@@ -195,7 +200,8 @@ def test_each_service_environment_loads_with_its_own_settings(build: str, servic
         assert isinstance(settings, FetcherSettings) and settings.collector == "scrape"
     if build == "overlays/tls":
         assert settings.nats_url.startswith("tls://") and settings.nats_tls_ca
-    assert settings.lease_backend == "nats"  # several replicas share the work
+    # several replicas share the work, through a KV bucket or, in one overlay, Lease objects
+    assert settings.lease_backend == ("kubernetes" if build == LEASE_RBAC_BUILD else "nats")
     assert settings.stream_replicas == (3 if build in ("overlays/ha", "overlays/existing-nats") else 1)
 
 
@@ -262,10 +268,38 @@ def test_no_lease_rbac_without_the_kubernetes_lease_backend() -> None:
     # Leases live in NATS (WVA_LEASE_BACKEND=nats); Kubernetes Lease objects are not used, so no role
     # may grant coordination.k8s.io.
     for build in BUILDS:
+        if build == LEASE_RBAC_BUILD:
+            continue
         for doc in manifests.build(DEPLOY / build):
             if doc["kind"] in ("Role", "ClusterRole"):
                 groups = {g for rule in doc.get("rules", []) for g in rule.get("apiGroups", [])}
                 assert "coordination.k8s.io" not in groups, (build, doc["metadata"]["name"])
+
+
+def test_the_kubernetes_leases_overlay_grants_leases_in_its_namespace_to_the_three_services_only() -> None:
+    docs = manifests.build(DEPLOY / LEASE_RBAC_BUILD)
+    common = manifests.one(docs, "ConfigMap", "wva-common")  # (kustomize adds a hash to the name)
+    assert common["data"]["WVA_LEASE_BACKEND"] == "kubernetes"
+    granted = []
+    for doc in manifests.find(docs, "Role") + manifests.find(docs, "ClusterRole"):
+        for rule in doc.get("rules", []):
+            if "coordination.k8s.io" in rule.get("apiGroups", []):
+                granted.append((doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"], rule))
+    # one namespaced Role: the verbs shared/kubeleases.py uses (no watch, no patch), on leases only
+    assert [(kind, ns) for kind, ns, _, _ in granted] == [("Role", "wva-system")], granted
+    (_, _, role, rule) = granted[0]
+    assert rule["resources"] == ["leases"] and "resourceNames" not in rule
+    assert sorted(rule["verbs"]) == ["create", "delete", "get", "list", "update"]
+    (binding,) = [b for b in manifests.find(docs, "RoleBinding") if b["roleRef"]["name"] == role]
+    assert binding["roleRef"]["kind"] == "Role" and binding["metadata"]["namespace"] == "wva-system"
+    assert sorted((s["kind"], s["name"], s["namespace"]) for s in binding["subjects"]) == [
+        ("ServiceAccount", f"wva-{service}", "wva-system") for service in sorted(SERVICES)
+    ]
+    # the fetcher needs its token and a way to the API server for its leases, here only
+    assert manifests.one(docs, "ServiceAccount", "wva-fetcher")["automountServiceAccountToken"] is True
+    assert manifests.one(docs, "Deployment", "wva-fetcher")["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    egress = manifests.one(docs, "NetworkPolicy", "wva-fetcher")["spec"]["egress"]
+    assert {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]} in egress
 
 
 def test_ha_overlay_runs_a_three_node_nats_cluster() -> None:

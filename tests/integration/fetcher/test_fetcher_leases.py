@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 
 from shared import messages
@@ -41,16 +43,20 @@ async def replies(nc: Client, subject: str, window: float = 1.0) -> int:
     return len(got)
 
 
+@pytest.mark.parametrize("backend", ["nats", "kubernetes"])
 async def test_two_fetchers_publish_each_va_once_per_cycle_and_hand_over(
-    nats_server: NatsServer, nats_client: Client, vllm_pods: Pods, run_fetcher: RunFetcher
+    nats_server: NatsServer, nats_client: Client, vllm_pods: Pods, run_fetcher: RunFetcher, backend: str,
+    kubeconfig: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # the fetcher has no kubeconfig setting: $KUBECONFIG here, its service account in a cluster
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     m0, m1 = models()
     pod = await vllm_pods.start(NS, "llama-0")
     targets = [make_target(NS, f"va-{i}", [pod], model_id=(m0, m1)[i % 2]) for i in range(8)]
     await publish_targets(nats_client, *targets)
     settings = {
         "nats_url": nats_server.url, "collector": "scrape", "fetch_interval": INTERVAL, "cache_ttl": 30.0,
-        "lease_backend": "nats", "partitions": 2, "lease_ttl": 1.5,
+        "lease_backend": backend, "partitions": 2, "lease_ttl": 1.5,
     }
     a = await run_fetcher(**settings)
     await a.wait_ready()
@@ -58,6 +64,7 @@ async def test_two_fetchers_publish_each_va_once_per_cycle_and_hand_over(
     await b.wait_ready()
     leases_a, leases_b = a.runtime.leases, b.runtime.leases
     assert leases_a is not None and leases_b is not None
+    assert type(leases_a.store).__name__ == {"nats": "NatsLeaseStore", "kubernetes": "KubernetesLeaseStore"}[backend]
     deadline = time.monotonic() + 10
     while not (len(leases_a.owned) == 1 and len(leases_b.owned) == 1) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)

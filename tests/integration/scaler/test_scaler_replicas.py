@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+from kubernetes_asyncio import client
 from nats.aio.msg import Msg
 
 from services.scaler import recording, replay, service
@@ -20,7 +22,7 @@ from shared.subjects import SubjectKind
 from tests.fixtures.scaler import NS, S, eq, eventually, first
 
 M0, M1 = "model-4", "model-0"  # partitions 0 and 1 of 2
-HA = {"lease_backend": "nats", "partitions": 2, "lease_ttl": 1.5}
+HA = {"partitions": 2, "lease_ttl": 1.5}  # and lease_backend: each test runs with both
 
 
 class Replica:
@@ -33,7 +35,10 @@ class Replica:
         assert await asyncio.wait_for(self.task, 10) == 0
 
 
-async def test_two_scalers_decide_their_own_groups_hand_over_and_replay(scaler_setup: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["nats", "kubernetes"])
+async def test_two_scalers_decide_their_own_groups_hand_over_and_replay(
+    scaler_setup: Any, tmp_path: Path, backend: str
+) -> None:
     assert partition_of(NS, M0, 2) == 0 and partition_of(NS, M1, 2) == 1
     cluster, settings = scaler_setup
     await cluster.add_variant("v0", replicas=1, cost="10", model=M0)
@@ -54,12 +59,15 @@ async def test_two_scalers_decide_their_own_groups_hand_over_and_replay(scaler_s
     t0, t1 = await cluster.target("v0", cost=10, model=M0), await cluster.target("v1", cost=10, model=M1)
     await cluster.snapshot(t0, [0.5])
     await cluster.snapshot(t1, [0.5])
-    a = Replica(settings(**HA))
+    a = Replica(settings(**HA, lease_backend=backend))
     await asyncio.wait_for(a.ready.wait(), 10)
-    b = Replica(settings(**HA))
+    b = Replica(settings(**HA, lease_backend=backend))
     try:
         # a takes both groups first; b joins, a gives one partition back, b takes it over
         first_one = await eventually(lambda: first(decisions, lambda d: True))
+        if backend == "kubernetes":  # the leases are Lease objects in the API, one per partition
+            leases = await client.CoordinationV1Api(cluster.core.api_client).list_namespaced_lease("wva-system")
+            assert {"wva-scaler-0", "wva-scaler-1"} <= {lease.metadata.name for lease in leases.items}
         a_id = first_one.replica
         other = await eventually(lambda: first(decisions, lambda d: d.replica != a_id), timeout=15)
         b_id = other.replica

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -16,11 +17,12 @@ from tests.fixtures.watcher import SUBJECTS, Feed, RunningWatcher
 from tests.integration.watcher.test_watcher_service import deployment, scale, settled, va
 
 StartWatcher = Callable[..., Awaitable[RunningWatcher]]
-HA = {"lease_backend": "nats", "lease_ttl": 1.5}
+HA = {"lease_ttl": 1.5}  # and lease_backend: each test runs with both
 
 
+@pytest.mark.parametrize("backend", ["nats", "kubernetes"])
 async def test_one_watcher_publishes_and_the_standby_takes_over(
-    kube_api: KubeApiEmulator, watcher_service: StartWatcher, watcher_feed: Feed, nats_client: Client
+    kube_api: KubeApiEmulator, watcher_service: StartWatcher, watcher_feed: Feed, nats_client: Client, backend: str
 ) -> None:
     publishers: list[str] = []  # the outbox's per-process prefix of every message's Nats-Msg-Id
 
@@ -32,11 +34,12 @@ async def test_one_watcher_publishes_and_the_standby_takes_over(
     for name in ("llama", "mistral"):
         kube_api.store.create("deployments", deployment(name, replicas=1), namespace="default")
         kube_api.store.create("variantautoscalings", va(name), namespace="default")
-    first = await watcher_service(**HA)
+    first = await watcher_service(**HA, lease_backend=backend)
     await watcher_feed.wait_for(settled(watcher_feed, "llama", replicas=1), what="the first pass")
-    second = await watcher_service(**HA)  # a hot standby: ready once its index is complete
+    second = await watcher_service(**HA, lease_backend=backend)  # a hot standby: ready once its index is complete
     assert second.runtime is not None and first.runtime is not None
     assert second.runtime.leases is not None and first.runtime.leases is not None
+    assert type(first.runtime.leases.store).__name__ == {"nats": "NatsLeaseStore", "kubernetes": "KubernetesLeaseStore"}[backend]
     await asyncio.sleep(1.0)  # a few lease rounds: the standby must not take the lease or publish
     assert first.runtime.leases.owned == {"watcher"} and second.runtime.leases.owned == frozenset()
 

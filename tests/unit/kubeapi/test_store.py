@@ -46,6 +46,20 @@ def test_no_op_update_keeps_resource_version(store: Store) -> None:
     assert again["metadata"]["resourceVersion"] == cm["metadata"]["resourceVersion"]
 
 
+def test_a_delete_whose_preconditions_do_not_hold_conflicts_and_keeps_the_object(store: Store) -> None:
+    lease = {"metadata": {"name": "wva-scaler-0", "namespace": "ns"}, "spec": {"holderIdentity": "a-1"}}
+    first = store.create("leases", lease)
+    store.update("leases", {**first, "spec": {"holderIdentity": "b-1"}})
+    for preconditions in ({"resourceVersion": first["metadata"]["resourceVersion"]}, {"uid": "another"}):
+        with pytest.raises(errors.ApiError) as err:
+            store.delete("leases", "ns", "wva-scaler-0", preconditions=preconditions)
+        assert err.value.code == 409 and "Precondition failed" in err.value.message
+    current = store.get("leases", "ns", "wva-scaler-0")
+    assert current["spec"]["holderIdentity"] == "b-1"
+    store.delete("leases", "ns", "wva-scaler-0", preconditions={"resourceVersion": current["metadata"]["resourceVersion"]})
+    assert store.find("leases", "ns", "wva-scaler-0") is None
+
+
 def test_history_is_bounded_and_older_versions_expire(store: Store) -> None:
     start = store.resource_version
     for i in range(10):
