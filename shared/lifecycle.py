@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+from kubernetes_asyncio import config as kube_config
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -189,6 +190,10 @@ def lease_namespace(settings: Settings) -> str:
     return _DEFAULT_NAMESPACE
 
 
+class LeaseSetupError(Exception):
+    """The lease backend cannot be used at all (no Kubernetes client configuration); safe to log."""
+
+
 async def make_leases(
     name: str, settings: Settings, nc: Client, subjects: Subjects, identity: str, stack: AsyncExitStack
 ) -> Leases | None:
@@ -202,7 +207,13 @@ async def make_leases(
     if settings.lease_backend == "kubernetes":
         # The watcher's and the scaler's kubeconfig setting; the fetcher has none and uses $KUBECONFIG
         # or its in-cluster account, as kube.api_client does.
-        api = await kube.api_client(getattr(settings, "kubeconfig", None))
+        try:
+            api = await kube.api_client(getattr(settings, "kubeconfig", None))
+        except (kube_config.ConfigException, OSError, ValueError) as exc:
+            raise LeaseSetupError(
+                f"WVA_LEASE_BACKEND=kubernetes needs the Kubernetes API: {redact(str(exc)) or type(exc).__name__} "
+                "(run in a pod with a service account, or set KUBECONFIG)"
+            ) from None
         stack.push_async_callback(api.close)
         api.user_agent = f"wva-{name}/{identity}"  # who wrote, in the API server's audit log
         store = KubernetesLeaseStore(api, namespace=lease_namespace(settings), ttl=settings.lease_ttl)
@@ -269,7 +280,11 @@ async def serve(
         await streams.ensure(js, subjects, spec)
         health.set("streams", True)
         identity = make_identity()
-        leases = await make_leases(name, settings, nc, subjects, identity, stack)
+        try:
+            leases = await make_leases(name, settings, nc, subjects, identity, stack)
+        except LeaseSetupError as exc:
+            log.error("%s", exc)
+            return 1
         if leases is not None:
             health.set("leases", lambda: leases.healthy)
             health.describe("leases", leases.report)

@@ -25,6 +25,8 @@ from shared.observability import MESSAGES_REJECTED
 from shared.settings import Settings
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.servers import NatsServer
+from tests.fixtures.services import StartService
+from tests.hostile.conftest import eventually
 from tests.integration.shared.test_leases import rounds
 
 NS = "wva-system"
@@ -243,3 +245,19 @@ async def test_a_forbidden_lease_api_leaves_the_service_running_unready_and_says
     finally:
         stop.set()
         assert await asyncio.wait_for(serving, 10) == 0
+
+
+@pytest.mark.parametrize("kubeconfig", ["", "missing-kubeconfig.yaml"], ids=["not-in-a-pod", "missing-file"])
+async def test_without_a_kubernetes_client_configuration_a_service_stops_with_one_clear_line(
+    wva_process: StartService, nats_server: NatsServer, tmp_path: Path, kubeconfig: str
+) -> None:
+    env = {
+        "WVA_NATS_URL": nats_server.url, "WVA_LEASE_BACKEND": "kubernetes",
+        "KUBECONFIG": str(tmp_path / kubeconfig) if kubeconfig else "",
+        "KUBERNETES_SERVICE_HOST": "", "KUBERNETES_SERVICE_PORT": "",
+    }  # fmt: skip
+    fetcher = await wva_process("fetcher", env, ready=False)
+    await eventually(lambda: not fetcher.alive, timeout=15, what="the fetcher stops")
+    log = fetcher.log()
+    assert fetcher.returncode == 1, log
+    assert "WVA_LEASE_BACKEND=kubernetes needs the Kubernetes API" in log and "Traceback" not in log, log
