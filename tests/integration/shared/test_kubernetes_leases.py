@@ -27,7 +27,7 @@ from tests.fixtures.cluster import api_client_for
 from tests.fixtures.servers import NatsServer
 from tests.fixtures.services import StartService
 from tests.hostile.conftest import eventually
-from tests.integration.shared.test_leases import rounds
+from tests.integration.shared.test_leases import rounds, settled
 
 NS = "wva-system"
 TTL = 1.5
@@ -168,10 +168,7 @@ async def test_a_replica_that_stops_renewing_is_fenced_before_the_other_takes_ov
 
 async def test_a_clean_release_hands_over_at_the_next_round(make_leases: MakeLeases, kube_api: KubeApiEmulator) -> None:
     a, b = await make_leases("a-1"), await make_leases("b-1")
-    await rounds(a, b)
-    await asyncio.sleep(a.period)
-    await rounds(a, b, n=2)
-    assert len(b.owned) == 8
+    await settled(a, b)
     await a.release()
     assert kube_api.store.find(kube_resources.LEASES, NS, "wva-members-scaler-a-1") is None
     await rounds(b)

@@ -55,6 +55,14 @@ async def rounds(*replicas: Leases, n: int = 1) -> None:
             await replica.round()
 
 
+async def settled(a: Leases, b: Leases) -> None:
+    """Two replicas that started together, once they share the partitions (b holds its 8)."""
+    await rounds(a, b)
+    await asyncio.sleep(a.period)  # a gives back only what it has held a whole period
+    await rounds(a, b, n=2)
+    assert len(b.owned) == 8
+
+
 async def test_one_replica_holds_every_partition_and_renews(make_leases: MakeLeases, nats_client: Client) -> None:
     a = await make_leases("a-1")
     changes = a.subscribe()
@@ -109,10 +117,7 @@ async def test_a_replica_that_stops_renewing_is_fenced_before_its_leases_expire(
 
 async def test_a_clean_leave_hands_over_at_the_next_round(make_leases: MakeLeases, nats_client: Client) -> None:
     a, b = await make_leases("a-1"), await make_leases("b-1")
-    await rounds(a, b)
-    await asyncio.sleep(a.period)
-    await rounds(a, b, n=2)
-    assert len(b.owned) == 8
+    await settled(a, b)
     await a.release()
     await rounds(b)
     # a's member key is gone too, so b's share is all of them at once
