@@ -119,7 +119,7 @@ class _VA:
     retry_at: float = float("-inf")
     refusal: str = ""  # why the API refused the last step (TargetResolved says so until one works)
     nudged_at: float = float("-inf")
-    last_decision: Decision | None = None
+    last_decision: outputs.Decided | None = None  # what the core reads of the last one published
     conditions: tuple[Condition, ...] = ()
     transitions: outputs.Transitions = ()
     status: tuple[object, ...] = ()  # outputs.status_inputs of the last status emitted
@@ -185,7 +185,8 @@ class Scaler:
     def configs(self) -> ConfigSet:
         return self._configs
 
-    def last_decision(self, namespace: str, name: str) -> Decision | None:
+    def last_decision(self, namespace: str, name: str) -> outputs.Decided | None:
+        """What the core keeps of the VA's last published decision (desired, reason, applied, …)."""
         va = self._vas.get(va_key(namespace, name))
         return None if va is None else va.last_decision
 
@@ -374,7 +375,7 @@ class Scaler:
             va.retry_at = now + backoff(va.failures)
             if event.outcome == "refused":
                 va.refusal = event.detail
-        va.last_decision = decision
+        va.last_decision = outputs.Decided.of(decision)
         actions: list[Action] = [decision]
         actions.extend(self._status(va, now))
         # The group decides again now that the step has landed (or failed): what it deferred while the
@@ -606,7 +607,7 @@ class Scaler:
                 last is None
                 or last.desired != final.desired
                 or last.reason != final.reason
-                or last.numbers.recommended != final.recommended
+                or last.recommended != final.recommended
             )
             decision = Decision(
                 namespace=t.namespace,
@@ -647,7 +648,7 @@ class Scaler:
                 continue  # its decision and status follow the outcome
             if changed:
                 actions.append(decision)
-                va.last_decision = decision
+                va.last_decision = outputs.Decided.of(decision)
             elif last is not None and last.current != t.spec_replicas:
                 va.last_decision = msgspec.structs.replace(last, current=t.spec_replicas)
             actions.extend(self._status(va, now))

@@ -4,14 +4,17 @@ Pure: the core passes the time in. ``lastTransitionTime`` of a condition moves o
 does, as Kubernetes conventions ask.
 
 What the core keeps per VA to write a status only when it changes is small (docs/benchmarks.md,
-"Memory per tracked VA"): the transition times as one tuple, shared strings for equal times, and the
-inputs of the last status written (:func:`status_inputs`) rather than the status itself.
+"Memory per tracked VA"): the transition times as one tuple, shared strings for equal times, the
+inputs of the last status written (:func:`status_inputs`) rather than the status itself, and of the
+last decision only what the core reads again (:class:`Decided`), not the published message.
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
+
+import msgspec
 
 from services.scaler import reasons
 from services.scaler.actions import (
@@ -23,6 +26,34 @@ from services.scaler.actions import (
 )
 from services.scaler.holds import Check, condition
 from shared.messages import Decision, Target
+
+
+class Decided(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What the core reads again of a VA's last published decision: whether the next one differs
+    (desired, reason, recommended), its status (accelerator, desired, at, applied) and the count the
+    Deployment had (current). The published :class:`~shared.messages.Decision` (its detail, numbers,
+    cursor) is not kept: about 600 bytes a VA (docs/benchmarks.md, "Memory per tracked VA")."""
+
+    desired: int
+    current: int
+    reason: str
+    recommended: int | None
+    applied: bool
+    accelerator: str
+    at: datetime
+
+    @classmethod
+    def of(cls, decision: Decision) -> Decided:
+        return cls(
+            desired=decision.desired,
+            current=decision.current,
+            reason=decision.reason,
+            recommended=decision.numbers.recommended,
+            applied=decision.applied,
+            accelerator=decision.accelerator,
+            at=decision.at,
+        )
+
 
 Transitions = tuple[tuple[str, str, str], ...]  # (condition type, status, lastTransitionTime), by first seen
 
@@ -54,7 +85,7 @@ def transitions(current: tuple[Condition, ...], before: Transitions, *, now: dat
 
 
 def status_inputs(
-    target: Target, decision: Decision | None, current: tuple[Condition, ...], stamps: Transitions
+    target: Target, decision: Decided | None, current: tuple[Condition, ...], stamps: Transitions
 ) -> tuple[object, ...]:
     """What :func:`status` reads, as a value: equal inputs give an equal status and, as every one of
     them is written into it, different inputs a different one."""
@@ -89,7 +120,7 @@ def conditions(target: Target, check: Check, *, group_reason: str, group_detail:
 
 def status(
     target: Target,
-    decision: Decision | None,
+    decision: Decided | None,
     current: tuple[Condition, ...],
     stamps: Transitions,
 ) -> VAStatus:
