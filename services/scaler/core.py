@@ -59,6 +59,7 @@ from services.scaler.digest import Digest, digest
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
 from services.scaler.pacing import LastDecision, Pacing
 from services.scaler.scaling_config import DEFAULT_CONFIG, ConfigSet, ScalingConfig, apply_configmap
+from services.scaler.tracked import Tracked, tracked
 from shared.messages import (
     Cursor,
     Decision,
@@ -72,7 +73,6 @@ from shared.messages import (
     Target,
     TargetDeleted,
     VAKey,
-    interned,
     kind_of,
     va_key,
 )
@@ -109,7 +109,7 @@ class _Actuating:
 
 @dataclass(slots=True)
 class _VA:
-    target: Target
+    target: Tracked  # what the core reads of the VA's Target
     metrics: Digest | None = None
     awaiting: int = 0  # a generation an invalidation announced before its Target arrived
     idle_since: float | None = None  # effective collection time of the first of a run of idle snapshots
@@ -252,8 +252,8 @@ class Scaler:
         m, t = va.metrics, va.target
         return m is None or m.generation < max(t.deployment_generation, va.awaiting) or m.age(now) > 2 * stale / 3
 
-    def _on_target(self, target: Target, now: float) -> list[Action]:
-        target = interned(target)  # kept per VA: its repeated strings shared (the same values)
+    def _on_target(self, message: Target, now: float) -> list[Action]:
+        target = tracked(message)  # kept per VA: the fields the core reads, repeated values shared
         key = va_key(target.namespace, target.name)
         va = self._vas.get(key)
         old_group: GroupKey | None = None
@@ -301,7 +301,7 @@ class Scaler:
     def _on_snapshot(self, snapshot: MetricsSnapshot, now: float) -> list[Action]:
         key = va_key(snapshot.namespace, snapshot.name)
         va = self._vas.get(key)
-        names = None if va is None else {p.name: p.name for p in va.target.pods}
+        names = None if va is None else {p: p for p in va.target.pods}
         metrics = digest(snapshot, received_at=now, names=names)
         actions: list[Action] = []
         if metrics.skew > self._max_skew:
@@ -443,10 +443,10 @@ class Scaler:
             del self._groups[key]
 
     @staticmethod
-    def _deployment(target: Target) -> tuple[str, str]:
-        return (target.namespace, target.scale_target.name or target.name)
+    def _deployment(target: Tracked) -> tuple[str, str]:
+        return (target.namespace, target.deployment)
 
-    def _retarget(self, target: Target) -> set[GroupKey]:
+    def _retarget(self, target: Tracked) -> set[GroupKey]:
         """Index the Deployment ``target`` names; the groups whose conflicts changed."""
         deployment = self._deployment(target)
         names = self._targeting.get(deployment, ())
@@ -454,7 +454,7 @@ class Scaler:
             names = self._targeting[deployment] = tuple(sorted((*names, target.name)))
         return self._groups_of(target.namespace, names) if len(names) > 1 else set()
 
-    def _untarget(self, target: Target) -> set[GroupKey]:
+    def _untarget(self, target: Tracked) -> set[GroupKey]:
         deployment = self._deployment(target)
         names = tuple(n for n in self._targeting.get(deployment, ()) if n != target.name)
         if not names:
@@ -471,7 +471,7 @@ class Scaler:
                 found.add((va.target.namespace, va.target.model_id))
         return found
 
-    def _conflict(self, target: Target) -> list[str]:
+    def _conflict(self, target: Tracked) -> list[str]:
         names = self._targeting.get(self._deployment(target), ())
         return list(names) if len(names) > 1 else []
 
@@ -636,7 +636,7 @@ class Scaler:
                     ScaleAction(
                         namespace=t.namespace,
                         name=t.name,
-                        deployment=t.scale_target.name or t.name,
+                        deployment=t.deployment,
                         replicas=final.desired,
                         expected_generation=t.deployment_generation,
                         min_replicas=t.min_replicas,

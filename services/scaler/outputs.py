@@ -25,7 +25,8 @@ from services.scaler.actions import (
     VAStatus,
 )
 from services.scaler.holds import Check, condition
-from shared.messages import Decision, Target
+from services.scaler.tracked import Tracked
+from shared.messages import Decision
 
 
 class Decided(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -85,7 +86,7 @@ def transitions(current: tuple[Condition, ...], before: Transitions, *, now: dat
 
 
 def status_inputs(
-    target: Target, decision: Decided | None, current: tuple[Condition, ...], stamps: Transitions
+    target: Tracked, decision: Decided | None, current: tuple[Condition, ...], stamps: Transitions
 ) -> tuple[object, ...]:
     """What :func:`status` reads, as a value: equal inputs give an equal status and, as every one of
     them is written into it, different inputs a different one."""
@@ -96,14 +97,14 @@ def status_inputs(
     return (generation, current, stamps, accelerator, decision.desired, decision.at, decision.applied)
 
 
-def conditions(target: Target, check: Check, *, group_reason: str, group_detail: str, refusal: str) -> tuple[Condition, ...]:
+def conditions(target: Tracked, check: Check, *, group_reason: str, group_detail: str, refusal: str) -> tuple[Condition, ...]:
     """TargetResolved, MetricsAvailable and OptimizationReady of one VA after an evaluation."""
     tr = reasons.TARGET_RESOLVED
     if check.hold == reasons.HOLD_CONFLICT:
         resolved = condition(tr, False, reasons.SCALE_TARGET_CONFLICT, check.why)
     elif not target.resolved:
-        st = target.scale_target
-        resolved = condition(tr, False, reasons.SCALE_TARGET_NOT_FOUND, f"scale target {st.kind} {st.name or target.name} not found")
+        why = f"scale target {target.scale_kind} {target.deployment} not found"
+        resolved = condition(tr, False, reasons.SCALE_TARGET_NOT_FOUND, why)
     elif refusal:
         resolved = condition(tr, False, reasons.ACTUATION_REFUSED, refusal)
     else:
@@ -119,7 +120,7 @@ def conditions(target: Target, check: Check, *, group_reason: str, group_detail:
 
 
 def status(
-    target: Target,
+    target: Tracked,
     decision: Decided | None,
     current: tuple[Condition, ...],
     stamps: Transitions,
