@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import msgspec
 
@@ -82,7 +83,23 @@ def transitions(current: tuple[Condition, ...], before: Transitions, *, now: dat
             moved = True
     if not moved:
         return before
-    return tuple(_transition(t, status, at) for t, (status, at) in times.items())
+    return _shared(tuple(_transition(t, status, at) for t, (status, at) in times.items()))
+
+
+_T = TypeVar("_T", bound=tuple[object, ...])
+_SHARED: dict[tuple[object, ...], tuple[object, ...]] = {}
+_MAX_SHARED = 4096  # distinct tuples remembered; past it, the cache starts afresh
+
+
+def _shared(value: _T) -> _T:
+    """One tuple for equal conditions or transition times: most VAs have the same three conditions,
+    and those that moved at the same instant the same times."""
+    found = _SHARED.get(value)
+    if found is None:
+        if len(_SHARED) >= _MAX_SHARED:
+            _SHARED.clear()
+        _SHARED[value] = found = value
+    return found  # type: ignore[return-value]  # equal to ``value``, so of its type
 
 
 def status_inputs(
@@ -116,7 +133,7 @@ def conditions(target: Tracked, check: Check, *, group_reason: str, group_detail
         ready = condition(ready_type, False, reasons.METRICS_UNAVAILABLE, f"{group_reason}: {group_detail}")
     else:
         ready = condition(ready_type, True, reasons.OPTIMIZATION_SUCCEEDED, group_reason)
-    return (resolved, check.metrics, ready)
+    return _shared((resolved, check.metrics, ready))
 
 
 def status(
