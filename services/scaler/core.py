@@ -168,9 +168,9 @@ class Scaler:
         self._vas: dict[VAKey, _VA] = {}
         self._groups: dict[GroupKey, _Group] = {}
         self._orphans: OrderedDict[VAKey, tuple[Digest, float | None]] = OrderedDict()
-        # (namespace, deployment) -> the names of the VAs that target it, sorted (almost always one: a
-        # tuple is a quarter of a set's size)
-        self._targeting: dict[tuple[str, str], tuple[str, ...]] = {}
+        # namespace -> deployment -> the names of the VAs that target it, sorted: almost always one,
+        # kept as the name itself (docs/benchmarks.md, "Memory per tracked VA")
+        self._targeting: dict[str, dict[str, str | tuple[str, ...]]] = {}
         self._cursor = dict.fromkeys(_CURSOR_FIELDS, 0)
         self._cursor_shared: Cursor | None = None
         self._trigger = ""
@@ -442,26 +442,32 @@ class Scaler:
         if not group.names:
             del self._groups[key]
 
-    @staticmethod
-    def _deployment(target: Tracked) -> tuple[str, str]:
-        return (target.namespace, target.deployment)
+    def _targeting_of(self, target: Tracked) -> tuple[str, ...]:
+        """The names of the VAs that target ``target``'s Deployment, sorted."""
+        names = self._targeting.get(target.namespace, {}).get(target.deployment, ())
+        return (names,) if isinstance(names, str) else names
+
+    def _set_targeting(self, target: Tracked, names: tuple[str, ...]) -> None:
+        by_deployment = self._targeting.setdefault(target.namespace, {})
+        if names:
+            by_deployment[target.deployment] = names[0] if len(names) == 1 else names
+            return
+        by_deployment.pop(target.deployment, None)
+        if not by_deployment:
+            del self._targeting[target.namespace]
 
     def _retarget(self, target: Tracked) -> set[GroupKey]:
         """Index the Deployment ``target`` names; the groups whose conflicts changed."""
-        deployment = self._deployment(target)
-        names = self._targeting.get(deployment, ())
+        names = self._targeting_of(target)
         if target.name not in names:
-            names = self._targeting[deployment] = tuple(sorted((*names, target.name)))
+            names = tuple(sorted((*names, target.name)))
+            self._set_targeting(target, names)
         return self._groups_of(target.namespace, names) if len(names) > 1 else set()
 
     def _untarget(self, target: Tracked) -> set[GroupKey]:
-        deployment = self._deployment(target)
-        names = tuple(n for n in self._targeting.get(deployment, ()) if n != target.name)
-        if not names:
-            self._targeting.pop(deployment, None)
-            return set()
-        self._targeting[deployment] = names
-        return self._groups_of(target.namespace, names)
+        names = tuple(n for n in self._targeting_of(target) if n != target.name)
+        self._set_targeting(target, names)
+        return self._groups_of(target.namespace, names) if names else set()
 
     def _groups_of(self, namespace: str, names: Sequence[str]) -> set[GroupKey]:
         found = set()
@@ -472,7 +478,7 @@ class Scaler:
         return found
 
     def _conflict(self, target: Tracked) -> list[str]:
-        names = self._targeting.get(self._deployment(target), ())
+        names = self._targeting_of(target)
         return list(names) if len(names) > 1 else []
 
     # ------------------------------------------------------------------ evaluation
