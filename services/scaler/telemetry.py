@@ -51,10 +51,17 @@ _MODEL_GAUGES: Final = (
 
 
 class _Variant:
-    __slots__ = ("current", "desired", "labels", "ratio")
+    """A variant's gauges: its labels and ratio are made when /metrics is read (a tuple and a float
+    fewer per VA); the ratio is of the counts the decision had."""
 
-    def __init__(self, labels: tuple[str, str, str], desired: float, current: float, ratio: float) -> None:
-        self.labels, self.desired, self.current, self.ratio = labels, desired, current, ratio
+    __slots__ = ("accelerator", "current", "decided_current", "desired")
+
+    def __init__(self, accelerator: str, desired: int, current: int) -> None:
+        self.accelerator, self.desired, self.current, self.decided_current = accelerator, desired, current, current
+
+    @property
+    def ratio(self) -> float:
+        return self.desired / self.decided_current if self.decided_current else self.desired
 
 
 class Gauges(Collector):
@@ -75,11 +82,9 @@ class Gauges(Collector):
 
     def decided(self, decision: Decision) -> None:
         key = (decision.namespace, decision.name)
-        labels = (decision.name, decision.namespace, decision.accelerator)
-        ratio = decision.desired / decision.current if decision.current else decision.desired
         n = decision.numbers
         with self._lock:
-            self._variants[key] = _Variant(labels, decision.desired, decision.current, ratio)
+            self._variants[key] = _Variant(decision.accelerator, decision.desired, decision.current)
             if n.required is not None and n.spare is not None and n.demand is not None:
                 model = (decision.model_id, decision.namespace)
                 self._models[key] = model
@@ -113,9 +118,10 @@ class Gauges(Collector):
     def collect(self) -> Iterable[Metric]:
         families = self._families()
         with self._lock:
-            for v in self._variants.values():
+            for (namespace, name), v in self._variants.items():
+                labels = (name, namespace, v.accelerator)
                 for family, value in zip(families[:3], (v.desired, v.current, v.ratio), strict=True):
-                    family.add_metric(v.labels, float(value))
+                    family.add_metric(labels, float(value))
             for model, values in self._model_values.items():
                 for family, value in zip(families[3:], values, strict=True):
                     family.add_metric(model, value)
