@@ -24,6 +24,8 @@ _MAX_NUMBERS: Final = 4096  # distinct values remembered (a fleet has a handful 
 
 def _shared(value: _N) -> _N:
     """One object for equal numbers of the same type (bounded: past the limit, the value itself)."""
+    if not value:
+        return value  # 0.0 and -0.0 are equal, yet each is kept as it came
     key = (type(value), value)
     found = _NUMBERS.get(key)
     if found is None:

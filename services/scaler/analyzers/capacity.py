@@ -63,9 +63,26 @@ class CapacityMemory:
             capacities.append(min(k1, k2))
             compute_bound = compute_bound and k2 < k1
         if capacities:
-            self.capacity[variant] = (statistics.median(capacities), "k2" if compute_bound else "k1")
+            self.capacity[variant] = _shared((statistics.median(capacities), "k2" if compute_bound else "k1"))
         elif variant in self.capacity:
-            self.capacity[variant] = (self.capacity[variant][0], "memory")
+            self.capacity[variant] = _shared((self.capacity[variant][0], "memory"))
+
+
+_CAPACITIES: Final[dict[tuple[float, str], tuple[float, str]]] = {}
+_MAX_CAPACITIES: Final = 4096  # distinct capacities remembered; past it, the table starts afresh
+
+
+def _shared(capacity: tuple[float, str]) -> tuple[float, str]:
+    """One object for equal capacities: variants on the same accelerator with the same cache size
+    have the same memory-bound capacity (docs/benchmarks.md, "Memory per tracked VA")."""
+    if not capacity[0]:
+        return capacity  # 0.0 and -0.0 are equal, yet each is kept as it came
+    found = _CAPACITIES.get(capacity)
+    if found is None:
+        if len(_CAPACITIES) >= _MAX_CAPACITIES:
+            _CAPACITIES.clear()
+        _CAPACITIES[capacity] = found = capacity
+    return found
 
 
 def _shape(metrics: Digest) -> float | None:
