@@ -11,6 +11,7 @@ does not use clocks at all: the stream delivers them in order, and generations s
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 from collections.abc import Mapping
 from typing import Final
@@ -122,6 +123,10 @@ class Digest(msgspec.Struct, frozen=True, gc=False):
         return frozenset(self.pods)
 
 
+def _same(kept: tuple[str, ...], reporting: list[str]) -> bool:
+    return len(kept) == len(reporting) and all(map(operator.is_, kept, reporting))
+
+
 def _count_invalid(*values: float | None) -> int:
     return sum(1 for v in values if v is not None and not valid(v))
 
@@ -142,11 +147,16 @@ def _figure(value: float | None) -> tuple[float | None, int]:
 
 
 def digest(
-    snapshot: MetricsSnapshot, *, received_at: float, names: Mapping[str, str] | None = None
+    snapshot: MetricsSnapshot,
+    *,
+    received_at: float,
+    names: Mapping[str, str] | None = None,
+    pods: tuple[str, ...] = (),
 ) -> Digest:
-    """``names`` maps pod names to the strings to keep for them (the Target's), so a digest holds no
-    copy of what its Target already holds."""
-    pods: list[str] = []
+    """``names`` maps pod names to the strings to keep for them (the Target's), and ``pods`` is the
+    Target's tuple of them, kept when every one reports in that order: a digest holds no copy of what
+    its Target already holds."""
+    reporting: list[str] = []
     sizes: list[int | None] = []
     per: list[float] = []
     excluded: list[str] = []
@@ -155,7 +165,7 @@ def digest(
         kv, queue = replica.kv_cache_usage, replica.waiting
         invalid += _count_invalid(kv, queue)
         if kv is not None and queue is not None and valid(kv) and valid(queue):
-            pods.append(replica.pod if names is None else names.get(replica.pod, replica.pod))
+            reporting.append(replica.pod if names is None else names.get(replica.pod, replica.pod))
             sizes.append(_cache_tokens(replica.num_gpu_blocks, replica.block_size))
             per += (
                 kv,
@@ -189,7 +199,7 @@ def digest(
         template_hash=snapshot.template_hash,
         status=snapshot.status,
         reason=snapshot.reason,
-        pods=tuple(pods),
+        pods=pods if _same(pods, reporting) else tuple(reporting),
         excluded=tuple(excluded),
         invalid_values=invalid + bad_rate + bad_in + bad_out + bad_gateway + bad_ttft + bad_itl,
         figures=array("d", [_NONE if v is None else v for v in head] + per),

@@ -33,7 +33,8 @@ DEFAULT_TOKENS_PER_REQUEST: Final = 1024.0
 class CapacityMemory:
     """What V2 remembers of a model group between snapshots."""
 
-    k2: dict[str, deque[float]] = field(default_factory=dict)  # variant -> compute-saturated tokens in use
+    # variant -> compute-saturated tokens in use; made with the first (most groups never see one)
+    k2: dict[str, deque[float]] | None = None
     capacity: dict[str, tuple[float, str]] = field(default_factory=dict)  # variant -> (per-replica, source)
     cache_tokens: dict[str, int] = field(default_factory=dict)  # variant -> its replicas' cache size T
     tokens_per_request: float | None = None  # the model's last known avgIn + avgOut
@@ -46,8 +47,10 @@ class CapacityMemory:
             self.tokens_per_request = shape
         for replica in metrics.replicas:
             if replica.cache_tokens is not None and replica.queue >= config.queue_length_threshold - EPSILON:
+                if self.k2 is None:
+                    self.k2 = {}
                 self.k2.setdefault(variant, deque(maxlen=K2_MEMORY)).append(replica.kv * replica.cache_tokens)
-        remembered = self.k2.get(variant)
+        remembered = None if self.k2 is None else self.k2.get(variant)
         learned = statistics.fmean(remembered) if remembered else None
         capacities: list[float] = []
         compute_bound = True
