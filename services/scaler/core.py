@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Generic, TypeVar, cast, overload
 
 import msgspec
 
@@ -79,6 +79,7 @@ from shared.messages import (
 from shared.partitions import partition_of
 
 GroupKey = tuple[str, str]  # (namespace, model_id)
+_T = TypeVar("_T")
 
 MAX_SKEW: Final = 5.0  # seconds a wire timestamp may run ahead of this clock before it is reported
 MAX_ORPHANS: Final = 10_000  # snapshots kept for VAs whose target has not arrived (yet)
@@ -107,24 +108,59 @@ class _Actuating:
     generation: int
 
 
-class _VA(msgspec.Struct, gc=False):
-    """A tracked VA. Not tracked by the garbage collector (16 bytes less each): it holds immutable
-    values only, none of which refers back to it."""
+class _Rare(msgspec.Struct, frozen=True, gc=False):
+    """What a VA has only while something unusual happens (an invalidation ahead of its Target, a
+    step in flight or pending, failures, a refusal, a nudge): one shared default until then."""
 
-    target: Tracked  # what the core reads of the VA's Target
-    metrics: Digest | None = None
     awaiting: int = 0  # a generation an invalidation announced before its Target arrived
-    idle_since: float | None = None  # effective collection time of the first of a run of idle snapshots
     pending: _Pending | None = None
     actuating: _Actuating | None = None
     failures: int = 0
     retry_at: float = float("-inf")
     refusal: str = ""  # why the API refused the last step (TargetResolved says so until one works)
     nudged_at: float = float("-inf")
+
+
+_USUAL: Final = _Rare()  # what every VA shares until one of these fields changes
+
+
+class _Rarely(Generic[_T]):
+    """A field of a VA's :class:`_Rare`, read and written as the VA's own."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, va: None, owner: type) -> _Rarely[_T]: ...
+    @overload
+    def __get__(self, va: _VA, owner: type) -> _T: ...
+    def __get__(self, va: _VA | None, owner: type) -> _T | _Rarely[_T]:
+        return self if va is None else cast(_T, getattr(va.rare, self._name))
+
+    def __set__(self, va: _VA, value: _T) -> None:
+        va.rare = msgspec.structs.replace(va.rare, **{self._name: value})
+
+
+class _VA(msgspec.Struct, gc=False):
+    """A tracked VA. Not tracked by the garbage collector (16 bytes less each): it holds immutable
+    values and its own _Rare only, none of which refers back to it."""
+
+    target: Tracked  # what the core reads of the VA's Target
+    metrics: Digest | None = None
+    idle_since: float | None = None  # effective collection time of the first of a run of idle snapshots
     last_decision: outputs.Decided | None = None  # what the core reads of the last one published
     conditions: tuple[Condition, ...] = ()
     transitions: outputs.Transitions = ()
     status: tuple[object, ...] = ()  # outputs.status_inputs of the last status emitted
+    rare: _Rare = _USUAL
+
+    awaiting = _Rarely[int]()
+    pending = _Rarely[_Pending | None]()
+    actuating = _Rarely[_Actuating | None]()
+    failures = _Rarely[int]()
+    retry_at = _Rarely[float]()
+    refusal = _Rarely[str]()
+    nudged_at = _Rarely[float]()
 
     @property
     def expected(self) -> int:
