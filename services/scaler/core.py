@@ -151,7 +151,7 @@ class _VA(msgspec.Struct, gc=False):
     last_decision: outputs.Decided | None = None  # what the core reads of the last one published
     conditions: tuple[Condition, ...] = ()
     transitions: outputs.Transitions = ()
-    status: tuple[object, ...] = ()  # outputs.status_inputs of the last status emitted
+    status: outputs.StatusInputs | None = None  # of the last status emitted
     rare: _Rare = _USUAL
 
     awaiting = _Rarely[int]()
@@ -462,7 +462,7 @@ class Scaler:
         group = self._groups[key]
         for name in group.names:
             va = self._vas[va_key(key[0], name)]
-            va.last_decision, va.status = None, ()
+            va.last_decision, va.status = None, None
             va.failures, va.retry_at, va.refusal, va.nudged_at = 0, float("-inf"), "", float("-inf")
         group.pacing = Pacing.restored([self._seen.get(va_key(key[0], name)) for name in group.names], key[1], now)
 

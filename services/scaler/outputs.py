@@ -102,16 +102,28 @@ def _shared(value: _T) -> _T:
     return found  # type: ignore[return-value]  # equal to ``value``, so of its type
 
 
+class StatusInputs(msgspec.Struct, frozen=True, gc=False):
+    """What :func:`status` reads, as a value: equal inputs give an equal status and, as every one of
+    them is written into it, different inputs a different one. The decision's fields are None
+    without a decision (a decided accelerator is a string, maybe empty)."""
+
+    generation: int | None
+    current: tuple[Condition, ...]
+    stamps: Transitions
+    accelerator: str | None = None
+    desired: int | None = None
+    at: datetime | None = None
+    applied: bool | None = None
+
+
 def status_inputs(
     target: Tracked, decision: Decided | None, current: tuple[Condition, ...], stamps: Transitions
-) -> tuple[object, ...]:
-    """What :func:`status` reads, as a value: equal inputs give an equal status and, as every one of
-    them is written into it, different inputs a different one."""
+) -> StatusInputs:
     generation = target.va_generation if current else None
     if decision is None:
-        return (generation, current, stamps)
+        return StatusInputs(generation, current, stamps)
     accelerator = decision.accelerator or target.accelerator
-    return (generation, current, stamps, accelerator, decision.desired, decision.at, decision.applied)
+    return StatusInputs(generation, current, stamps, accelerator, decision.desired, decision.at, decision.applied)
 
 
 def conditions(target: Tracked, check: Check, *, group_reason: str, group_detail: str, refusal: str) -> tuple[Condition, ...]:
