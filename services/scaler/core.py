@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Generic, TypeVar, cast, overload
@@ -167,6 +167,42 @@ class _VA(msgspec.Struct, gc=False):
         return self.pending.desired if self.pending is not None else self.target.spec_replicas
 
 
+class _VAs(Mapping[VAKey, _VA]):
+    """The tracked VAs by namespace, then name: no (namespace, name) tuple kept per VA."""
+
+    __slots__ = ("_by_namespace",)
+
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, dict[str, _VA]] = {}
+
+    def get(self, key: VAKey) -> _VA | None:  # type: ignore[override]  # no default: None
+        names = self._by_namespace.get(key[0])
+        return None if names is None else names.get(key[1])
+
+    def __getitem__(self, key: VAKey) -> _VA:
+        return self._by_namespace[key[0]][key[1]]
+
+    def __setitem__(self, key: VAKey, va: _VA) -> None:
+        self._by_namespace.setdefault(key[0], {})[key[1]] = va
+
+    def pop(self, key: VAKey) -> _VA | None:
+        names = self._by_namespace.get(key[0])
+        if names is None:
+            return None
+        va = names.pop(key[1], None)
+        if not names:
+            del self._by_namespace[key[0]]
+        return va
+
+    def __iter__(self) -> Iterator[VAKey]:
+        for namespace, names in self._by_namespace.items():
+            for name in names:
+                yield va_key(namespace, name)
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by_namespace.values()))
+
+
 @dataclass(slots=True)
 class _Group:
     names: list[str] = field(default_factory=list)  # kept sorted
@@ -203,7 +239,7 @@ class Scaler:
         self._mode: ScalerMode = mode
         self._analyzer: Analyzer = analyzer or SaturationAnalyzer()
         self._max_skew = max_skew
-        self._vas: dict[VAKey, _VA] = {}
+        self._vas = _VAs()
         self._groups: dict[GroupKey, _Group] = {}
         self._orphans: OrderedDict[VAKey, tuple[Digest, float | None]] = OrderedDict()
         # namespace -> deployment -> the names of the VAs that target it, sorted: almost always one,
@@ -327,7 +363,7 @@ class Scaler:
         key = va_key(event.namespace, event.name)
         self._orphans.pop(key, None)
         self._seen.pop(key, None)
-        va = self._vas.pop(key, None)
+        va = self._vas.pop(key)
         if va is None:
             return []
         group: GroupKey = (va.target.namespace, va.target.model_id)
