@@ -22,7 +22,7 @@ import msgspec
 from shared.messages import AllocationMetrics, MetricsSnapshot, ReplicaMetrics, SnapshotStatus
 
 _NONE: Final = math.nan
-_ALLOCATION: Final = tuple(AllocationMetrics.__struct_fields__)
+_ALLOCATION: Final = ("arrival_rate", "avg_input_tokens", "avg_output_tokens", "ttft_seconds", "itl_seconds", "gateway_queue")
 _FIGURES: Final = ("kv_cache_usage", "waiting", "running", "generation_tokens_rate", "itl_seconds")
 _SIZES: Final[dict[tuple[tuple[int | None, int | None], ...], tuple[tuple[int | None, int | None], ...]]] = {}
 _MAX_SIZES: Final = 4096  # distinct patterns remembered; past it, the table starts afresh
@@ -44,27 +44,37 @@ class Packed(msgspec.Struct, frozen=True, gc=False):
     figures: array[float]  # the allocation's figures, then _FIGURES per replica; NaN: None
 
 
-def _usable(value: object) -> bool:
-    return value is None or (type(value) is float and not math.isnan(value))
-
-
-def _double(value: float | None) -> float:
-    return _NONE if value is None else value
+# Packing names every field: a field added to these messages must be added here (or it would be lost).
+if (
+    AllocationMetrics.__struct_fields__ != _ALLOCATION
+    or set(ReplicaMetrics.__struct_fields__) != {"pod", "num_gpu_blocks", "block_size", *_FIGURES}
+    or set(MetricsSnapshot.__struct_fields__)
+    != set(Packed.__struct_fields__) - {"pods", "sizes", "figures"} | {"allocation", "replicas"}
+):
+    raise ImportError("services.fetcher.packing does not know every field of the metrics messages")
 
 
 def _opt(value: float) -> float | None:
     return None if value != value else value
 
 
+_FLOAT_OR_NONE: Final = frozenset((float, type(None)))
+
+
 def pack(snapshot: MetricsSnapshot) -> Packed | None:
     """The snapshot packed, or None when it would not unpack to an equal one of the same types."""
-    if type(snapshot) is not MetricsSnapshot or type(snapshot.allocation) is not AllocationMetrics:
+    a = snapshot.allocation
+    if type(snapshot) is not MetricsSnapshot or type(a) is not AllocationMetrics:
         return None
-    allocation = [getattr(snapshot.allocation, f) for f in _ALLOCATION]
-    per = [getattr(r, f) for r in snapshot.replicas for f in _FIGURES]
-    if not all(map(_usable, allocation)) or not all(map(_usable, per)):
-        return None
-    if any(type(r) is not ReplicaMetrics for r in snapshot.replicas):
+    values = [a.arrival_rate, a.avg_input_tokens, a.avg_output_tokens, a.ttft_seconds, a.itl_seconds, a.gateway_queue]
+    for r in snapshot.replicas:
+        if type(r) is not ReplicaMetrics:
+            return None
+        values += (r.kv_cache_usage, r.waiting, r.running, r.generation_tokens_rate, r.itl_seconds)
+    # only floats and None, and no NaN (it would come back as None): a finite sum says so
+    if not _FLOAT_OR_NONE.issuperset(map(type, values)) or not math.isfinite(
+        sum(v for v in values if v is not None)
+    ):
         return None
     sizes = tuple((r.num_gpu_blocks, r.block_size) for r in snapshot.replicas)
     shared = _SIZES.get(sizes)
@@ -85,7 +95,7 @@ def pack(snapshot: MetricsSnapshot) -> Packed | None:
         dropped_values=snapshot.dropped_values,
         pods=tuple(r.pod for r in snapshot.replicas),
         sizes=shared,
-        figures=array("d", [_double(v) for v in allocation] + [_double(v) for v in per]),
+        figures=array("d", [_NONE if v is None else v for v in values]),
     )
 
 
