@@ -125,7 +125,8 @@ _USUAL: Final = _Rare()  # what every VA shares until one of these fields change
 
 
 class _Rarely(Generic[_T]):
-    """A field of a VA's :class:`_Rare`, read and written as the VA's own."""
+    """A field of a VA's :class:`_Rare`, read and written as the VA's own (the hot paths read
+    ``va.rare.<field>`` directly: a descriptor's call costs more than the read)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
@@ -164,7 +165,8 @@ class _VA(msgspec.Struct, gc=False):
 
     @property
     def expected(self) -> int:
-        return self.pending.desired if self.pending is not None else self.target.spec_replicas
+        pending = self.rare.pending
+        return pending.desired if pending is not None else self.target.spec_replicas
 
 
 class _VAs(Mapping[VAKey, _VA]):
@@ -321,10 +323,10 @@ class Scaler:
         """A snapshot that is missing, behind the Deployment, or two fetch intervals old: the fetcher
         may have missed it. At most once per fetch interval (a third of the staleness limit)."""
         stale = config.stale_after_seconds
-        if now - va.nudged_at < stale / 3:
+        if now - va.rare.nudged_at < stale / 3:
             return False
         m, t = va.metrics, va.target
-        return m is None or m.generation < max(t.deployment_generation, va.awaiting) or m.age(now) > 2 * stale / 3
+        return m is None or m.generation < max(t.deployment_generation, va.rare.awaiting) or m.age(now) > 2 * stale / 3
 
     def _on_target(self, message: Target, now: float) -> list[Action]:
         target = tracked(message)  # kept per VA: the fields the core reads, repeated values shared
@@ -342,7 +344,7 @@ class Scaler:
             touched |= self._untarget(va.target)
             va.target = target
         touched |= self._retarget(target)
-        pending = va.pending
+        pending = va.rare.pending
         if pending is not None and (
             target.spec_replicas == pending.desired or target.deployment_generation > pending.generation
         ):
@@ -413,7 +415,7 @@ class Scaler:
         va = self._vas.get(va_key(event.namespace, event.name))
         if va is None or event.reason == "va_deleted":
             return []  # an unknown VA's Target brings its generation; a deleted one has its tombstone
-        if event.deployment_generation <= max(va.awaiting, va.target.deployment_generation):
+        if event.deployment_generation <= max(va.rare.awaiting, va.target.deployment_generation):
             return []
         va.awaiting = event.deployment_generation
         return self._evaluate((va.target.namespace, va.target.model_id), now)
@@ -576,14 +578,14 @@ class Scaler:
         namespace, model_id = key
         group = self._groups[key]
         vas = [self._vas[va_key(namespace, name)] for name in group.names]
-        if any(va.actuating is not None for va in vas):
+        if any(va.rare.actuating is not None for va in vas):
             return []  # decided again when the step in flight has landed
         config = self._configs.resolve(namespace, model_id)
         checks = [
             holds.check(
                 va.target,
                 va.metrics,
-                awaiting=va.awaiting,
+                awaiting=va.rare.awaiting,
                 conflict=self._conflict(va.target),
                 stale_after=config.stale_after_seconds,
                 now=now,
@@ -697,7 +699,7 @@ class Scaler:
                 accelerator=t.accelerator,
                 current=t.spec_replicas,
                 desired=final.desired,
-                applied=allowed and va.pending is not None and va.pending.desired == final.desired,
+                applied=allowed and va.rare.pending is not None and va.rare.pending.desired == final.desired,
                 mode="dry-run" if t.dry_run else self._mode,
                 reason=final.reason,
                 detail=plan.detail,
@@ -708,10 +710,12 @@ class Scaler:
             )
             # Before the step: the status written after its outcome says why this evaluation acted.
             va.conditions = outputs.conditions(
-                t, check, group_reason=plan.reason, group_detail=plan.detail, refusal=va.refusal
+                t, check, group_reason=plan.reason, group_detail=plan.detail, refusal=va.rare.refusal,
+                before=va.conditions,
             )
-            wanted = final.desired != t.spec_replicas and (va.pending is None or va.pending.desired != final.desired)
-            if allowed and wanted and now >= va.retry_at:
+            pending = va.rare.pending
+            wanted = final.desired != t.spec_replicas and (pending is None or pending.desired != final.desired)
+            if allowed and wanted and now >= va.rare.retry_at:
                 actions.append(
                     ScaleAction(
                         namespace=t.namespace,

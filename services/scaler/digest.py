@@ -102,20 +102,23 @@ class Digest(msgspec.Struct, frozen=True, gc=False):
     @property
     def replicas(self) -> tuple[ReplicaLoad, ...]:
         f, sizes = self.figures, self.sizes
+        each = sizes if isinstance(sizes, tuple) else (sizes,) * len(self.pods)
         loads = []
+        at = _HEAD
         for i, pod in enumerate(self.pods):
-            at = _HEAD + _PER * i
+            running, rate, itl = f[at + 2], f[at + 3], f[at + 4]
             loads.append(
                 ReplicaLoad(
-                    pod=pod,
-                    kv=f[at],
-                    queue=f[at + 1],
-                    cache_tokens=sizes[i] if isinstance(sizes, tuple) else sizes,
-                    running=_opt(f[at + 2]),
-                    tokens_rate=_opt(f[at + 3]),
-                    itl=_opt(f[at + 4]),
+                    pod,
+                    f[at],
+                    f[at + 1],
+                    each[i],
+                    running if running == running else None,  # NaN: absent
+                    rate if rate == rate else None,
+                    itl if itl == itl else None,
                 )
             )
+            at += _PER
         return tuple(loads)
 
     @property

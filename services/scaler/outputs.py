@@ -126,8 +126,17 @@ def status_inputs(
     return StatusInputs(generation, current, stamps, accelerator, decision.desired, decision.at, decision.applied)
 
 
-def conditions(target: Tracked, check: Check, *, group_reason: str, group_detail: str, refusal: str) -> tuple[Condition, ...]:
-    """TargetResolved, MetricsAvailable and OptimizationReady of one VA after an evaluation."""
+def conditions(
+    target: Tracked,
+    check: Check,
+    *,
+    group_reason: str,
+    group_detail: str,
+    refusal: str,
+    before: tuple[Condition, ...] = (),
+) -> tuple[Condition, ...]:
+    """TargetResolved, MetricsAvailable and OptimizationReady of one VA after an evaluation (``before``
+    itself when they are the very conditions it holds: most evaluations change none)."""
     tr = reasons.TARGET_RESOLVED
     if check.hold == reasons.HOLD_CONFLICT:
         resolved = condition(tr, False, reasons.SCALE_TARGET_CONFLICT, check.why)
@@ -145,6 +154,8 @@ def conditions(target: Tracked, check: Check, *, group_reason: str, group_detail
         ready = condition(ready_type, False, reasons.METRICS_UNAVAILABLE, f"{group_reason}: {group_detail}")
     else:
         ready = condition(ready_type, True, reasons.OPTIMIZATION_SUCCEEDED, group_reason)
+    if len(before) == 3 and before[0] is resolved and before[1] is check.metrics and before[2] is ready:
+        return before
     return _shared((resolved, check.metrics, ready))
 
 

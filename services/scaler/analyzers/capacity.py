@@ -45,7 +45,8 @@ class CapacityMemory:
         shape = _shape(metrics)
         if shape is not None:
             self.tokens_per_request = shape
-        for replica in metrics.replicas:
+        replicas = metrics.replicas  # built when read: once
+        for replica in replicas:
             if replica.cache_tokens is not None and replica.queue >= config.queue_length_threshold - EPSILON:
                 if self.k2 is None:
                     self.k2 = {}
@@ -54,7 +55,7 @@ class CapacityMemory:
         learned = statistics.fmean(remembered) if remembered else None
         capacities: list[float] = []
         compute_bound = True
-        for replica in metrics.replicas:
+        for replica in replicas:
             if replica.cache_tokens is None:
                 continue
             self.cache_tokens[variant] = replica.cache_tokens
@@ -89,9 +90,10 @@ def _shared(capacity: tuple[float, str]) -> tuple[float, str]:
 
 
 def _shape(metrics: Digest) -> float | None:
-    if metrics.avg_input_tokens is None or metrics.avg_output_tokens is None:
+    avg_in, avg_out = metrics.avg_input_tokens, metrics.avg_output_tokens  # each unpacked when read
+    if avg_in is None or avg_out is None:
         return None
-    shape = metrics.avg_input_tokens + metrics.avg_output_tokens
+    shape = avg_in + avg_out
     return shape if shape > 0 else None
 
 
