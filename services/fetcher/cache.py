@@ -8,6 +8,10 @@ Every entry removed other than by being replaced is an eviction, reported to ``o
 reason: ``expired`` (found expired by ``get`` or removed by ``cleanup``), ``invalidated`` (``delete`` or
 ``invalidate_prefix`` after a change) or ``deleted`` (its VA is gone). By default they are counted in
 ``wva_fetcher_cache_evictions_total``.
+
+``MemoryCache`` keeps a snapshot packed (``services.fetcher.packing``: its figures as doubles in one
+array) and rebuilds an equal one when it is read: a read costs a few microseconds, an entry about half
+the memory of the message (docs/benchmarks.md, "Memory per tracked VA").
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, Literal, NewType, Protocol, TypeVar
 
-from services.fetcher import telemetry
-from shared.messages import utcnow
+from services.fetcher import packing, telemetry
+from shared.messages import MetricsSnapshot, utcnow
 
 CacheKey = NewType("CacheKey", str)
 V = TypeVar("V")
@@ -76,7 +80,8 @@ class MemoryCache:
         self._ttl = timedelta(seconds=ttl)
         self._clock = clock
         self._on_evict = on_evict
-        self._entries: dict[CacheKey, CachedMetrics[object]] = {}
+        # a snapshot packed (its collection time is the entry's), anything else as given
+        self._entries: dict[CacheKey, CachedMetrics[object] | packing.Packed] = {}
         self._lock = threading.Lock()
 
     def get(self, key: CacheKey) -> CachedMetrics[object] | None:
@@ -85,14 +90,21 @@ class MemoryCache:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            if entry.expires_at > now:
-                return entry
+            if entry.collected_at + self._ttl > now:
+                if isinstance(entry, CachedMetrics):
+                    return entry
+                return CachedMetrics(value=packing.unpack(entry), collected_at=entry.collected_at, ttl=self._ttl)
             del self._entries[key]
         self._on_evict("expired", 1)
         return None
 
     def set(self, key: CacheKey, value: object, *, collected_at: datetime) -> None:
-        entry = CachedMetrics(value=value, collected_at=collected_at, ttl=self._ttl)
+        packed = (
+            packing.pack(value)
+            if isinstance(value, MetricsSnapshot) and value.collected_at is collected_at
+            else None
+        )
+        entry = packed if packed is not None else CachedMetrics(value=value, collected_at=collected_at, ttl=self._ttl)
         with self._lock:
             current = self._entries.get(key)
             if current is not None and current.collected_at > collected_at:
@@ -118,7 +130,7 @@ class MemoryCache:
     def cleanup(self) -> int:
         now = self._clock()
         with self._lock:
-            doomed = [k for k, e in self._entries.items() if e.expires_at <= now]
+            doomed = [k for k, e in self._entries.items() if e.collected_at + self._ttl <= now]
             for k in doomed:
                 del self._entries[k]
         if doomed:

@@ -85,8 +85,16 @@ class Fetcher:
         targets = self.tracker.all() if self.owns is None else [t for t in self.tracker.all() if self.owns(t)]
         started, t0 = self.tracker.now(), loop.time()
         collection = await self.collector.collect(targets)
-        fresh, skipped = self._accept(collection.snapshots, started)
-        await self._publish_all(fresh)
+        fresh, skipped = self._current(collection.snapshots, started)
+        # Cached while NATS stores the batch: the publisher sends every snapshot before it first waits.
+        publishing = asyncio.ensure_future(self._publish_all(list(fresh.values())))
+        try:
+            await asyncio.sleep(0)
+            self._cache(fresh)
+        except BaseException:  # cancelled: so is the publishing, as when it was awaited here
+            publishing.cancel()
+            raise
+        await publishing
         statuses = [s.status for s in collection.snapshots.values()]
         report = CycleReport(
             vas=len(targets),
@@ -261,7 +269,15 @@ class Fetcher:
         self, snapshots: dict[VAKey, MetricsSnapshot], started: float
     ) -> tuple[list[MetricsSnapshot], int]:
         """Cache the snapshots still current; returns them (to publish) and how many were skipped."""
-        fresh: list[MetricsSnapshot] = []
+        fresh, skipped = self._current(snapshots, started)
+        self._cache(fresh)
+        return list(fresh.values()), skipped
+
+    def _current(
+        self, snapshots: dict[VAKey, MetricsSnapshot], started: float
+    ) -> tuple[dict[VAKey, MetricsSnapshot], int]:
+        """The snapshots still current (to cache and publish), and how many were skipped."""
+        fresh: dict[VAKey, MetricsSnapshot] = {}
         skipped = 0
         for key, snapshot in snapshots.items():
             if (
@@ -271,11 +287,14 @@ class Fetcher:
             ):
                 skipped += 1
                 continue
+            fresh[key] = snapshot
+        return fresh, skipped
+
+    def _cache(self, snapshots: dict[VAKey, MetricsSnapshot]) -> None:
+        for key, snapshot in snapshots.items():
             if snapshot.status != "unavailable":
                 self.cache.set(caching.allocation_key(*key), snapshot, collected_at=snapshot.collected_at)
-            fresh.append(snapshot)
         telemetry.CACHE_ENTRIES.set(len(self.cache))
-        return fresh, skipped
 
     async def _publish_all(self, snapshots: Sequence[MetricsSnapshot]) -> None:
         """Publish together; every snapshot that could not be stored is counted and logged (NATS trouble

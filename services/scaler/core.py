@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Generic, TypeVar, cast, overload
 
 import msgspec
 
@@ -59,6 +59,7 @@ from services.scaler.digest import Digest, digest
 from services.scaler.events import ConfigData, Event, ScaleApplied, ScaleFailed, Started, Tick
 from services.scaler.pacing import LastDecision, Pacing
 from services.scaler.scaling_config import DEFAULT_CONFIG, ConfigSet, ScalingConfig, apply_configmap
+from services.scaler.tracked import Tracked, tracked
 from shared.messages import (
     Cursor,
     Decision,
@@ -72,13 +73,13 @@ from shared.messages import (
     Target,
     TargetDeleted,
     VAKey,
-    interned,
     kind_of,
     va_key,
 )
 from shared.partitions import partition_of
 
 GroupKey = tuple[str, str]  # (namespace, model_id)
+_T = TypeVar("_T")
 
 MAX_SKEW: Final = 5.0  # seconds a wire timestamp may run ahead of this clock before it is reported
 MAX_ORPHANS: Final = 10_000  # snapshots kept for VAs whose target has not arrived (yet)
@@ -107,26 +108,101 @@ class _Actuating:
     generation: int
 
 
-@dataclass(slots=True)
-class _VA:
-    target: Target
-    metrics: Digest | None = None
+class _Rare(msgspec.Struct, frozen=True, gc=False):
+    """What a VA has only while something unusual happens (an invalidation ahead of its Target, a
+    step in flight or pending, failures, a refusal, a nudge): one shared default until then."""
+
     awaiting: int = 0  # a generation an invalidation announced before its Target arrived
-    idle_since: float | None = None  # effective collection time of the first of a run of idle snapshots
     pending: _Pending | None = None
     actuating: _Actuating | None = None
     failures: int = 0
     retry_at: float = float("-inf")
     refusal: str = ""  # why the API refused the last step (TargetResolved says so until one works)
     nudged_at: float = float("-inf")
-    last_decision: Decision | None = None
+
+
+_USUAL: Final = _Rare()  # what every VA shares until one of these fields changes
+
+
+class _Rarely(Generic[_T]):
+    """A field of a VA's :class:`_Rare`, read and written as the VA's own (the hot paths read
+    ``va.rare.<field>`` directly: a descriptor's call costs more than the read)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, va: None, owner: type) -> _Rarely[_T]: ...
+    @overload
+    def __get__(self, va: _VA, owner: type) -> _T: ...
+    def __get__(self, va: _VA | None, owner: type) -> _T | _Rarely[_T]:
+        return self if va is None else cast(_T, getattr(va.rare, self._name))
+
+    def __set__(self, va: _VA, value: _T) -> None:
+        va.rare = msgspec.structs.replace(va.rare, **{self._name: value})
+
+
+class _VA(msgspec.Struct, gc=False):
+    """A tracked VA. Not tracked by the garbage collector (16 bytes less each): it holds immutable
+    values and its own _Rare only, none of which refers back to it."""
+
+    target: Tracked  # what the core reads of the VA's Target
+    metrics: Digest | None = None
+    idle_since: float | None = None  # effective collection time of the first of a run of idle snapshots
+    last_decision: outputs.Decided | None = None  # what the core reads of the last one published
     conditions: tuple[Condition, ...] = ()
     transitions: outputs.Transitions = ()
-    status: tuple[object, ...] = ()  # outputs.status_inputs of the last status emitted
+    status: outputs.StatusInputs | None = None  # of the last status emitted
+    rare: _Rare = _USUAL
+
+    awaiting = _Rarely[int]()
+    pending = _Rarely[_Pending | None]()
+    actuating = _Rarely[_Actuating | None]()
+    failures = _Rarely[int]()
+    retry_at = _Rarely[float]()
+    refusal = _Rarely[str]()
+    nudged_at = _Rarely[float]()
 
     @property
     def expected(self) -> int:
-        return self.pending.desired if self.pending is not None else self.target.spec_replicas
+        pending = self.rare.pending
+        return pending.desired if pending is not None else self.target.spec_replicas
+
+
+class _VAs(Mapping[VAKey, _VA]):
+    """The tracked VAs by namespace, then name: no (namespace, name) tuple kept per VA."""
+
+    __slots__ = ("_by_namespace",)
+
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, dict[str, _VA]] = {}
+
+    def get(self, key: VAKey) -> _VA | None:  # type: ignore[override]  # no default: None
+        names = self._by_namespace.get(key[0])
+        return None if names is None else names.get(key[1])
+
+    def __getitem__(self, key: VAKey) -> _VA:
+        return self._by_namespace[key[0]][key[1]]
+
+    def __setitem__(self, key: VAKey, va: _VA) -> None:
+        self._by_namespace.setdefault(key[0], {})[key[1]] = va
+
+    def pop(self, key: VAKey) -> _VA | None:
+        names = self._by_namespace.get(key[0])
+        if names is None:
+            return None
+        va = names.pop(key[1], None)
+        if not names:
+            del self._by_namespace[key[0]]
+        return va
+
+    def __iter__(self) -> Iterator[VAKey]:
+        for namespace, names in self._by_namespace.items():
+            for name in names:
+                yield va_key(namespace, name)
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by_namespace.values()))
 
 
 @dataclass(slots=True)
@@ -165,12 +241,12 @@ class Scaler:
         self._mode: ScalerMode = mode
         self._analyzer: Analyzer = analyzer or SaturationAnalyzer()
         self._max_skew = max_skew
-        self._vas: dict[VAKey, _VA] = {}
+        self._vas = _VAs()
         self._groups: dict[GroupKey, _Group] = {}
         self._orphans: OrderedDict[VAKey, tuple[Digest, float | None]] = OrderedDict()
-        # (namespace, deployment) -> the names of the VAs that target it, sorted (almost always one: a
-        # tuple is a quarter of a set's size)
-        self._targeting: dict[tuple[str, str], tuple[str, ...]] = {}
+        # namespace -> deployment -> the names of the VAs that target it, sorted: almost always one,
+        # kept as the name itself (docs/benchmarks.md, "Memory per tracked VA")
+        self._targeting: dict[str, dict[str, str | tuple[str, ...]]] = {}
         self._cursor = dict.fromkeys(_CURSOR_FIELDS, 0)
         self._cursor_shared: Cursor | None = None
         self._trigger = ""
@@ -185,7 +261,8 @@ class Scaler:
     def configs(self) -> ConfigSet:
         return self._configs
 
-    def last_decision(self, namespace: str, name: str) -> Decision | None:
+    def last_decision(self, namespace: str, name: str) -> outputs.Decided | None:
+        """What the core keeps of the VA's last published decision (desired, reason, applied, …)."""
         va = self._vas.get(va_key(namespace, name))
         return None if va is None else va.last_decision
 
@@ -246,13 +323,13 @@ class Scaler:
         """A snapshot that is missing, behind the Deployment, or two fetch intervals old: the fetcher
         may have missed it. At most once per fetch interval (a third of the staleness limit)."""
         stale = config.stale_after_seconds
-        if now - va.nudged_at < stale / 3:
+        if now - va.rare.nudged_at < stale / 3:
             return False
         m, t = va.metrics, va.target
-        return m is None or m.generation < max(t.deployment_generation, va.awaiting) or m.age(now) > 2 * stale / 3
+        return m is None or m.generation < max(t.deployment_generation, va.rare.awaiting) or m.age(now) > 2 * stale / 3
 
-    def _on_target(self, target: Target, now: float) -> list[Action]:
-        target = interned(target)  # kept per VA: its repeated strings shared (the same values)
+    def _on_target(self, message: Target, now: float) -> list[Action]:
+        target = tracked(message)  # kept per VA: the fields the core reads, repeated values shared
         key = va_key(target.namespace, target.name)
         va = self._vas.get(key)
         old_group: GroupKey | None = None
@@ -267,7 +344,7 @@ class Scaler:
             touched |= self._untarget(va.target)
             va.target = target
         touched |= self._retarget(target)
-        pending = va.pending
+        pending = va.rare.pending
         if pending is not None and (
             target.spec_replicas == pending.desired or target.deployment_generation > pending.generation
         ):
@@ -288,7 +365,7 @@ class Scaler:
         key = va_key(event.namespace, event.name)
         self._orphans.pop(key, None)
         self._seen.pop(key, None)
-        va = self._vas.pop(key, None)
+        va = self._vas.pop(key)
         if va is None:
             return []
         group: GroupKey = (va.target.namespace, va.target.model_id)
@@ -300,8 +377,8 @@ class Scaler:
     def _on_snapshot(self, snapshot: MetricsSnapshot, now: float) -> list[Action]:
         key = va_key(snapshot.namespace, snapshot.name)
         va = self._vas.get(key)
-        names = None if va is None else {p.name: p.name for p in va.target.pods}
-        metrics = digest(snapshot, received_at=now, names=names)
+        names = None if va is None else {p: p for p in va.target.pods}
+        metrics = digest(snapshot, received_at=now, names=names, pods=() if va is None else va.target.pods)
         actions: list[Action] = []
         if metrics.skew > self._max_skew:
             actions.append(
@@ -338,7 +415,7 @@ class Scaler:
         va = self._vas.get(va_key(event.namespace, event.name))
         if va is None or event.reason == "va_deleted":
             return []  # an unknown VA's Target brings its generation; a deleted one has its tombstone
-        if event.deployment_generation <= max(va.awaiting, va.target.deployment_generation):
+        if event.deployment_generation <= max(va.rare.awaiting, va.target.deployment_generation):
             return []
         va.awaiting = event.deployment_generation
         return self._evaluate((va.target.namespace, va.target.model_id), now)
@@ -374,7 +451,7 @@ class Scaler:
             va.retry_at = now + backoff(va.failures)
             if event.outcome == "refused":
                 va.refusal = event.detail
-        va.last_decision = decision
+        va.last_decision = outputs.Decided.of(decision)
         actions: list[Action] = [decision]
         actions.extend(self._status(va, now))
         # The group decides again now that the step has landed (or failed): what it deferred while the
@@ -423,7 +500,7 @@ class Scaler:
         group = self._groups[key]
         for name in group.names:
             va = self._vas[va_key(key[0], name)]
-            va.last_decision, va.status = None, ()
+            va.last_decision, va.status = None, None
             va.failures, va.retry_at, va.refusal, va.nudged_at = 0, float("-inf"), "", float("-inf")
         group.pacing = Pacing.restored([self._seen.get(va_key(key[0], name)) for name in group.names], key[1], now)
 
@@ -441,26 +518,32 @@ class Scaler:
         if not group.names:
             del self._groups[key]
 
-    @staticmethod
-    def _deployment(target: Target) -> tuple[str, str]:
-        return (target.namespace, target.scale_target.name or target.name)
+    def _targeting_of(self, target: Tracked) -> tuple[str, ...]:
+        """The names of the VAs that target ``target``'s Deployment, sorted."""
+        names = self._targeting.get(target.namespace, {}).get(target.deployment, ())
+        return (names,) if isinstance(names, str) else names
 
-    def _retarget(self, target: Target) -> set[GroupKey]:
+    def _set_targeting(self, target: Tracked, names: tuple[str, ...]) -> None:
+        by_deployment = self._targeting.setdefault(target.namespace, {})
+        if names:
+            by_deployment[target.deployment] = names[0] if len(names) == 1 else names
+            return
+        by_deployment.pop(target.deployment, None)
+        if not by_deployment:
+            del self._targeting[target.namespace]
+
+    def _retarget(self, target: Tracked) -> set[GroupKey]:
         """Index the Deployment ``target`` names; the groups whose conflicts changed."""
-        deployment = self._deployment(target)
-        names = self._targeting.get(deployment, ())
+        names = self._targeting_of(target)
         if target.name not in names:
-            names = self._targeting[deployment] = tuple(sorted((*names, target.name)))
+            names = tuple(sorted((*names, target.name)))
+            self._set_targeting(target, names)
         return self._groups_of(target.namespace, names) if len(names) > 1 else set()
 
-    def _untarget(self, target: Target) -> set[GroupKey]:
-        deployment = self._deployment(target)
-        names = tuple(n for n in self._targeting.get(deployment, ()) if n != target.name)
-        if not names:
-            self._targeting.pop(deployment, None)
-            return set()
-        self._targeting[deployment] = names
-        return self._groups_of(target.namespace, names)
+    def _untarget(self, target: Tracked) -> set[GroupKey]:
+        names = tuple(n for n in self._targeting_of(target) if n != target.name)
+        self._set_targeting(target, names)
+        return self._groups_of(target.namespace, names) if names else set()
 
     def _groups_of(self, namespace: str, names: Sequence[str]) -> set[GroupKey]:
         found = set()
@@ -470,8 +553,8 @@ class Scaler:
                 found.add((va.target.namespace, va.target.model_id))
         return found
 
-    def _conflict(self, target: Target) -> list[str]:
-        names = self._targeting.get(self._deployment(target), ())
+    def _conflict(self, target: Tracked) -> list[str]:
+        names = self._targeting_of(target)
         return list(names) if len(names) > 1 else []
 
     # ------------------------------------------------------------------ evaluation
@@ -495,14 +578,14 @@ class Scaler:
         namespace, model_id = key
         group = self._groups[key]
         vas = [self._vas[va_key(namespace, name)] for name in group.names]
-        if any(va.actuating is not None for va in vas):
+        if any(va.rare.actuating is not None for va in vas):
             return []  # decided again when the step in flight has landed
         config = self._configs.resolve(namespace, model_id)
         checks = [
             holds.check(
                 va.target,
                 va.metrics,
-                awaiting=va.awaiting,
+                awaiting=va.rare.awaiting,
                 conflict=self._conflict(va.target),
                 stale_after=config.stale_after_seconds,
                 now=now,
@@ -606,7 +689,7 @@ class Scaler:
                 last is None
                 or last.desired != final.desired
                 or last.reason != final.reason
-                or last.numbers.recommended != final.recommended
+                or last.recommended != final.recommended
             )
             decision = Decision(
                 namespace=t.namespace,
@@ -616,7 +699,7 @@ class Scaler:
                 accelerator=t.accelerator,
                 current=t.spec_replicas,
                 desired=final.desired,
-                applied=allowed and va.pending is not None and va.pending.desired == final.desired,
+                applied=allowed and va.rare.pending is not None and va.rare.pending.desired == final.desired,
                 mode="dry-run" if t.dry_run else self._mode,
                 reason=final.reason,
                 detail=plan.detail,
@@ -627,15 +710,17 @@ class Scaler:
             )
             # Before the step: the status written after its outcome says why this evaluation acted.
             va.conditions = outputs.conditions(
-                t, check, group_reason=plan.reason, group_detail=plan.detail, refusal=va.refusal
+                t, check, group_reason=plan.reason, group_detail=plan.detail, refusal=va.rare.refusal,
+                before=va.conditions,
             )
-            wanted = final.desired != t.spec_replicas and (va.pending is None or va.pending.desired != final.desired)
-            if allowed and wanted and now >= va.retry_at:
+            pending = va.rare.pending
+            wanted = final.desired != t.spec_replicas and (pending is None or pending.desired != final.desired)
+            if allowed and wanted and now >= va.rare.retry_at:
                 actions.append(
                     ScaleAction(
                         namespace=t.namespace,
                         name=t.name,
-                        deployment=t.scale_target.name or t.name,
+                        deployment=t.deployment,
                         replicas=final.desired,
                         expected_generation=t.deployment_generation,
                         min_replicas=t.min_replicas,
@@ -647,7 +732,7 @@ class Scaler:
                 continue  # its decision and status follow the outcome
             if changed:
                 actions.append(decision)
-                va.last_decision = decision
+                va.last_decision = outputs.Decided.of(decision)
             elif last is not None and last.current != t.spec_replicas:
                 va.last_decision = msgspec.structs.replace(last, current=t.spec_replicas)
             actions.extend(self._status(va, now))

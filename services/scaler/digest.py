@@ -10,6 +10,9 @@ does not use clocks at all: the stream delivers them in order, and generations s
 
 from __future__ import annotations
 
+import math
+import operator
+from array import array
 from collections.abc import Mapping
 from typing import Final
 
@@ -18,11 +21,17 @@ import msgspec
 from shared.messages import MetricsSnapshot, SnapshotStatus
 from shared.messages import is_finite_non_negative as valid
 
-# The core keeps one digest per VA: immutable Structs the garbage collector does not track (they hold
-# only strings, numbers and a tuple of each other), pod names shared with the VA's Target when the
-# core passes them, and one int per cache size (docs/benchmarks.md, "Memory per tracked VA").
+# The core keeps one digest per VA: an immutable Struct the garbage collector does not track, its
+# figures packed as doubles in one array (a float object is 24 bytes, a double 8), pod names shared
+# with the VA's Target when the core passes them, one int per cache size (docs/benchmarks.md, "Memory
+# per tracked VA"). The per-replica view (``ReplicaLoad``) is built when read.
 _SIZES: Final[dict[int, int]] = {}
 _MAX_SIZES: Final = 1024  # distinct cache sizes remembered (a fleet has a handful)
+_NONE: Final = math.nan  # a figure that is absent (no valid figure is NaN: they are finite)
+_HEAD: Final = (
+    8  # collected_at, skew, arrival_rate, avg_input_tokens, avg_output_tokens, gateway_queue, ttft, itl
+)
+_PER: Final = 5  # per replica: kv, queue, running, tokens_rate, itl
 
 
 class ReplicaLoad(msgspec.Struct, frozen=True, gc=False):
@@ -37,29 +46,88 @@ class ReplicaLoad(msgspec.Struct, frozen=True, gc=False):
     itl: float | None = None  # its average inter-token latency over the rate window
 
 
+def _opt(value: float) -> float | None:
+    return None if value != value else value  # NaN: absent
+
+
 class Digest(msgspec.Struct, frozen=True, gc=False):
     generation: int
     template_hash: str
     status: SnapshotStatus
     reason: str
-    collected_at: float  # effective: never later than its arrival
-    skew: float  # seconds the wire stamp was ahead of the arrival (0 when not ahead)
-    replicas: tuple[ReplicaLoad, ...]
+    pods: tuple[str, ...]  # the reporting replicas (valid KV-cache usage and waiting), in order
     excluded: tuple[str, ...]  # pods left out for missing or invalid values
     invalid_values: int  # NaN/inf/negative values seen here plus those the fetcher dropped
-    arrival_rate: float | None
-    avg_input_tokens: float | None
-    avg_output_tokens: float | None
-    gateway_queue: float | None
-    ttft_seconds: float | None = None  # average over the rate window
-    itl_seconds: float | None = None
+    figures: array[float]  # _HEAD figures of the snapshot, then _PER per reporting replica; NaN: absent
+    sizes: int | tuple[int | None, ...] | None  # cache tokens: the same for every replica, or one each
 
     def age(self, now: float) -> float:
         return now - self.collected_at
 
     @property
+    def collected_at(self) -> float:
+        """Effective collection time: never later than its arrival."""
+        return self.figures[0]
+
+    @property
+    def skew(self) -> float:
+        """Seconds the wire stamp was ahead of the arrival (0 when not ahead)."""
+        return self.figures[1]
+
+    @property
+    def arrival_rate(self) -> float | None:
+        return _opt(self.figures[2])
+
+    @property
+    def avg_input_tokens(self) -> float | None:
+        return _opt(self.figures[3])
+
+    @property
+    def avg_output_tokens(self) -> float | None:
+        return _opt(self.figures[4])
+
+    @property
+    def gateway_queue(self) -> float | None:
+        return _opt(self.figures[5])
+
+    @property
+    def ttft_seconds(self) -> float | None:
+        """Average over the rate window."""
+        return _opt(self.figures[6])
+
+    @property
+    def itl_seconds(self) -> float | None:
+        return _opt(self.figures[7])
+
+    @property
+    def replicas(self) -> tuple[ReplicaLoad, ...]:
+        f, sizes = self.figures, self.sizes
+        each = sizes if isinstance(sizes, tuple) else (sizes,) * len(self.pods)
+        loads = []
+        at = _HEAD
+        for i, pod in enumerate(self.pods):
+            running, rate, itl = f[at + 2], f[at + 3], f[at + 4]
+            loads.append(
+                ReplicaLoad(
+                    pod,
+                    f[at],
+                    f[at + 1],
+                    each[i],
+                    running if running == running else None,  # NaN: absent
+                    rate if rate == rate else None,
+                    itl if itl == itl else None,
+                )
+            )
+            at += _PER
+        return tuple(loads)
+
+    @property
     def reporting(self) -> frozenset[str]:
-        return frozenset(r.pod for r in self.replicas)
+        return frozenset(self.pods)
+
+
+def _same(kept: tuple[str, ...], reporting: list[str]) -> bool:
+    return len(kept) == len(reporting) and all(map(operator.is_, kept, reporting))
 
 
 def _count_invalid(*values: float | None) -> int:
@@ -81,26 +149,33 @@ def _figure(value: float | None) -> tuple[float | None, int]:
     return (value, 0) if value is None or valid(value) else (None, 1)
 
 
-def digest(snapshot: MetricsSnapshot, *, received_at: float, names: Mapping[str, str] | None = None) -> Digest:
-    """``names`` maps pod names to the strings to keep for them (the Target's), so a digest holds no
-    copy of what its Target already holds."""
-    loads: list[ReplicaLoad] = []
+def digest(
+    snapshot: MetricsSnapshot,
+    *,
+    received_at: float,
+    names: Mapping[str, str] | None = None,
+    pods: tuple[str, ...] = (),
+) -> Digest:
+    """``names`` maps pod names to the strings to keep for them (the Target's), and ``pods`` is the
+    Target's tuple of them, kept when every one reports in that order: a digest holds no copy of what
+    its Target already holds."""
+    reporting: list[str] = []
+    sizes: list[int | None] = []
+    per: list[float] = []
     excluded: list[str] = []
     invalid = snapshot.dropped_values
     for replica in snapshot.replicas:
         kv, queue = replica.kv_cache_usage, replica.waiting
         invalid += _count_invalid(kv, queue)
         if kv is not None and queue is not None and valid(kv) and valid(queue):
-            loads.append(
-                ReplicaLoad(
-                    pod=replica.pod if names is None else names.get(replica.pod, replica.pod),
-                    kv=kv,
-                    queue=queue,
-                    cache_tokens=_cache_tokens(replica.num_gpu_blocks, replica.block_size),
-                    running=replica.running if valid(replica.running) else None,
-                    tokens_rate=replica.generation_tokens_rate if valid(replica.generation_tokens_rate) else None,
-                    itl=replica.itl_seconds if valid(replica.itl_seconds) else None,
-                )
+            reporting.append(replica.pod if names is None else names.get(replica.pod, replica.pod))
+            sizes.append(_cache_tokens(replica.num_gpu_blocks, replica.block_size))
+            per += (
+                kv,
+                queue,
+                replica.running if valid(replica.running) else _NONE,
+                replica.generation_tokens_rate if valid(replica.generation_tokens_rate) else _NONE,
+                replica.itl_seconds if valid(replica.itl_seconds) else _NONE,
             )
         else:
             excluded.append(replica.pod)
@@ -112,20 +187,24 @@ def digest(snapshot: MetricsSnapshot, *, received_at: float, names: Mapping[str,
     ttft, bad_ttft = _figure(allocation.ttft_seconds)
     itl, bad_itl = _figure(allocation.itl_seconds)
     stamped = snapshot.collected_at.timestamp()
+    head = (
+        min(stamped, received_at),
+        max(0.0, stamped - received_at),
+        rate,
+        avg_in,
+        avg_out,
+        gateway,
+        ttft,
+        itl,
+    )
     return Digest(
         generation=snapshot.deployment_generation,
         template_hash=snapshot.template_hash,
         status=snapshot.status,
         reason=snapshot.reason,
-        collected_at=min(stamped, received_at),
-        skew=max(0.0, stamped - received_at),
-        replicas=tuple(loads),
+        pods=pods if _same(pods, reporting) else tuple(reporting),
         excluded=tuple(excluded),
         invalid_values=invalid + bad_rate + bad_in + bad_out + bad_gateway + bad_ttft + bad_itl,
-        arrival_rate=rate,
-        avg_input_tokens=avg_in,
-        avg_output_tokens=avg_out,
-        gateway_queue=gateway,
-        ttft_seconds=ttft,
-        itl_seconds=itl,
+        figures=array("d", [_NONE if v is None else v for v in head] + per),
+        sizes=sizes[0] if sizes and all(s is sizes[0] for s in sizes) else (tuple(sizes) if sizes else None),
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from services.scaler import reasons
 from services.scaler.actions import Condition
 from services.scaler.digest import Digest
-from shared.messages import Target
+from services.scaler.tracked import Tracked
 
 _MAX_REASON = 200  # a snapshot's reason comes from the wire and goes into a status: keep it short
 
@@ -42,7 +42,7 @@ def _short(text: str) -> str:
 
 
 def metrics_check(
-    target: Target, metrics: Digest | None, *, awaiting: int, stale_after: float, now: float
+    target: Tracked, metrics: Digest | None, *, awaiting: int, stale_after: float, now: float
 ) -> tuple[str, Condition]:
     """The VA's metrics hold reason ("" if usable) and its MetricsAvailable condition."""
     ma = reasons.METRICS_AVAILABLE
@@ -83,7 +83,7 @@ def metrics_check(
             reasons.METRICS_MISSING,
             f"{len(metrics.excluded)} replica(s) without usable values ({metrics.invalid_values} invalid)",
         )
-    missing = sorted(p.name for p in target.pods if p.ready and p.name not in metrics.reporting)
+    missing = sorted(p for p in target.ready if p not in metrics.reporting)
     if missing:
         return reasons.HOLD_METRICS_UNAVAILABLE, condition(
             ma, False, reasons.METRICS_MISSING, _short(f"no metrics from ready pod(s) {', '.join(missing)}")
@@ -92,7 +92,7 @@ def metrics_check(
 
 
 def check(
-    target: Target,
+    target: Tracked,
     metrics: Digest | None,
     *,
     awaiting: int,
@@ -108,11 +108,10 @@ def check(
         listed = "; ".join(f"{p.field}: {p.message}" for p in target.problems)
         return Check(reasons.HOLD_PROBLEMS, f"{target.name}: {listed}", metrics_condition)
     if not target.resolved:
-        st = target.scale_target
-        why = f"{target.name}: scale target {st.kind} {st.name or target.name!r} not found"
+        why = f"{target.name}: scale target {target.scale_kind} {target.deployment!r} not found"
         return Check(reasons.HOLD_UNRESOLVED, why, metrics_condition)
     if conflict:
-        deployment = target.scale_target.name or target.name
+        deployment = target.deployment
         why = f"Deployment {deployment} is the scale target of VAs {', '.join(conflict)}: none is actuated"
         return Check(reasons.HOLD_CONFLICT, why, metrics_condition)
     if metric_hold:

@@ -4,14 +4,18 @@ Pure: the core passes the time in. ``lastTransitionTime`` of a condition moves o
 does, as Kubernetes conventions ask.
 
 What the core keeps per VA to write a status only when it changes is small (docs/benchmarks.md,
-"Memory per tracked VA"): the transition times as one tuple, shared strings for equal times, and the
-inputs of the last status written (:func:`status_inputs`) rather than the status itself.
+"Memory per tracked VA"): the transition times as one tuple, shared strings for equal times, the
+inputs of the last status written (:func:`status_inputs`) rather than the status itself, and of the
+last decision only what the core reads again (:class:`Decided`), not the published message.
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
+from typing import TypeVar
+
+import msgspec
 
 from services.scaler import reasons
 from services.scaler.actions import (
@@ -22,7 +26,36 @@ from services.scaler.actions import (
     VAStatus,
 )
 from services.scaler.holds import Check, condition
-from shared.messages import Decision, Target
+from services.scaler.tracked import Tracked
+from shared.messages import Decision
+
+
+class Decided(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What the core reads again of a VA's last published decision: whether the next one differs
+    (desired, reason, recommended), its status (accelerator, desired, at, applied) and the count the
+    Deployment had (current). The published :class:`~shared.messages.Decision` (its detail, numbers,
+    cursor) is not kept: about 600 bytes a VA (docs/benchmarks.md, "Memory per tracked VA")."""
+
+    desired: int
+    current: int
+    reason: str
+    recommended: int | None
+    applied: bool
+    accelerator: str
+    at: datetime
+
+    @classmethod
+    def of(cls, decision: Decision) -> Decided:
+        return cls(
+            desired=decision.desired,
+            current=decision.current,
+            reason=decision.reason,
+            recommended=decision.numbers.recommended,
+            applied=decision.applied,
+            accelerator=decision.accelerator,
+            at=decision.at,
+        )
+
 
 Transitions = tuple[tuple[str, str, str], ...]  # (condition type, status, lastTransitionTime), by first seen
 
@@ -50,29 +83,66 @@ def transitions(current: tuple[Condition, ...], before: Transitions, *, now: dat
             moved = True
     if not moved:
         return before
-    return tuple(_transition(t, status, at) for t, (status, at) in times.items())
+    return _shared(tuple(_transition(t, status, at) for t, (status, at) in times.items()))
+
+
+_T = TypeVar("_T", bound=tuple[object, ...])
+_SHARED: dict[tuple[object, ...], tuple[object, ...]] = {}
+_MAX_SHARED = 4096  # distinct tuples remembered; past it, the cache starts afresh
+
+
+def _shared(value: _T) -> _T:
+    """One tuple for equal conditions or transition times: most VAs have the same three conditions,
+    and those that moved at the same instant the same times."""
+    found = _SHARED.get(value)
+    if found is None:
+        if len(_SHARED) >= _MAX_SHARED:
+            _SHARED.clear()
+        _SHARED[value] = found = value
+    return found  # type: ignore[return-value]  # equal to ``value``, so of its type
+
+
+class StatusInputs(msgspec.Struct, frozen=True, gc=False):
+    """What :func:`status` reads, as a value: equal inputs give an equal status and, as every one of
+    them is written into it, different inputs a different one. The decision's fields are None
+    without a decision (a decided accelerator is a string, maybe empty)."""
+
+    generation: int | None
+    current: tuple[Condition, ...]
+    stamps: Transitions
+    accelerator: str | None = None
+    desired: int | None = None
+    at: datetime | None = None
+    applied: bool | None = None
 
 
 def status_inputs(
-    target: Target, decision: Decision | None, current: tuple[Condition, ...], stamps: Transitions
-) -> tuple[object, ...]:
-    """What :func:`status` reads, as a value: equal inputs give an equal status and, as every one of
-    them is written into it, different inputs a different one."""
+    target: Tracked, decision: Decided | None, current: tuple[Condition, ...], stamps: Transitions
+) -> StatusInputs:
     generation = target.va_generation if current else None
     if decision is None:
-        return (generation, current, stamps)
+        return StatusInputs(generation, current, stamps)
     accelerator = decision.accelerator or target.accelerator
-    return (generation, current, stamps, accelerator, decision.desired, decision.at, decision.applied)
+    return StatusInputs(generation, current, stamps, accelerator, decision.desired, decision.at, decision.applied)
 
 
-def conditions(target: Target, check: Check, *, group_reason: str, group_detail: str, refusal: str) -> tuple[Condition, ...]:
-    """TargetResolved, MetricsAvailable and OptimizationReady of one VA after an evaluation."""
+def conditions(
+    target: Tracked,
+    check: Check,
+    *,
+    group_reason: str,
+    group_detail: str,
+    refusal: str,
+    before: tuple[Condition, ...] = (),
+) -> tuple[Condition, ...]:
+    """TargetResolved, MetricsAvailable and OptimizationReady of one VA after an evaluation (``before``
+    itself when they are the very conditions it holds: most evaluations change none)."""
     tr = reasons.TARGET_RESOLVED
     if check.hold == reasons.HOLD_CONFLICT:
         resolved = condition(tr, False, reasons.SCALE_TARGET_CONFLICT, check.why)
     elif not target.resolved:
-        st = target.scale_target
-        resolved = condition(tr, False, reasons.SCALE_TARGET_NOT_FOUND, f"scale target {st.kind} {st.name or target.name} not found")
+        why = f"scale target {target.scale_kind} {target.deployment} not found"
+        resolved = condition(tr, False, reasons.SCALE_TARGET_NOT_FOUND, why)
     elif refusal:
         resolved = condition(tr, False, reasons.ACTUATION_REFUSED, refusal)
     else:
@@ -84,12 +154,14 @@ def conditions(target: Target, check: Check, *, group_reason: str, group_detail:
         ready = condition(ready_type, False, reasons.METRICS_UNAVAILABLE, f"{group_reason}: {group_detail}")
     else:
         ready = condition(ready_type, True, reasons.OPTIMIZATION_SUCCEEDED, group_reason)
-    return (resolved, check.metrics, ready)
+    if len(before) == 3 and before[0] is resolved and before[1] is check.metrics and before[2] is ready:
+        return before
+    return _shared((resolved, check.metrics, ready))
 
 
 def status(
-    target: Target,
-    decision: Decision | None,
+    target: Tracked,
+    decision: Decided | None,
     current: tuple[Condition, ...],
     stamps: Transitions,
 ) -> VAStatus:

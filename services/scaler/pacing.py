@@ -27,7 +27,10 @@ from typing import NamedTuple
 from services.scaler.analyzers.saturation import EPSILON
 from shared.messages import Decision
 
-Counts = tuple[tuple[str, int], ...]  # (variant, count), sorted by variant
+Names = tuple[str, ...]  # variants, sorted
+Counts = tuple[int, ...]  # a count per variant of its Names
+_COUNTS: dict[Counts, Counts] = {}  # one tuple per distinct counts (most groups have a handful)
+_MAX_COUNTS = 4096
 
 
 class LastDecision(NamedTuple):
@@ -46,7 +49,9 @@ class LastDecision(NamedTuple):
 @dataclass(slots=True)
 class Pacing:
     since: float | None = None  # first recommendation remembered
-    changes: list[tuple[float, Counts]] = field(default_factory=list)
+    # (when, variants, counts): the variants' tuple shared with the change before while they stay the
+    # same, equal counts one tuple (docs/benchmarks.md, "Memory per tracked VA")
+    changes: list[tuple[float, Names, Counts]] = field(default_factory=list)
 
     @classmethod
     def restored(cls, last: Sequence[LastDecision | None], model_id: str, now: float) -> Pacing:
@@ -60,17 +65,23 @@ class Pacing:
         return pacing
 
     def remember(self, now: float, recommended: Mapping[str, int]) -> None:
-        counts = tuple(sorted(recommended.items()))
+        items = sorted(recommended.items())
+        names, counts = tuple(n for n, _ in items), tuple(c for _, c in items)
         if self.since is None:
             self.since = now
-        if not self.changes or self.changes[-1][1] != counts:
-            self.changes.append((now, counts))
+        if self.changes:
+            _, last_names, last_counts = self.changes[-1]
+            if last_names == names:
+                if last_counts == counts:
+                    return
+                names = last_names
+        self.changes.append((now, names, _shared(counts)))
 
     def forget_before(self, cutoff: float) -> None:
         """Drop changes no window ending at or after ``cutoff + window`` can see (all but the one in
         force at ``cutoff``)."""
         keep = 0
-        for i, (when, _) in enumerate(self.changes):
+        for i, (when, _, _) in enumerate(self.changes):
             if when <= cutoff + EPSILON:
                 keep = i
         del self.changes[:keep]
@@ -82,27 +93,36 @@ class Pacing:
         result: dict[str, int] = {}
         if self.since is None or self.since > start + EPSILON:
             result.update(current)
-        in_force: Counts | None = None
-        for when, counts in self.changes:
+        in_force: tuple[Names, Counts] | None = None
+        for when, names, counts in self.changes:
             if when <= start + EPSILON:
-                in_force = counts
+                in_force = (names, counts)
                 continue
-            _raise(result, counts)
+            _raise(result, names, counts)
         if in_force is not None:
-            _raise(result, in_force)
+            _raise(result, *in_force)
         return result
 
     def lower_since(self, now: float, variant: str, count: int) -> float:
         """Since when ``variant`` has been recommended at most ``count`` without a break (``now`` if
         it is not now)."""
         since = now
-        for when, counts in reversed(self.changes):
-            if dict(counts).get(variant, 0) > count:
+        for when, names, counts in reversed(self.changes):
+            if dict(zip(names, counts, strict=True)).get(variant, 0) > count:
                 break
             since = when
         return since
 
 
-def _raise(result: dict[str, int], counts: Sequence[tuple[str, int]]) -> None:
-    for name, n in counts:
+def _raise(result: dict[str, int], names: Names, counts: Counts) -> None:
+    for name, n in zip(names, counts, strict=True):
         result[name] = max(result.get(name, n), n)
+
+
+def _shared(counts: Counts) -> Counts:
+    found = _COUNTS.get(counts)
+    if found is None:
+        if len(_COUNTS) >= _MAX_COUNTS:
+            _COUNTS.clear()
+        _COUNTS[counts] = found = counts
+    return found

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterable
 from typing import Final
 
+import msgspec
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -50,11 +51,19 @@ _MODEL_GAUGES: Final = (
 )
 
 
-class _Variant:
-    __slots__ = ("current", "desired", "labels", "ratio")
+class _Variant(msgspec.Struct, gc=False):
+    """A variant's gauges: its labels and ratio are made when /metrics is read (a tuple and a float
+    fewer per VA); the ratio is of the counts the decision had. Holds numbers and a string only, so
+    the garbage collector need not track it."""
 
-    def __init__(self, labels: tuple[str, str, str], desired: float, current: float, ratio: float) -> None:
-        self.labels, self.desired, self.current, self.ratio = labels, desired, current, ratio
+    accelerator: str
+    desired: int
+    current: int
+    decided_current: int
+
+    @property
+    def ratio(self) -> float:
+        return self.desired / self.decided_current if self.decided_current else self.desired
 
 
 class Gauges(Collector):
@@ -67,7 +76,7 @@ class Gauges(Collector):
     scaler core keeps for it (docs/benchmarks.md, "Memory per tracked VA")."""
 
     def __init__(self) -> None:
-        self._variants: dict[tuple[str, str], _Variant] = {}
+        self._variants: dict[str, dict[str, _Variant]] = {}  # namespace -> name -> gauges
         self._model_values: dict[tuple[str, str], tuple[float, float, float]] = {}
         self._models: dict[tuple[str, str], tuple[str, str]] = {}  # VA -> its model's labels
         self._scalings: dict[tuple[str, str], set[tuple[str, str, str, str]]] = {}
@@ -75,11 +84,11 @@ class Gauges(Collector):
 
     def decided(self, decision: Decision) -> None:
         key = (decision.namespace, decision.name)
-        labels = (decision.name, decision.namespace, decision.accelerator)
-        ratio = decision.desired / decision.current if decision.current else decision.desired
         n = decision.numbers
         with self._lock:
-            self._variants[key] = _Variant(labels, decision.desired, decision.current, ratio)
+            self._variants.setdefault(decision.namespace, {})[decision.name] = _Variant(
+                decision.accelerator, decision.desired, decision.current, decision.current
+            )
             if n.required is not None and n.spare is not None and n.demand is not None:
                 model = (decision.model_id, decision.namespace)
                 self._models[key] = model
@@ -92,14 +101,18 @@ class Gauges(Collector):
 
     def current(self, namespace: str, name: str, replicas: int) -> None:
         with self._lock:
-            variant = self._variants.get((namespace, name))
+            variant = self._variants.get(namespace, {}).get(name)
             if variant is not None:
                 variant.current = replicas
 
     def deleted(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         with self._lock:
-            self._variants.pop(key, None)
+            variants = self._variants.get(namespace)
+            if variants is not None:
+                variants.pop(name, None)
+                if not variants:
+                    del self._variants[namespace]
             model = self._models.pop(key, None)
             if model is not None and model not in self._models.values():  # its model's last VA
                 self._model_values.pop(model, None)
@@ -113,9 +126,11 @@ class Gauges(Collector):
     def collect(self) -> Iterable[Metric]:
         families = self._families()
         with self._lock:
-            for v in self._variants.values():
-                for family, value in zip(families[:3], (v.desired, v.current, v.ratio), strict=True):
-                    family.add_metric(v.labels, float(value))
+            for namespace, variants in self._variants.items():
+                for name, v in variants.items():
+                    labels = (name, namespace, v.accelerator)
+                    for family, value in zip(families[:3], (v.desired, v.current, v.ratio), strict=True):
+                        family.add_metric(labels, float(value))
             for model, values in self._model_values.items():
                 for family, value in zip(families[3:], values, strict=True):
                     family.add_metric(model, value)

@@ -33,7 +33,8 @@ DEFAULT_TOKENS_PER_REQUEST: Final = 1024.0
 class CapacityMemory:
     """What V2 remembers of a model group between snapshots."""
 
-    k2: dict[str, deque[float]] = field(default_factory=dict)  # variant -> compute-saturated tokens in use
+    # variant -> compute-saturated tokens in use; made with the first (most groups never see one)
+    k2: dict[str, deque[float]] | None = None
     capacity: dict[str, tuple[float, str]] = field(default_factory=dict)  # variant -> (per-replica, source)
     cache_tokens: dict[str, int] = field(default_factory=dict)  # variant -> its replicas' cache size T
     tokens_per_request: float | None = None  # the model's last known avgIn + avgOut
@@ -44,14 +45,17 @@ class CapacityMemory:
         shape = _shape(metrics)
         if shape is not None:
             self.tokens_per_request = shape
-        for replica in metrics.replicas:
+        replicas = metrics.replicas  # built when read: once
+        for replica in replicas:
             if replica.cache_tokens is not None and replica.queue >= config.queue_length_threshold - EPSILON:
+                if self.k2 is None:
+                    self.k2 = {}
                 self.k2.setdefault(variant, deque(maxlen=K2_MEMORY)).append(replica.kv * replica.cache_tokens)
-        remembered = self.k2.get(variant)
+        remembered = None if self.k2 is None else self.k2.get(variant)
         learned = statistics.fmean(remembered) if remembered else None
         capacities: list[float] = []
         compute_bound = True
-        for replica in metrics.replicas:
+        for replica in replicas:
             if replica.cache_tokens is None:
                 continue
             self.cache_tokens[variant] = replica.cache_tokens
@@ -63,15 +67,33 @@ class CapacityMemory:
             capacities.append(min(k1, k2))
             compute_bound = compute_bound and k2 < k1
         if capacities:
-            self.capacity[variant] = (statistics.median(capacities), "k2" if compute_bound else "k1")
+            self.capacity[variant] = _shared((statistics.median(capacities), "k2" if compute_bound else "k1"))
         elif variant in self.capacity:
-            self.capacity[variant] = (self.capacity[variant][0], "memory")
+            self.capacity[variant] = _shared((self.capacity[variant][0], "memory"))
+
+
+_CAPACITIES: Final[dict[tuple[float, str], tuple[float, str]]] = {}
+_MAX_CAPACITIES: Final = 4096  # distinct capacities remembered; past it, the table starts afresh
+
+
+def _shared(capacity: tuple[float, str]) -> tuple[float, str]:
+    """One object for equal capacities: variants on the same accelerator with the same cache size
+    have the same memory-bound capacity (docs/benchmarks.md, "Memory per tracked VA")."""
+    if not capacity[0]:
+        return capacity  # 0.0 and -0.0 are equal, yet each is kept as it came
+    found = _CAPACITIES.get(capacity)
+    if found is None:
+        if len(_CAPACITIES) >= _MAX_CAPACITIES:
+            _CAPACITIES.clear()
+        _CAPACITIES[capacity] = found = capacity
+    return found
 
 
 def _shape(metrics: Digest) -> float | None:
-    if metrics.avg_input_tokens is None or metrics.avg_output_tokens is None:
+    avg_in, avg_out = metrics.avg_input_tokens, metrics.avg_output_tokens  # each unpacked when read
+    if avg_in is None or avg_out is None:
         return None
-    shape = metrics.avg_input_tokens + metrics.avg_output_tokens
+    shape = avg_in + avg_out
     return shape if shape > 0 else None
 
 

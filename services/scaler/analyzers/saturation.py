@@ -144,7 +144,7 @@ def _transition(variants: Sequence[VariantView]) -> str:
     """Why the group is in transition ("" when it is not): V1 holds every variant until the last step
     has landed, because its percentages cannot tell a starting replica from a missing one."""
     for v in variants:
-        reporting = len(v.metrics.replicas)
+        reporting = len(v.metrics.pods)
         if v.spec != v.ready:
             return f"{v.name}: {v.ready} of {v.spec} replicas ready"
         if reporting != v.spec:

@@ -152,8 +152,9 @@ class SloMemory:
     output_tokens: float | None = None  # the model's last known output tokens per request
 
     def observe(self, variant: str, metrics: Digest) -> None:
-        if metrics.avg_output_tokens:
-            self.output_tokens = metrics.avg_output_tokens
+        output_tokens = metrics.avg_output_tokens
+        if output_tokens:
+            self.output_tokens = output_tokens
         for replica in metrics.replicas:
             if replica.tokens_rate and replica.itl:  # a pod that generated tokens in the window
                 points = self.points.get(variant)
@@ -252,11 +253,8 @@ class SloAnalyzer:
     def _output_tokens(self, group: GroupView) -> float:
         """The model's output tokens per request: its variants' averages weighted by their traffic (one
         variant's few completions in a window are a noisy figure), else the last known."""
-        weighted = [
-            (v.metrics.avg_output_tokens, v.metrics.arrival_rate)
-            for v in group.variants
-            if v.metrics.avg_output_tokens and v.metrics.arrival_rate
-        ]
+        figures = [(v.metrics.avg_output_tokens, v.metrics.arrival_rate) for v in group.variants]
+        weighted = [(out, rate) for out, rate in figures if out and rate]
         total = sum(rate for _, rate in weighted)
         if total > 0:
             return sum(out * rate for out, rate in weighted) / total

@@ -120,3 +120,34 @@ def test_evictions_are_counted_in_the_fetchers_metrics() -> None:
     clock.now = T0 + timedelta(seconds=31)
     cache.cleanup()
     assert {r: count(r) - before[r] for r in before} == {"expired": 1, "invalidated": 1, "deleted": 1}
+
+
+def test_a_cached_snapshot_reads_back_equal_and_encodes_to_the_same_bytes() -> None:
+    from shared import messages
+
+    replicas = (
+        messages.ReplicaMetrics(pod="va-0", kv_cache_usage=0.5, waiting=0.0, running=8.0, num_gpu_blocks=1024,
+                                block_size=16, generation_tokens_rate=640.0, itl_seconds=0.02),
+        messages.ReplicaMetrics(pod="va-1", kv_cache_usage=-0.0, waiting=None, num_gpu_blocks=None, block_size=16),
+    )  # fmt: skip
+    full = messages.MetricsSnapshot(
+        namespace="ns", name="va", at=T0, model_id="m", collected_at=T0, deployment_generation=3,
+        template_hash="abc", status="partial", reason="one pod missing", dropped_values=2,
+        allocation=messages.AllocationMetrics(arrival_rate=5.0, avg_input_tokens=None, gateway_queue=0.0),
+        replicas=replicas,
+    )  # fmt: skip
+    odd = messages.MetricsSnapshot(  # an int where a float is expected: kept as it is, not packed
+        namespace="ns", name="odd", at=T0, collected_at=T0,
+        allocation=messages.AllocationMetrics(arrival_rate=5),  # type: ignore[arg-type]
+    )  # fmt: skip
+    empty = messages.MetricsSnapshot(namespace="ns", name="none", at=T0, collected_at=T0, status="unavailable")
+    cache = caching.MemoryCache(30, clock=Clock())
+    for snapshot in (full, odd, empty):
+        key = caching.allocation_key("ns", snapshot.name)
+        cache.set(key, snapshot, collected_at=snapshot.collected_at)
+        entry = cache.get(key)
+        assert entry is not None and entry.value == snapshot and entry.collected_at == T0
+        assert isinstance(entry.value, messages.MetricsSnapshot)
+        assert messages.encode(entry.value) == messages.encode(snapshot)
+    odd_entry = cache.get(caching.allocation_key("ns", "odd"))
+    assert odd_entry is not None and odd_entry.value is odd
