@@ -19,13 +19,13 @@ from typing import Final
 
 import msgspec
 
+from shared.interning import Interner
 from shared.messages import AllocationMetrics, MetricsSnapshot, ReplicaMetrics, SnapshotStatus
 
 _NONE: Final = math.nan
 _ALLOCATION: Final = ("arrival_rate", "avg_input_tokens", "avg_output_tokens", "ttft_seconds", "itl_seconds", "gateway_queue")
 _FIGURES: Final = ("kv_cache_usage", "waiting", "running", "generation_tokens_rate", "itl_seconds")
-_SIZES: Final[dict[tuple[tuple[int | None, int | None], ...], tuple[tuple[int | None, int | None], ...]]] = {}
-_MAX_SIZES: Final = 4096  # distinct patterns remembered; past it, the table starts afresh
+_shared_sizes: Final[Interner[tuple[tuple[int | None, int | None], ...]]] = Interner()  # one per pattern
 
 
 class Packed(msgspec.Struct, frozen=True, gc=False):
@@ -77,11 +77,7 @@ def pack(snapshot: MetricsSnapshot) -> Packed | None:
     ):
         return None
     sizes = tuple((r.num_gpu_blocks, r.block_size) for r in snapshot.replicas)
-    shared = _SIZES.get(sizes)
-    if shared is None:
-        if len(_SIZES) >= _MAX_SIZES:
-            _SIZES.clear()
-        _SIZES[sizes] = shared = sizes
+    shared = _shared_sizes(sizes)
     return Packed(
         namespace=sys.intern(snapshot.namespace),
         name=snapshot.name,

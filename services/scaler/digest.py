@@ -18,6 +18,7 @@ from typing import Final
 
 import msgspec
 
+from shared.interning import Interner
 from shared.messages import MetricsSnapshot, SnapshotStatus
 from shared.messages import is_finite_non_negative as valid
 
@@ -25,8 +26,7 @@ from shared.messages import is_finite_non_negative as valid
 # figures packed as doubles in one array (a float object is 24 bytes, a double 8), pod names shared
 # with the VA's Target when the core passes them, one int per cache size (docs/benchmarks.md, "Memory
 # per tracked VA"). The per-replica view (``ReplicaLoad``) is built when read.
-_SIZES: Final[dict[int, int]] = {}
-_MAX_SIZES: Final = 1024  # distinct cache sizes remembered (a fleet has a handful)
+_shared_size: Final[Interner[int]] = Interner(limit=1024)  # a fleet has a handful of cache sizes
 _NONE: Final = math.nan  # a figure that is absent (no valid figure is NaN: they are finite)
 _HEAD: Final = (
     8  # collected_at, skew, arrival_rate, avg_input_tokens, avg_output_tokens, gateway_queue, ttft, itl
@@ -137,11 +137,7 @@ def _count_invalid(*values: float | None) -> int:
 def _cache_tokens(blocks: int | None, block_size: int | None) -> int | None:
     if blocks is None or block_size is None or blocks <= 0 or block_size <= 0:
         return None
-    tokens = blocks * block_size
-    shared = _SIZES.get(tokens)
-    if shared is None and len(_SIZES) < _MAX_SIZES:
-        shared = _SIZES[tokens] = tokens
-    return tokens if shared is None else shared
+    return _shared_size(blocks * block_size)
 
 
 def _figure(value: float | None) -> tuple[float | None, int]:

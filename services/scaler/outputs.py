@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Final
 
 import msgspec
 
@@ -27,6 +27,7 @@ from services.scaler.actions import (
 )
 from services.scaler.holds import Check, condition
 from services.scaler.tracked import Tracked
+from shared.interning import Interner
 from shared.messages import Decision
 
 
@@ -83,23 +84,13 @@ def transitions(current: tuple[Condition, ...], before: Transitions, *, now: dat
             moved = True
     if not moved:
         return before
-    return _shared(tuple(_transition(t, status, at) for t, (status, at) in times.items()))
+    return _shared_times(tuple(_transition(t, status, at) for t, (status, at) in times.items()))
 
 
-_T = TypeVar("_T", bound=tuple[object, ...])
-_SHARED: dict[tuple[object, ...], tuple[object, ...]] = {}
-_MAX_SHARED = 4096  # distinct tuples remembered; past it, the cache starts afresh
-
-
-def _shared(value: _T) -> _T:
-    """One tuple for equal conditions or transition times: most VAs have the same three conditions,
-    and those that moved at the same instant the same times."""
-    found = _SHARED.get(value)
-    if found is None:
-        if len(_SHARED) >= _MAX_SHARED:
-            _SHARED.clear()
-        _SHARED[value] = found = value
-    return found  # type: ignore[return-value]  # equal to ``value``, so of its type
+# One tuple for equal conditions or transition times: most VAs have the same three conditions, and
+# those that moved at the same instant the same times.
+_shared_times: Final[Interner[tuple[tuple[str, str, str], ...]]] = Interner()
+_shared_conditions: Final[Interner[tuple[Condition, ...]]] = Interner()
 
 
 class StatusInputs(msgspec.Struct, frozen=True, gc=False):
@@ -156,7 +147,7 @@ def conditions(
         ready = condition(ready_type, True, reasons.OPTIMIZATION_SUCCEEDED, group_reason)
     if len(before) == 3 and before[0] is resolved and before[1] is check.metrics and before[2] is ready:
         return before
-    return _shared((resolved, check.metrics, ready))
+    return _shared_conditions((resolved, check.metrics, ready))
 
 
 def status(

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from services.scaler.analyzers.saturation import EPSILON
+from shared.interning import Interner
 from shared.messages import Decision
 
 Names = tuple[str, ...]  # variants, sorted
 Counts = tuple[int, ...]  # a count per variant of its Names
-_COUNTS: dict[Counts, Counts] = {}  # one tuple per distinct counts (most groups have a handful)
-_MAX_COUNTS = 4096
+_shared: Final[Interner[Counts]] = Interner()  # one tuple per distinct counts (most groups have a handful)
 
 
 class LastDecision(NamedTuple):
@@ -118,11 +118,3 @@ def _raise(result: dict[str, int], names: Names, counts: Counts) -> None:
     for name, n in zip(names, counts, strict=True):
         result[name] = max(result.get(name, n), n)
 
-
-def _shared(counts: Counts) -> Counts:
-    found = _COUNTS.get(counts)
-    if found is None:
-        if len(_COUNTS) >= _MAX_COUNTS:
-            _COUNTS.clear()
-        _COUNTS[counts] = found = counts
-    return found

@@ -11,28 +11,16 @@ as one object each.
 from __future__ import annotations
 
 import sys
-from typing import Final, TypeVar
+from typing import Any, Final
 
 import msgspec
 
+from shared.interning import Interner
 from shared.messages import Problem, Target
 
-_N = TypeVar("_N", int, float)
-_NUMBERS: Final[dict[tuple[type, float], object]] = {}
-_MAX_NUMBERS: Final = 4096  # distinct values remembered (a fleet has a handful of bounds and costs)
-
-
-def _shared(value: _N) -> _N:
-    """One object for equal numbers of the same type (bounded: past the limit, the value itself)."""
-    if not value:
-        return value  # 0.0 and -0.0 are equal, yet each is kept as it came
-    key = (type(value), value)
-    found = _NUMBERS.get(key)
-    if found is None:
-        if len(_NUMBERS) >= _MAX_NUMBERS:
-            return value
-        _NUMBERS[key] = found = value
-    return found  # type: ignore[return-value]  # stored under its own type
+# One object for equal numbers of the same type (a fleet has a handful of bounds and costs); 0.0 and
+# -0.0 are equal, yet each is kept as it came.
+_shared: Final[Interner[Any]] = Interner(keep=lambda value: not value)
 
 
 class Tracked(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -23,6 +23,7 @@ from services.scaler.analyzers import GroupView, Recommendation, sizing
 from services.scaler.analyzers.saturation import EPSILON, SaturationAnalyzer
 from services.scaler.digest import Digest
 from services.scaler.scaling_config import ScalingConfig
+from shared.interning import Interner
 from shared.messages import CapacityFigures, DecisionNumbers
 
 K2_MEMORY: Final = 10
@@ -72,21 +73,9 @@ class CapacityMemory:
             self.capacity[variant] = _shared((self.capacity[variant][0], "memory"))
 
 
-_CAPACITIES: Final[dict[tuple[float, str], tuple[float, str]]] = {}
-_MAX_CAPACITIES: Final = 4096  # distinct capacities remembered; past it, the table starts afresh
-
-
-def _shared(capacity: tuple[float, str]) -> tuple[float, str]:
-    """One object for equal capacities: variants on the same accelerator with the same cache size
-    have the same memory-bound capacity (docs/benchmarks.md, "Memory per tracked VA")."""
-    if not capacity[0]:
-        return capacity  # 0.0 and -0.0 are equal, yet each is kept as it came
-    found = _CAPACITIES.get(capacity)
-    if found is None:
-        if len(_CAPACITIES) >= _MAX_CAPACITIES:
-            _CAPACITIES.clear()
-        _CAPACITIES[capacity] = found = capacity
-    return found
+# One object for equal capacities: variants on the same accelerator with the same cache size have the
+# same memory-bound capacity. 0.0 and -0.0 are equal, yet each is kept as it came.
+_shared: Final[Interner[tuple[float, str]]] = Interner(keep=lambda capacity: not capacity[0])
 
 
 def _shape(metrics: Digest) -> float | None:
