@@ -36,7 +36,7 @@ from nats.aio.client import Client
 
 from bench import servers, workload
 from bench.report import Table, percentile, stat
-from services.sandbox import queueing, vllm
+from services.sandbox import exposition, queueing, vllm
 from services.sandbox.kubeapi import KubeApiEmulator
 from services.sandbox.kubeapi import resources as kres
 from services.sandbox.servers import Child, free_port
@@ -222,7 +222,7 @@ async def _metrics_server(stack: contextlib.AsyncExitStack) -> int:
     body = server.metrics_text()
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=body, headers={"Content-Type": vllm.CONTENT_TYPE})
+        return web.Response(body=body, headers={"Content-Type": exposition.CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
