@@ -59,8 +59,8 @@ class Plan:
     lab_reps: int
     lab_cases: list[lab.LabCase]
     failover_kills: int = 20
-    # (TTL, ((service, lease backend), ...))
-    failover_runs: tuple[tuple[float, tuple[tuple[str, str], ...]], ...] = ((3.0, (("scaler", "nats"), ("fetcher", "nats"))),)
+    # (service, lease backend, lease TTL s): one row of table 7 each
+    failover_rows: tuple[tuple[str, str, float], ...] = (("scaler", "nats", 3.0), ("fetcher", "nats", 3.0))
     replicas_vas: int = 100
 
 
@@ -73,7 +73,7 @@ SMOKE_LAB = lab.LabCase("10 simulated minutes, wva and hpa-kv", 1.0, (0.0, 600.0
 PLANS = {
     "smoke": Plan(
         [10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0, [10], 10, [10.0], 60.0, 1, [SMOKE_LAB],
-        failover_kills=1, failover_runs=((3.0, (("scaler", "nats"), ("fetcher", "kubernetes"))),), replicas_vas=10,
+        failover_kills=1, failover_rows=(("scaler", "nats", 3.0), ("fetcher", "kubernetes", 3.0)), replicas_vas=10,
     ),
     "quick": Plan(
         [10, 1000],
@@ -114,9 +114,9 @@ PLANS = {
         1800.0,
         5,
         [MAKE_LAB, FULL_HOUR],
-        failover_runs=(
-            (3.0, (("scaler", "nats"), ("scaler", "kubernetes"), ("fetcher", "nats"), ("fetcher", "kubernetes"))),
-            (15.0, (("scaler", "nats"),)),
+        failover_rows=(
+            ("scaler", "nats", 3.0), ("scaler", "kubernetes", 3.0), ("fetcher", "nats", 3.0),
+            ("fetcher", "kubernetes", 3.0), ("scaler", "nats", 15.0),
         ),
         replicas_vas=1000,
     ),
@@ -156,9 +156,8 @@ async def _run(plan: Plan, only: set[str], report: Report) -> None:
             report.add(_skipped("latency_template", "2c. Template change → fresh snapshot", str(exc)))
     if "ha" in only:
         say("[bold]7. failover …[/]")
-        for ttl, rows in plan.failover_runs:
-            for t in await failover.run(kills=plan.failover_kills, ttl=ttl, rows=rows):
-                report.add(t)
+        for t in await failover.run(kills=plan.failover_kills, rows=plan.failover_rows):
+            report.add(t)
     if "fetch" in only or "ha" in only:
         sizes = sorted({*(plan.fetch_sizes if "fetch" in only else []), *([plan.replicas_vas] if "ha" in only else [])})
         say("[bold]1. fetch cycle, 2b. invalidation latency, 8. fetch replicas …[/]")

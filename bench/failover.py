@@ -329,15 +329,15 @@ async def fetcher(kills: int, *, ttl: float, backend: str = "nats") -> list[tupl
 
 
 async def run(
-    *, kills: int, ttl: float, rows: tuple[tuple[str, str], ...] = (("scaler", "nats"), ("fetcher", "nats"))
+    *, kills: int, rows: tuple[tuple[str, str, float], ...] = (("scaler", "nats", 3.0), ("fetcher", "nats", 3.0))
 ) -> list[Table]:
-    """One row per (service, lease backend)."""
+    """One table, a row per (service, lease backend, lease TTL s): every row in the JSON under one key."""
     table = Table(
         "failover",
         "7. Failover: the owning replica killed (SIGKILL) → the other does its work",
         ["service", "lease backend", "lease TTL s", "kills", "lease taken p50 / p99 s", "failover p50 / p99 / max s", "bound s"],
     )
-    for service, backend in rows:
+    for service, backend, ttl in rows:
         measure = scaler if service == "scaler" else fetcher
         results = await measure(kills, ttl=ttl, backend=backend)
         taken = [t for t, _ in results]
