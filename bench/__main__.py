@@ -6,8 +6,9 @@ quick (default, a few minutes): core 10/1,000 VAs, memory 1,000, scaler latency 
 full: core 10/1,000/10,000, memory 1,000/10,000, latency 10/1,000, template change 10/100, fetch and
 invalidation 10/100/1,000, reaction time, the lab. smoke (CI, < 60 s): the smallest size of each, few
 repetitions. Several replicas (``ha``): failover of the scaler and the fetcher over 20 kills with a 3 s
-lease TTL (full: and the scaler with the default 15 s), and the fetch cycle with 1, 2 and 3 fetcher
-replicas (quick: 100 VAs, full: 1,000; smoke: one scaler kill, 10 VAs).
+lease TTL and leases in the NATS bucket (full: and in Kubernetes Lease objects, and the scaler with the
+default 15 s on the bucket), and the fetch cycle with 1, 2 and 3 fetcher replicas (quick: 100 VAs,
+full: 1,000; smoke: one kill of the scaler on the bucket and one of the fetcher on Lease objects, 10 VAs).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Plan:
     lab_reps: int
     lab_cases: list[lab.LabCase]
     failover_kills: int = 20
-    failover_runs: tuple[tuple[float, tuple[str, ...]], ...] = ((3.0, ("scaler", "fetcher")),)  # (TTL, services)
+    # (service, lease backend, lease TTL s): one row of table 7 each
+    failover_rows: tuple[tuple[str, str, float], ...] = (("scaler", "nats", 3.0), ("fetcher", "nats", 3.0))
     replicas_vas: int = 100
 
 
@@ -71,7 +73,7 @@ SMOKE_LAB = lab.LabCase("10 simulated minutes, wva and hpa-kv", 1.0, (0.0, 600.0
 PLANS = {
     "smoke": Plan(
         [10], 2000, 2, [1000], 1, [10], 20, [10], 2, 1.0, 10, 0, [10], 10, [10.0], 60.0, 1, [SMOKE_LAB],
-        failover_kills=1, failover_runs=((3.0, ("scaler",)),), replicas_vas=10,
+        failover_kills=1, failover_rows=(("scaler", "nats", 3.0), ("fetcher", "kubernetes", 3.0)), replicas_vas=10,
     ),
     "quick": Plan(
         [10, 1000],
@@ -112,7 +114,10 @@ PLANS = {
         1800.0,
         5,
         [MAKE_LAB, FULL_HOUR],
-        failover_runs=((3.0, ("scaler", "fetcher")), (15.0, ("scaler",))),
+        failover_rows=(
+            ("scaler", "nats", 3.0), ("scaler", "kubernetes", 3.0), ("fetcher", "nats", 3.0),
+            ("fetcher", "kubernetes", 3.0), ("scaler", "nats", 15.0),
+        ),
         replicas_vas=1000,
     ),
 }
@@ -151,9 +156,8 @@ async def _run(plan: Plan, only: set[str], report: Report) -> None:
             report.add(_skipped("latency_template", "2c. Template change → fresh snapshot", str(exc)))
     if "ha" in only:
         say("[bold]7. failover …[/]")
-        for ttl, services in plan.failover_runs:
-            for t in await failover.run(kills=plan.failover_kills, ttl=ttl, services=services):
-                report.add(t)
+        for t in await failover.run(kills=plan.failover_kills, rows=plan.failover_rows):
+            report.add(t)
     if "fetch" in only or "ha" in only:
         sizes = sorted({*(plan.fetch_sizes if "fetch" in only else []), *([plan.replicas_vas] if "ha" in only else [])})
         say("[bold]1. fetch cycle, 2b. invalidation latency, 8. fetch replicas …[/]")

@@ -1,8 +1,10 @@
 """Benchmark 7: failover time of the scaler and of the fetcher (docs/deployment.md "Several replicas").
 
-Two replicas of a service run as real `wva` processes (`python -m services.<name>`, leases in a real
-nats-server's KV bucket, one partition so one replica owns the work). Again and again: the owner is
-killed with SIGKILL, and the clock runs until the survivor does the owner's work —
+Two replicas of a service run as real `wva` processes (`python -m services.<name>`, one partition so one
+replica owns the work), with their leases on either backend (``WVA_LEASE_BACKEND``): ``nats``, a real
+nats-server's KV bucket, or ``kubernetes``, Lease objects in the emulated Kubernetes API (both replicas
+get a kubeconfig for it, the fetcher too). Again and again: the owner is killed with SIGKILL, and the
+clock runs until the survivor does the owner's work —
 
 - scaler: a VA whose every replica is saturated, its Target following the emulated Kubernetes API's
   Deployment, so the owner scales it up one replica at a time; *failover* = kill → the survivor's first
@@ -10,10 +12,13 @@ killed with SIGKILL, and the clock runs until the survivor does the owner's work
 - fetcher: four VAs scraped from emulated pods every second; *failover* = kill → the first snapshot
   published after the kill (only the survivor can publish one).
 
-*Lease taken* is kill → the moment the lease bucket names the survivor. The killed replica is started
-again (a new identity) and becomes the standby of the next round. The expected failover is the lease
-TTL (the dead owner's key expiring, counted from its last renewal, up to a renewal period before the
-kill) plus up to one renewal period (the survivor's next round), plus the time to act.
+*Lease taken* is kill → the moment the lease names the survivor: its key in the bucket, or the
+``spec.holderIdentity`` of its Lease (``wva-<service>-0``) in the emulator's store. The killed replica
+is started again (a new identity) and becomes the standby of the next round. The expected failover is
+the lease TTL (the dead owner's key expiring, counted from its last renewal, up to a renewal period
+before the kill) plus up to one renewal period (the survivor's next round), plus the time to act; with
+Lease objects up to one renewal period more, since the survivor's TTL starts when it first reads the
+last renewal (shared/kubeleases.py).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nats
 from aiohttp import web
@@ -36,16 +41,19 @@ from nats.aio.client import Client
 
 from bench import servers, workload
 from bench.report import Table, percentile, stat
-from services.sandbox import queueing, vllm
+from services.sandbox import exposition, queueing, vllm
 from services.sandbox.kubeapi import KubeApiEmulator
 from services.sandbox.kubeapi import resources as kres
 from services.sandbox.servers import Child, free_port
 from shared import natsio, streams
+from shared.kubeleases import object_name
 from shared.leases import read_bucket
 from shared.subjects import SubjectKind, Subjects
 
 S = Subjects()
 BUCKET = "WVA_LEASES"
+NAMESPACE = "wva-system"  # of the Lease objects (WVA_LEASE_NAMESPACE)
+BACKENDS = ("nats", "kubernetes")
 
 
 @dataclass
@@ -64,43 +72,90 @@ class Replica:
         self.child.proc = None
 
 
-async def _holder(nc: Client, key: str) -> str | None:
-    js = nc.jetstream()
-    try:
-        entries = await read_bucket(js, await js.key_value(BUCKET), BUCKET, keys=key)
-    except nats.errors.Error:
-        return None
-    entry = entries.get(key)
-    return None if entry is None else entry.holder
+class LeaseView(Protocol):
+    """Who holds a lease key, and how many replicas of a service are members, as the backend stores it."""
+
+    async def holder(self, key: str) -> str | None: ...
+
+    async def members(self, service: str) -> int: ...
 
 
-async def _members(nc: Client, service: str) -> int:
-    js = nc.jetstream()
-    try:
-        return len(await read_bucket(js, await js.key_value(BUCKET), BUCKET, keys=f"members.{service}.*"))
-    except nats.errors.Error:
-        return 0
+@dataclass
+class BucketView:
+    nc: Client
+
+    async def holder(self, key: str) -> str | None:
+        js = self.nc.jetstream()
+        try:
+            entries = await read_bucket(js, await js.key_value(BUCKET), BUCKET, keys=key)
+        except nats.errors.Error:
+            return None
+        entry = entries.get(key)
+        return None if entry is None else entry.holder
+
+    async def members(self, service: str) -> int:
+        js = self.nc.jetstream()
+        try:
+            return len(await read_bucket(js, await js.key_value(BUCKET), BUCKET, keys=f"members.{service}.*"))
+        except nats.errors.Error:
+            return 0
+
+
+@dataclass
+class LeaseObjectView:
+    """The Lease objects in the emulator's store (read in this process, no request of its own)."""
+
+    api: KubeApiEmulator
+
+    async def holder(self, key: str) -> str | None:
+        obj = self.api.store.find(kres.LEASES, NAMESPACE, object_name(key))
+        return None if obj is None else obj.get("spec", {}).get("holderIdentity")
+
+    async def members(self, service: str) -> int:
+        prefix = object_name(f"members.{service}.")
+        return sum(o["metadata"]["name"].startswith(prefix) for o in self.api.store.iter_objects(kres.LEASES, NAMESPACE))
+
+
+async def _emulated_api(stack: contextlib.AsyncExitStack, tmp: Path) -> tuple[KubeApiEmulator, Path]:
+    """The emulated Kubernetes API for this run, and a kubeconfig for it."""
+    api = await stack.enter_async_context(KubeApiEmulator(startup_delay=0.05))
+    return api, api.write_kubeconfig(tmp / "kubeconfig")
+
+
+async def _lease_backend(
+    stack: contextlib.AsyncExitStack, backend: str, *, nc: Client, ttl: float, tmp: Path,
+    kube: tuple[KubeApiEmulator, Path] | None = None,
+) -> tuple[LeaseView, dict[str, str]]:
+    """How to read the leases, and the replicas' lease settings; ``kubernetes`` uses ``kube`` (the run's
+    emulated API and its kubeconfig) or starts one."""
+    env = {"WVA_LEASE_BACKEND": backend, "WVA_LEASE_TTL": f"{ttl:g}s", "WVA_PARTITIONS": "1"}
+    if backend == "nats":
+        return BucketView(nc), env
+    if backend != "kubernetes":
+        raise ValueError(f"lease backend {backend!r}: one of {', '.join(BACKENDS)}")
+    api, kubeconfig = kube or await _emulated_api(stack, tmp)
+    return LeaseObjectView(api), {**env, "KUBECONFIG": str(kubeconfig), "WVA_LEASE_NAMESPACE": NAMESPACE}
 
 
 def _owner(holder: str | None, replicas: list[Replica]) -> Replica | None:
     return next((r for r in replicas if holder and holder.startswith(f"{r.name}-")), None)
 
 
-async def _settled(nc: Client, service: str, replicas: list[Replica], *, timeout: float = 60.0) -> Replica:
+async def _settled(view: LeaseView, service: str, replicas: list[Replica], *, timeout: float = 60.0) -> Replica:
     """The owner, once both replicas are members and it holds the lease."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        owner = _owner(await _holder(nc, f"{service}.0"), replicas)
-        if owner is not None and await _members(nc, service) == len(replicas):
+        owner = _owner(await view.holder(f"{service}.0"), replicas)
+        if owner is not None and await view.members(service) == len(replicas):
             return owner
         await asyncio.sleep(0.1)
     raise RuntimeError(f"the {service} replicas did not settle in {timeout:g}s")
 
 
-async def _taken(nc: Client, key: str, survivor: Replica, since: float, timeout: float) -> float:
+async def _taken(view: LeaseView, key: str, survivor: Replica, since: float, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _owner(await _holder(nc, key), [survivor]) is survivor:
+        if _owner(await view.holder(key), [survivor]) is survivor:
             return time.monotonic() - since
         await asyncio.sleep(0.05)
     return float("nan")
@@ -126,17 +181,17 @@ async def _replicas(service: str, workdir: Path, env: dict[str, str]) -> AsyncIt
 
 
 async def _kills(
-    nc: Client, service: str, replicas: list[Replica], kills: int, ttl: float, acted: Any
+    view: LeaseView, service: str, replicas: list[Replica], kills: int, ttl: float, acted: Any
 ) -> list[tuple[float, float]]:
     """(lease taken, failover) seconds for each kill; ``acted(survivor, since)`` waits for the work."""
     found = []
     for _ in range(kills):
-        owner = await _settled(nc, service, replicas)
+        owner = await _settled(view, service, replicas)
         survivor = next(r for r in replicas if r is not owner)
         await asyncio.sleep(0.5)  # the owner at work
         killed = time.monotonic()
         owner.kill()
-        taken_task = asyncio.create_task(_taken(nc, f"{service}.0", survivor, killed, 3 * ttl + 10))
+        taken_task = asyncio.create_task(_taken(view, f"{service}.0", survivor, killed, 3 * ttl + 10))
         failover = await acted(survivor, killed)
         found.append((await taken_task, failover))
         owner.start()  # the standby of the next round (a new identity)
@@ -146,13 +201,12 @@ async def _kills(
 # ------------------------------------------------------------------------------------- scaler
 
 
-async def scaler(kills: int, *, ttl: float) -> list[tuple[float, float]]:
+async def scaler(kills: int, *, ttl: float, backend: str = "nats") -> list[tuple[float, float]]:
     va = workload.VA("failover", "va-failover", "org/failover-model", 10.0, 1)
     async with contextlib.AsyncExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wva-bench-failover-")))
         nats_server = stack.enter_context(servers.nats())
-        api = await stack.enter_async_context(KubeApiEmulator(startup_delay=0.05))
-        kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
+        api, kubeconfig = await _emulated_api(stack, tmp)
         api.store.create(kres.NAMESPACES, {"metadata": {"name": va.namespace}})
         deployment = {
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -171,10 +225,11 @@ async def scaler(kills: int, *, ttl: float) -> list[tuple[float, float]]:
         stack.push_async_callback(nc.close)
         js = nc.jetstream()
         await streams.ensure(js, S, streams.StreamSpec())
+        view, lease_env = await _lease_backend(stack, backend, nc=nc, ttl=ttl, tmp=tmp, kube=(api, kubeconfig))
         env = {
             "WVA_NATS_URL": nats_server.url, "KUBECONFIG": str(kubeconfig), "WVA_CONFIG_NAMESPACE": "wva-system",
             "WVA_RECONCILE_INTERVAL": "1s", "WVA_FETCH_INTERVAL": "1s", "WVA_SCALE_UP_STEP": "one",
-            "WVA_LEASE_BACKEND": "nats", "WVA_LEASE_TTL": f"{ttl:g}s", "WVA_PARTITIONS": "1", "PATH": os.environ.get("PATH", ""),
+            "PATH": os.environ.get("PATH", ""), **lease_env,
         }  # fmt: skip
 
         async def feed() -> None:  # the watcher and the fetcher: the Deployment as it is, saturated
@@ -206,7 +261,7 @@ async def scaler(kills: int, *, ttl: float) -> list[tuple[float, float]]:
         feeder = asyncio.create_task(feed())
         try:
             async with _replicas("scaler", tmp, env) as replicas:
-                return await _kills(nc, "scaler", replicas, kills, ttl, acted)
+                return await _kills(view, "scaler", replicas, kills, ttl, acted)
         finally:
             feeder.cancel()
             await asyncio.gather(feeder, return_exceptions=True)
@@ -222,7 +277,7 @@ async def _metrics_server(stack: contextlib.AsyncExitStack) -> int:
     body = server.metrics_text()
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=body, headers={"Content-Type": vllm.CONTENT_TYPE})
+        return web.Response(body=body, headers={"Content-Type": exposition.CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -234,7 +289,7 @@ async def _metrics_server(stack: contextlib.AsyncExitStack) -> int:
     return port
 
 
-async def fetcher(kills: int, *, ttl: float) -> list[tuple[float, float]]:
+async def fetcher(kills: int, *, ttl: float, backend: str = "nats") -> list[tuple[float, float]]:
     vas = workload.vas(4, prefix="failover")
     async with contextlib.AsyncExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wva-bench-failover-")))
@@ -253,10 +308,8 @@ async def fetcher(kills: int, *, ttl: float) -> list[tuple[float, float]]:
             arrivals.append(time.monotonic())
 
         await nc.subscribe(S.wildcard(SubjectKind.METRICS), cb=on)
-        env = {
-            "WVA_NATS_URL": nats_server.url, "WVA_COLLECTOR": "scrape", "WVA_FETCH_INTERVAL": "1s",
-            "WVA_CACHE_TTL": "5s", "WVA_LEASE_BACKEND": "nats", "WVA_LEASE_TTL": f"{ttl:g}s", "WVA_PARTITIONS": "1",
-        }  # fmt: skip
+        view, lease_env = await _lease_backend(stack, backend, nc=nc, ttl=ttl, tmp=tmp)
+        env = {"WVA_NATS_URL": nats_server.url, "WVA_COLLECTOR": "scrape", "WVA_FETCH_INTERVAL": "1s", "WVA_CACHE_TTL": "5s", **lease_env}
 
         async def acted(_: Replica, since: float) -> float:
             deadline = time.monotonic() + 3 * ttl + 20
@@ -268,43 +321,51 @@ async def fetcher(kills: int, *, ttl: float) -> list[tuple[float, float]]:
             return float("nan")
 
         async with _replicas("fetcher", tmp, env) as replicas:
-            return await _kills(nc, "fetcher", replicas, kills, ttl, acted)
+            return await _kills(view, "fetcher", replicas, kills, ttl, acted)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ------------------------------------------------------------------------------------- report
 
 
-async def run(*, kills: int, ttl: float, services: tuple[str, ...] = ("scaler", "fetcher")) -> list[Table]:
+async def run(
+    *, kills: int, rows: tuple[tuple[str, str, float], ...] = (("scaler", "nats", 3.0), ("fetcher", "nats", 3.0))
+) -> list[Table]:
+    """One table, a row per (service, lease backend, lease TTL s): every row in the JSON under one key."""
     table = Table(
         "failover",
         "7. Failover: the owning replica killed (SIGKILL) → the other does its work",
-        ["service", "lease TTL s", "kills", "lease taken p50 / p99 s", "failover p50 / p99 / max s", "TTL + period s"],
+        ["service", "lease backend", "lease TTL s", "kills", "lease taken p50 / p99 s", "failover p50 / p99 / max s", "bound s"],
     )
-    for service in services:
+    for service, backend, ttl in rows:
         measure = scaler if service == "scaler" else fetcher
-        results = await measure(kills, ttl=ttl)
+        results = await measure(kills, ttl=ttl, backend=backend)
         taken = [t for t, _ in results]
         failover = [f for _, f in results]
         ok = [f for f in failover if f == f]
+        periods = 2 if backend == "kubernetes" else 1  # the observer's TTL starts when it reads the last renewal
         table.add(
             [
-                service, f"{ttl:g}", len(results),
+                service, backend, f"{ttl:g}", len(results),
                 f"{percentile(taken, 50):.2f} / {percentile(taken, 99):.2f}",
                 f"{percentile(ok, 50):.2f} / {percentile(ok, 99):.2f} / {max(ok):.2f}" if ok else "none",
-                f"{ttl + ttl / 3:.1f}",
+                f"{ttl + periods * ttl / 3:.1f}",
             ],
-            service=service, ttl_s=ttl, kills=len(results), missed=len(failover) - len(ok),
+            service=service, backend=backend, ttl_s=ttl, kills=len(results), missed=len(failover) - len(ok),
             taken_p50_s=percentile(taken, 50), taken_p99_s=percentile(taken, 99),
             failover_p50_s=percentile(ok, 50) if ok else None, failover_p99_s=percentile(ok, 99) if ok else None,
             failover_max_s=max(ok) if ok else None, failover=stat(ok), samples=json.loads(json.dumps(failover)),
+            taken_samples=json.loads(json.dumps(taken)), bound_s=ttl + periods * ttl / 3,
         )  # fmt: skip
     table.notes += [
-        "Two replicas as processes on one nats-server, one partition; a kill when the owner is at work, then the "
-        "killed replica restarts as the standby of the next kill. The scaler's reconcile interval and the fetcher's "
-        "fetch interval are 1 s.",
-        "Expected: up to TTL (the dead owner's key expiring, from its last renewal) + one renewal period (TTL/3, "
-        "the survivor's next round) + the time to act. p99 is the nearest rank: with 20 kills, the largest. "
-        "*Lease taken* is polled every 50 ms, so it can read a little later than the work it enabled.",
+        "Two replicas as processes, one partition; leases in a nats-server's KV bucket (nats) or in Lease objects "
+        "of the emulated Kubernetes API, which both replicas reach with a kubeconfig (kubernetes). A kill when the "
+        "owner is at work, then the killed replica restarts as the standby of the next kill. The scaler's reconcile "
+        "interval and the fetcher's fetch interval are 1 s.",
+        "Bound: TTL (the dead owner's key expiring, from its last renewal) + one renewal period (TTL/3, the "
+        "survivor's next round), and with Lease objects one period more (the survivor's TTL starts when it first "
+        "reads the last renewal), + the time to act. p99 is the nearest rank: with 20 kills, the largest. "
+        "*Lease taken* (the bucket's key or the Lease's spec.holderIdentity names the survivor) is polled every "
+        "50 ms, so it can read a little later than the work it enabled.",
     ]
     return [table]

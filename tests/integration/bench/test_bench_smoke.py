@@ -39,7 +39,7 @@ EXPECTED = {
         "fetch_interval_s",
     },
     "lab_replica_model": {"rps", "seconds", "reference", "fast", "speedup"},
-    "failover": {"service", "ttl_s", "kills", "missed", "taken_p50_s", "failover_p50_s", "failover_p99_s", "samples"},
+    "failover": {"service", "backend", "ttl_s", "kills", "missed", "taken_p50_s", "failover_p50_s", "failover_p99_s", "samples"},
     "fetch_replicas": {"replicas", "vas_per_replica_min", "queries_per_cycle", "cycle_ms", "prometheus_cpu_ms_per_interval"},
     "lab_azure": {"label", "policies", "requests", "simulated_s", "wall_s", "ratio"},
 }
@@ -76,9 +76,12 @@ def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
     # 2c: every template change produced its invalidation and a fresh snapshot from the invalidation path.
     for row in benchmarks["latency_template"]["rows"]:
         assert row["measured"] == row["events"] and row["without_invalidation"] == 0, row
-    # 7, 8: the killed scaler's work was taken over, and replicas shared the fetch work among them
-    (killed,) = benchmarks["failover"]["rows"]
-    assert killed["service"] == "scaler" and killed["missed"] == 0 and killed["failover_p50_s"] is not None
+    # 7, 8: the killed scaler's work (leases in the bucket) and the killed fetcher's (Lease objects) were
+    # taken over, and replicas shared the fetch work among them
+    killed = {(row["service"], row["backend"]): row for row in benchmarks["failover"]["rows"]}
+    assert set(killed) == {("scaler", "nats"), ("fetcher", "kubernetes")}
+    for row in killed.values():
+        assert row["missed"] == 0 and row["failover_p50_s"] is not None and row["taken_p50_s"] == row["taken_p50_s"], row
     replicas = {row["replicas"]: row for row in benchmarks["fetch_replicas"]["rows"]}
     assert set(replicas) == {1, 2, 3} and replicas[1]["vas_per_replica_min"] == 10
     assert replicas[2]["vas_per_replica_min"] < 10
