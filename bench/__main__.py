@@ -4,7 +4,7 @@ tables, write ``<mode>.json`` and ``<mode>.md`` to ``bench/results/`` (or ``--ou
 quick (default, a few minutes): core 10/1,000 VAs, memory 1,000, scaler latency 10/100, template change
 10/100, fetch 10/100, the decision lab (replica model; the Azure trace at make lab's scale and its full hour).
 full: core 10/1,000/10,000, memory 1,000/10,000, latency 10/1,000, template change 10/100, fetch and
-invalidation 10/100/1,000, reaction time, the lab. smoke (CI, < 60 s): the smallest size of each, few
+invalidation 10/100/1,000, reaction time, the lab. smoke (CI, about 70 s): the smallest size of each, few
 repetitions. Several replicas (``ha``): failover of the scaler and the fetcher over 20 kills with a 3 s
 lease TTL and leases in the NATS bucket (full: and in Kubernetes Lease objects, and the scaler with the
 default 15 s on the bucket), and the fetch cycle with 1, 2 and 3 fetcher replicas (quick: 100 VAs,
@@ -202,7 +202,7 @@ async def _run(plan: Plan, only: set[str], report: Report) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--smoke", action="store_true", help="smallest sizes, for CI (< 60 s)")
+    size.add_argument("--smoke", action="store_true", help="smallest sizes, for CI (about 70 s)")
     size.add_argument("--full", action="store_true", help="every benchmark at every size")
     parser.add_argument("--only", nargs="+", choices=NAMES, help="run only these benchmarks")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for <mode>.json and <mode>.md")
