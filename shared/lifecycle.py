@@ -38,13 +38,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-from kubernetes_asyncio import config as kube_config
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from shared import kube, natsio, partitions, publishing, streams
-from shared.kubeleases import KubernetesLeaseStore
+from shared import natsio, partitions, publishing, streams
 from shared.leases import Leases, make_identity
 from shared.messages import MetricsDeleted, Ownership, TargetDeleted, utcnow
 from shared.observability import Health, HttpServer, setup_logging
@@ -207,6 +205,12 @@ async def make_leases(
     if settings.lease_backend == "kubernetes":
         # The watcher's and the scaler's kubeconfig setting; the fetcher has none and uses $KUBECONFIG
         # or its in-cluster account, as kube.api_client does.
+        # Imported here: the Kubernetes client is heavy, and only this backend (of the runtime) needs it.
+        from kubernetes_asyncio import config as kube_config
+
+        from shared import kube
+        from shared.kubeleases import KubernetesLeaseStore
+
         try:
             api = await kube.api_client(getattr(settings, "kubeconfig", None))
         except (kube_config.ConfigException, OSError, ValueError) as exc:
