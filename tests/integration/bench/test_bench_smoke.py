@@ -47,13 +47,17 @@ EXPECTED = {
 
 @pytest.mark.timeout(240)  # about 70 s alone; beside the other test workers more
 def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=235,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-u", "-m", "bench", "--smoke", "--out", str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=235,
+        )
+    except subprocess.TimeoutExpired as exc:  # say which benchmark it was in
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        pytest.fail(f"the smoke run took over {exc.timeout:g}s; its output ended with:\n{out[-3000:]}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "smoke.json").read_text())
     assert (tmp_path / "smoke.md").read_text().startswith("## wva benchmarks")
