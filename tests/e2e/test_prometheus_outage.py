@@ -15,6 +15,7 @@ from services.sandbox.cluster import Cluster
 from services.sandbox.pipeline import Intervals, Pipeline
 from services.sandbox.servers import PROMETHEUS_INSTALL_HINT
 from tests.fixtures.binaries import require_binary
+from tests.fixtures.sandbox import CI_CHEAP_SERVER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -37,14 +38,7 @@ models:
         min_replicas: 1
         max_replicas: 4
         initial_replicas: 1
-        startup_seconds: 0.2
-        server:
-          max_num_seqs: 32
-          kv_cache_tokens: 16384
-          prefill_seconds_per_token: 0.00002
-          decode_base_seconds: 0.012
-          decode_seconds_per_seq: 0.0006
-"""
+        startup_seconds: 0.2""" + CI_CHEAP_SERVER
 
 
 async def test_nothing_scales_while_prometheus_is_stopped(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -95,6 +96,14 @@ async def nats_client_big(big_nats: NatsServer) -> AsyncIterator[Client]:
         yield nc
     finally:
         await nc.close()
+
+
+async def last_message(js: Any, stream: str, subject: str) -> Any | None:
+    """The stream's last message on ``subject``, None when it holds none (other errors raise)."""
+    try:
+        return await js.get_last_msg(stream, subject)
+    except nats.js.errors.NotFoundError:
+        return None
 
 
 async def publish_raw(nc: Client, subject: str, data: bytes) -> None:

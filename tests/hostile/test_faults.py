@@ -38,7 +38,7 @@ from shared import messages, streams
 from shared.subjects import Subjects
 from tests.fixtures.sandbox import CI_CHEAP_SERVER
 from tests.fixtures.services import metric_sum
-from tests.hostile.conftest import Feed, eventually
+from tests.hostile.conftest import Feed, eventually, last_message
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -185,11 +185,7 @@ async def test_nats_killed_then_restarted_with_its_store_and_with_an_empty_one(t
                 # The streams are back, with the cluster's state: the watcher republished the target
                 # (at its next stream check, which may come after the fetcher's and the scaler's).
                 async def republished(js: nats.js.JetStreamContext = js) -> bool:
-                    try:
-                        await js.get_last_msg(S.stream_name(streams.TARGETS), S.targets(NS, "only"))
-                    except nats.js.errors.NotFoundError:
-                        return False
-                    return True
+                    return await last_message(js, S.stream_name(streams.TARGETS), S.targets(NS, "only")) is not None
 
                 await eventually(republished, timeout=10, what="the watcher republished the target")
                 last = await js.get_last_msg(S.stream_name(streams.TARGETS), S.targets(NS, "only"))

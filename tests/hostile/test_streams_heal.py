@@ -26,7 +26,7 @@ from tests.fixtures.servers import NatsServer
 from tests.fixtures.services import ServiceProcess, StartService
 from tests.fixtures.watcher import Feed as WatcherFeed
 from tests.fixtures.watcher import RunningWatcher
-from tests.hostile.conftest import NS, Feed, eventually, fetcher_env
+from tests.hostile.conftest import NS, Feed, eventually, fetcher_env, last_message
 
 S = Subjects()
 GOOD = "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc 0.5\n"
@@ -182,11 +182,7 @@ async def test_tombstones_expire_after_their_ttl(
     await eventually(lambda: bool(feed.of(messages.MetricsDeleted, "gone")), timeout=10, what="metrics tombstone")
 
     async def expired() -> bool:
-        try:
-            await js.get_last_msg(S.stream_name(streams.METRICS), S.metrics(NS, "gone"))
-        except nats.js.errors.NotFoundError:
-            return True
-        return False
+        return await last_message(js, S.stream_name(streams.METRICS), S.metrics(NS, "gone")) is None
 
     await eventually(expired, timeout=10, what="the metrics tombstone expired")
     # A fetcher that starts now finds nothing to forget; the one running forgot the VA.
