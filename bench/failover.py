@@ -47,7 +47,7 @@ from services.sandbox.kubeapi import resources as kres
 from services.sandbox.servers import Child, free_port
 from shared import natsio, streams
 from shared.kubeleases import object_name
-from shared.leases import read_bucket
+from shared.natsleases import read_bucket
 from shared.subjects import SubjectKind, Subjects
 
 S = Subjects()

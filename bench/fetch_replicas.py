@@ -22,6 +22,7 @@ from bench.fetch_cycle import Installation, _fetcher, _idle_cpu_rate, _publisher
 from bench.report import Table, stat
 from shared import partitions
 from shared.leases import Leases
+from shared.natsleases import NatsLeaseStore
 
 COUNTS = (1, 2, 3)
 TTL = 3.0
@@ -30,7 +31,7 @@ TTL = 3.0
 async def _leases(nc: Any, replicas: int, bucket: str) -> list[Leases]:
     """Leases of ``replicas`` fetchers, played until they hold their fair shares and nothing moves."""
     held = [
-        Leases(nc, bucket=bucket, service="fetcher", identity=f"fetcher-{i}", partitions=partitions.numbered(16), ttl=TTL)
+        Leases(NatsLeaseStore(nc, bucket=bucket, ttl=TTL), service="fetcher", identity=f"fetcher-{i}", partitions=partitions.numbered(16), ttl=TTL)
         for i in range(replicas)
     ]
     share = partitions.fair_share(16, replicas)

@@ -43,15 +43,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from nats.aio.client import Client
 from prometheus_client import Counter, Gauge
 
 from shared import partitions as partitioning
-from shared.leasestore import Entry, LeaseConflict, LeaseStore, Revision, decode_value, is_identity
-from shared.natsleases import NatsLeaseStore, read_bucket
+from shared.leasestore import Entry, LeaseConflict, LeaseStore, Revision
 from shared.redaction import redact
-
-__all__ = ["Entry", "Leases", "decode_value", "is_identity", "make_identity", "read_bucket"]
 
 log = logging.getLogger("wva.leases")
 
@@ -84,14 +80,12 @@ class Leases:
 
     def __init__(
         self,
-        store: LeaseStore | Client,
+        store: LeaseStore,
         *,
-        bucket: str = "",
         service: str,
         identity: str,
         partitions: Sequence[str],
         ttl: float,
-        replicas: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
@@ -100,10 +94,7 @@ class Leases:
         self.ttl = ttl
         self.period = ttl / 3
         self._clock = clock
-        # A NATS connection means the KV bucket ``bucket`` (the default store); any other store is given.
-        self.store: LeaseStore = (
-            NatsLeaseStore(store, bucket=bucket, ttl=ttl, replicas=replicas) if isinstance(store, Client) else store
-        )
+        self.store = store
         self._held: dict[str, _Held] = {}
         self._member: Revision | None = None
         self._listeners: list[asyncio.Queue[frozenset[str]]] = []

@@ -45,6 +45,7 @@ from nats.js.api import PubAck
 from shared import natsio, partitions, publishing, streams
 from shared.leases import Leases, make_identity
 from shared.messages import MetricsDeleted, Ownership, TargetDeleted, utcnow
+from shared.natsleases import NatsLeaseStore
 from shared.observability import Health, HttpServer, setup_logging
 from shared.redaction import redact
 from shared.settings import Settings, SettingsError, load
@@ -201,7 +202,8 @@ async def make_leases(
         "service": name, "identity": identity, "partitions": lease_partitions(name, settings), "ttl": settings.lease_ttl,
     }
     if settings.lease_backend == "nats":
-        return Leases(nc, bucket=leases_bucket(settings, subjects), replicas=settings.stream_replicas, **common)
+        bucket = NatsLeaseStore(nc, bucket=leases_bucket(settings, subjects), ttl=settings.lease_ttl, replicas=settings.stream_replicas)
+        return Leases(bucket, **common)
     if settings.lease_backend == "kubernetes":
         # The watcher's and the scaler's kubeconfig setting; the fetcher has none and uses $KUBECONFIG
         # or its in-cluster account, as kube.api_client does.

@@ -18,7 +18,7 @@ from typing import TextIO
 import nats.js.errors
 
 from services.tools import connection, formatting, subscription
-from shared.leases import decode_value
+from shared.leasestore import decode_value
 from shared.lifecycle import leases_bucket
 from shared.settings import Settings
 from shared.subjects import Subjects

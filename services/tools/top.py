@@ -29,8 +29,8 @@ from rich.table import Table
 from services.tools import connection, subscription
 from shared import messages as m
 from shared import streams
-from shared.leases import read_bucket
 from shared.lifecycle import leases_bucket
+from shared.natsleases import read_bucket
 from shared.observability import count_rejected
 from shared.partitions import partition_of
 from shared.settings import Settings

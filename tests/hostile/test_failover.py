@@ -30,7 +30,7 @@ from nats.aio.client import Client
 from services.sandbox.kubeapi import KubeApiEmulator
 from services.sandbox.kubeapi import resources as kube_resources
 from shared import kubeleases, messages, natsio, partitions, streams
-from shared.leases import read_bucket
+from shared.natsleases import read_bucket
 from shared.subjects import Subjects
 from tests.fixtures.fetcher import Pods, make_target
 from tests.fixtures.servers import NatsServer

@@ -375,12 +375,13 @@ async def test_the_real_fetcher_serves_the_scaler_as_their_users(secured_nats: N
 async def test_every_service_user_takes_leases_and_says_what_it_holds(secured_nats: NatsServer, user: str) -> None:
     from shared import partitions
     from shared.leases import Leases
+    from shared.natsleases import NatsLeaseStore
 
     nc = await natsio.connect(settings(secured_nats, user), name=f"wva-{user}")
     try:
         await streams.ensure(nc.jetstream(), S, streams.StreamSpec())
         names = (partitions.WATCHER,) if user == "watcher" else partitions.numbered(16)
-        leases = Leases(nc, bucket="WVA_LEASES", service=user, identity=f"{user}-0a1b2c", partitions=names, ttl=15.0)
+        leases = Leases(NatsLeaseStore(nc, bucket="WVA_LEASES", ttl=15.0), service=user, identity=f"{user}-0a1b2c", partitions=names, ttl=15.0)
         await leases.round()  # creates the bucket (or finds it), announces itself, acquires
         await leases.round()  # renews, reads
         assert leases.owned == frozenset(names) and leases.healthy
@@ -425,10 +426,11 @@ async def test_the_tools_user_reads_the_lease_bucket(secured_nats: NatsServer) -
     from services.tools import tail, top
     from shared import partitions
     from shared.leases import Leases
+    from shared.natsleases import NatsLeaseStore
 
     async with connected(secured_nats, "scaler") as (scaler, _):
         await streams.ensure(scaler.jetstream(), S, streams.StreamSpec())
-        leases = Leases(scaler, bucket="WVA_LEASES", service="scaler", identity="scaler-0a1b2c",
+        leases = Leases(NatsLeaseStore(scaler, bucket="WVA_LEASES", ttl=15.0), service="scaler", identity="scaler-0a1b2c",
                         partitions=partitions.numbered(16), ttl=15.0)
         await leases.round()
     tools = Settings(nats_url=secured_nats.url, nats_user="wva-tools", nats_password=natsconf.password("tools"))

@@ -14,7 +14,8 @@ import pytest
 from nats.aio.client import Client
 
 from shared import partitions
-from shared.leases import Leases, read_bucket
+from shared.leases import Leases
+from shared.natsleases import NatsLeaseStore, read_bucket
 from shared.observability import MESSAGES_REJECTED
 from tests.fixtures.servers import NatsServer
 
@@ -32,8 +33,8 @@ async def make_leases(nats_server: NatsServer) -> AsyncIterator[MakeLeases]:
         nc = await nats.connect(nats_server.url)
         clients.append(nc)
         return Leases(
-            nc, bucket=BUCKET, service=service, identity=identity, partitions=partitions.numbered(total), ttl=ttl,
-            clock=clock,
+            NatsLeaseStore(nc, bucket=BUCKET, ttl=ttl), service=service, identity=identity,
+            partitions=partitions.numbered(total), ttl=ttl, clock=clock,
         )
 
     try:

@@ -102,10 +102,11 @@ def test_top_shows_snapshot_age_and_skips_garbage() -> None:
 async def test_tail_leases_and_top_show_who_holds_what(nats_server: NatsServer, nats_client: Client) -> None:
     from shared import partitions
     from shared.leases import Leases
+    from shared.natsleases import NatsLeaseStore
 
     await _seed(nats_client)
-    a = Leases(nats_client, bucket="WVA_LEASES", service="scaler", identity="scaler-a-1f2e3d",
-               partitions=partitions.numbered(16), ttl=15.0)
+    a = Leases(NatsLeaseStore(nats_client, bucket="WVA_LEASES", ttl=15.0), service="scaler",
+               identity="scaler-a-1f2e3d", partitions=partitions.numbered(16), ttl=15.0)
     await a.round()
     out = io.StringIO()
     settings = Settings(nats_url=nats_server.url)
