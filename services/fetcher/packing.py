@@ -19,10 +19,10 @@ from typing import Final
 
 import msgspec
 
+from shared.doubles import doubles, figure
 from shared.interning import Interner
 from shared.messages import AllocationMetrics, MetricsSnapshot, ReplicaMetrics, SnapshotStatus
 
-_NONE: Final = math.nan
 _ALLOCATION: Final = ("arrival_rate", "avg_input_tokens", "avg_output_tokens", "ttft_seconds", "itl_seconds", "gateway_queue")
 _FIGURES: Final = ("kv_cache_usage", "waiting", "running", "generation_tokens_rate", "itl_seconds")
 _shared_sizes: Final[Interner[tuple[tuple[int | None, int | None], ...]]] = Interner()  # one per pattern
@@ -53,9 +53,6 @@ if (
 ):
     raise ImportError("services.fetcher.packing does not know every field of the metrics messages")
 
-
-def _opt(value: float) -> float | None:
-    return None if value != value else value
 
 
 _FLOAT_OR_NONE: Final = frozenset((float, type(None)))
@@ -91,7 +88,7 @@ def pack(snapshot: MetricsSnapshot) -> Packed | None:
         dropped_values=snapshot.dropped_values,
         pods=tuple(r.pod for r in snapshot.replicas),
         sizes=shared,
-        figures=array("d", [_NONE if v is None else v for v in values]),
+        figures=doubles(values),
     )
 
 
@@ -102,13 +99,13 @@ def unpack(packed: Packed) -> MetricsSnapshot:
     replicas = tuple(
         ReplicaMetrics(
             pod=pod,
-            kv_cache_usage=_opt(f[n + k * i]),
-            waiting=_opt(f[n + k * i + 1]),
-            running=_opt(f[n + k * i + 2]),
+            kv_cache_usage=figure(f[n + k * i]),
+            waiting=figure(f[n + k * i + 1]),
+            running=figure(f[n + k * i + 2]),
             num_gpu_blocks=blocks,
             block_size=size,
-            generation_tokens_rate=_opt(f[n + k * i + 3]),
-            itl_seconds=_opt(f[n + k * i + 4]),
+            generation_tokens_rate=figure(f[n + k * i + 3]),
+            itl_seconds=figure(f[n + k * i + 4]),
         )
         for i, (pod, (blocks, size)) in enumerate(zip(packed.pods, packed.sizes, strict=True))
     )
@@ -122,7 +119,7 @@ def unpack(packed: Packed) -> MetricsSnapshot:
         template_hash=packed.template_hash,
         status=packed.status,
         reason=packed.reason,
-        allocation=AllocationMetrics(**{field: _opt(f[i]) for i, field in enumerate(_ALLOCATION)}),
+        allocation=AllocationMetrics(**{field: figure(f[i]) for i, field in enumerate(_ALLOCATION)}),
         replicas=replicas,
         dropped_values=packed.dropped_values,
     )

@@ -10,7 +10,6 @@ does not use clocks at all: the stream delivers them in order, and generations s
 
 from __future__ import annotations
 
-import math
 import operator
 from array import array
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from typing import Final
 
 import msgspec
 
+from shared.doubles import ABSENT, doubles, figure
 from shared.interning import Interner
 from shared.messages import MetricsSnapshot, SnapshotStatus
 from shared.messages import is_finite_non_negative as valid
@@ -27,7 +27,6 @@ from shared.messages import is_finite_non_negative as valid
 # with the VA's Target when the core passes them, one int per cache size (docs/benchmarks.md, "Memory
 # per tracked VA"). The per-replica view (``ReplicaLoad``) is built when read.
 _shared_size: Final[Interner[int]] = Interner(limit=1024)  # a fleet has a handful of cache sizes
-_NONE: Final = math.nan  # a figure that is absent (no valid figure is NaN: they are finite)
 _HEAD: Final = (
     8  # collected_at, skew, arrival_rate, avg_input_tokens, avg_output_tokens, gateway_queue, ttft, itl
 )
@@ -45,9 +44,6 @@ class ReplicaLoad(msgspec.Struct, frozen=True, gc=False):
     tokens_rate: float | None = None  # output tokens per second over the rate window
     itl: float | None = None  # its average inter-token latency over the rate window
 
-
-def _opt(value: float) -> float | None:
-    return None if value != value else value  # NaN: absent
 
 
 class Digest(msgspec.Struct, frozen=True, gc=False):
@@ -76,28 +72,28 @@ class Digest(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def arrival_rate(self) -> float | None:
-        return _opt(self.figures[2])
+        return figure(self.figures[2])
 
     @property
     def avg_input_tokens(self) -> float | None:
-        return _opt(self.figures[3])
+        return figure(self.figures[3])
 
     @property
     def avg_output_tokens(self) -> float | None:
-        return _opt(self.figures[4])
+        return figure(self.figures[4])
 
     @property
     def gateway_queue(self) -> float | None:
-        return _opt(self.figures[5])
+        return figure(self.figures[5])
 
     @property
     def ttft_seconds(self) -> float | None:
         """Average over the rate window."""
-        return _opt(self.figures[6])
+        return figure(self.figures[6])
 
     @property
     def itl_seconds(self) -> float | None:
-        return _opt(self.figures[7])
+        return figure(self.figures[7])
 
     @property
     def replicas(self) -> tuple[ReplicaLoad, ...]:
@@ -106,17 +102,8 @@ class Digest(msgspec.Struct, frozen=True, gc=False):
         loads = []
         at = _HEAD
         for i, pod in enumerate(self.pods):
-            running, rate, itl = f[at + 2], f[at + 3], f[at + 4]
             loads.append(
-                ReplicaLoad(
-                    pod,
-                    f[at],
-                    f[at + 1],
-                    each[i],
-                    running if running == running else None,  # NaN: absent
-                    rate if rate == rate else None,
-                    itl if itl == itl else None,
-                )
+                ReplicaLoad(pod, f[at], f[at + 1], each[i], figure(f[at + 2]), figure(f[at + 3]), figure(f[at + 4]))
             )
             at += _PER
         return tuple(loads)
@@ -169,9 +156,9 @@ def digest(
             per += (
                 kv,
                 queue,
-                replica.running if valid(replica.running) else _NONE,
-                replica.generation_tokens_rate if valid(replica.generation_tokens_rate) else _NONE,
-                replica.itl_seconds if valid(replica.itl_seconds) else _NONE,
+                replica.running if valid(replica.running) else ABSENT,
+                replica.generation_tokens_rate if valid(replica.generation_tokens_rate) else ABSENT,
+                replica.itl_seconds if valid(replica.itl_seconds) else ABSENT,
             )
         else:
             excluded.append(replica.pod)
@@ -201,6 +188,6 @@ def digest(
         pods=pods if _same(pods, reporting) else tuple(reporting),
         excluded=tuple(excluded),
         invalid_values=invalid + bad_rate + bad_in + bad_out + bad_gateway + bad_ttft + bad_itl,
-        figures=array("d", [_NONE if v is None else v for v in head] + per),
+        figures=doubles([*head, *per]),
         sizes=sizes[0] if sizes and all(s is sizes[0] for s in sizes) else (tuple(sizes) if sizes else None),
     )
